@@ -1,0 +1,205 @@
+"""Tokenize a corpus and cut it into fixed-size chunks, as the course does, at tokenizer speed.
+
+Each document is encoded with its special tokens (`[CLS] ... [SEP]`), the whole split is concatenated
+into one int32 array and cut into `chunk_size` rows; only the final remainder is dropped. Token ids go
+straight from the Rust tokenizer into numpy (no `BatchEncoding` of Python lists), and the token arrays are
+cached under the state root, keyed by the files' identity and the tokenizer, so reopening a corpus or
+changing the chunk size costs no tokenizing. Word boundaries for whole-word masking are derived from the
+vocabulary when needed (see `masking.word_start_table`) instead of being stored per token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlm_tui.errors import UsageError
+
+BATCH_DOCS = 2000
+Progress = Callable[[int, int], None]  # (documents done, documents total)
+
+
+@dataclass
+class TokenizedSplit:
+    """One split as a flat token stream; `doc_lengths` recovers document boundaries."""
+
+    ids: np.ndarray  # int32, all documents concatenated
+    doc_lengths: np.ndarray  # int64, tokens per document
+
+    @property
+    def documents(self) -> int:
+        return len(self.doc_lengths)
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids)
+
+    def chunks(self, chunk_size: int) -> np.ndarray:
+        """A (n, chunk_size) view: no copy, the final remainder left out."""
+        n = self.tokens // chunk_size
+        return self.ids[: n * chunk_size].reshape(n, chunk_size)
+
+    def stats(self, chunk_size: int) -> dict[str, int]:
+        n = self.tokens // chunk_size
+        return {"documents": self.documents, "tokens": self.tokens, "chunks": n,
+                "dropped_tokens": self.tokens - n * chunk_size}
+
+    def split_documents(self, test_fraction: float, seed: int) -> tuple[TokenizedSplit, TokenizedSplit]:
+        """Hold out whole documents (seeded), so no text is in both parts."""
+        n = self.documents
+        if n < 2:
+            raise UsageError("the corpus has one document: a test split needs at least two")
+        n_test = min(n - 1, max(1, round(n * test_fraction)))
+        order = np.random.default_rng(seed).permutation(n)
+        test_docs, train_docs = np.sort(order[:n_test]), np.sort(order[n_test:])
+        return self._select(train_docs), self._select(test_docs)
+
+    def _select(self, docs: np.ndarray) -> TokenizedSplit:
+        starts = np.concatenate([[0], np.cumsum(self.doc_lengths)[:-1]])
+        lengths = self.doc_lengths[docs]
+        index = np.repeat(starts[docs] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        index += np.arange(lengths.sum())
+        return TokenizedSplit(self.ids[index], lengths)
+
+
+def check_chunk_size(chunk_size: int, tokenizer: Any) -> None:
+    limit = model_max_length(tokenizer)
+    if chunk_size < 2:
+        raise UsageError(f"--chunk-size must be at least 2 (got {chunk_size})")
+    if limit and chunk_size > limit:
+        raise UsageError(f"--chunk-size {chunk_size} is beyond this model's maximum of {limit} tokens")
+
+
+def model_max_length(tokenizer: Any) -> int | None:
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 10**6 else None
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update(backend.to_str().encode() if backend is not None else repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(repr(tokenizer.all_special_tokens).encode())
+    return h.hexdigest()
+
+
+def encode_documents(tokenizer: Any, docs: list[str], progress: Progress | None = None,
+                     cancelled: Callable[[], bool] | None = None) -> TokenizedSplit:
+    """Encode documents with special tokens into one int32 stream, in batches the Rust side parallelises."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+    lengths = np.empty(len(docs), dtype=np.int64)
+    pieces: list[np.ndarray] = []
+    for start in range(0, len(docs), BATCH_DOCS):
+        if cancelled is not None and cancelled():
+            raise UsageError("tokenizing cancelled")
+        batch = docs[start : start + BATCH_DOCS]
+        ids_lists = _encode_batch(tokenizer, backend, batch)
+        n = 0
+        for i, ids in enumerate(ids_lists):
+            lengths[start + i] = len(ids)
+            n += len(ids)
+        pieces.append(np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=n))
+        if progress is not None:
+            progress(min(start + BATCH_DOCS, len(docs)), len(docs))
+    ids = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int32)
+    return TokenizedSplit(ids, lengths)
+
+
+def _encode_batch(tokenizer: Any, backend: Any, batch: list[str]) -> list[list[int]]:
+    if backend is None:  # a slow (Python) tokenizer: correct, just slower
+        return tokenizer(batch, add_special_tokens=True)["input_ids"]
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return [e.ids for e in encode(batch, add_special_tokens=True)]
+
+
+def _cache_paths(key: str) -> tuple[Path, Path]:
+    from mlm_tui.home import chunks_cache_dir
+
+    base = chunks_cache_dir()
+    return base / f"{key}.ids.npy", base / f"{key}.docs.npy"
+
+
+def _save(key: str, split: TokenizedSplit) -> None:
+    import os
+    import tempfile
+
+    ids_path, docs_path = _cache_paths(key)
+    for path, arr in ((docs_path, split.doc_lengths), (ids_path, split.ids)):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, arr)
+            os.replace(tmp, path)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+            return  # a cache that cannot be written costs speed, not correctness
+
+
+def _load(key: str) -> TokenizedSplit | None:
+    ids_path, docs_path = _cache_paths(key)
+    try:
+        ids = np.load(ids_path, mmap_mode="r")
+        lengths = np.load(docs_path)
+    except (OSError, ValueError):
+        return None
+    if int(lengths.sum()) != len(ids):
+        return None  # a torn or mismatched pair: tokenize again
+    return TokenizedSplit(ids, lengths)
+
+
+def tokenize_corpus(corpus_ref: str, tokenizer: Any, text_field: str = "text",
+                    progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
+                    status: Callable[[str], None] | None = None) -> dict[str, TokenizedSplit]:
+    """Every split of a corpus, tokenized; served from the cache when files and tokenizer are unchanged."""
+    from mlm_tui.corpus import corpus_files, load_corpus, stat_key
+
+    files = corpus_files(corpus_ref)
+    keys: dict[str, str] = {}
+    if files is not None:
+        base = f"{stat_key(files)}|{text_field}|{tokenizer_fingerprint(tokenizer)}"
+        keys = {s: hashlib.blake2b(f"{base}|{s}".encode(), digest_size=16).hexdigest() for s in files}
+        cached = {s: _load(k) for s, k in keys.items()}
+        if all(v is not None for v in cached.values()):
+            return dict(cached)  # type: ignore[arg-type]
+    if status is not None:
+        status("reading corpus")
+    corpus = load_corpus(corpus_ref, text_field)
+    if status is not None:
+        status("tokenizing")
+    out: dict[str, TokenizedSplit] = {}
+    total = sum(len(d) for d in corpus.splits.values())
+    done = 0
+    for split, docs in corpus.splits.items():
+        offset = done
+
+        def report(n: int, _total: int, offset: int = offset) -> None:
+            if progress is not None:
+                progress(offset + n, total)
+
+        out[split] = encode_documents(tokenizer, docs, report, cancelled)
+        done += len(docs)
+        if split in keys:
+            _save(keys[split], out[split])
+    return out
+
+
+def corpus_stats(splits: dict[str, TokenizedSplit], chunk_size: int) -> dict[str, dict[str, int]]:
+    return {name: split.stats(chunk_size) for name, split in splits.items()}
+
+
+def decode_chunks(tokenizer: Any, chunks: Iterable[np.ndarray]) -> list[str]:
+    return [tokenizer.decode(list(map(int, c))) for c in chunks]
+
+
+def stats_json(corpus_ref: str, chunk_size: int, stats: dict[str, dict[str, int]]) -> str:
+    return json.dumps({"corpus": corpus_ref, "chunk_size": chunk_size, "splits": stats})

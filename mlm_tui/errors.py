@@ -1,0 +1,21 @@
+"""Errors that the CLI and the workbench turn into one readable line instead of a traceback."""
+
+from __future__ import annotations
+
+
+class MlmError(Exception):
+    """A failure the user can act on; the message is the whole story (exit status 1)."""
+
+    exit_code = 1
+
+
+class UsageError(MlmError):
+    """A bad flag, value or reference given by the user (exit status 2)."""
+
+    exit_code = 2
+
+
+class RunCancelled(MlmError):
+    """Training stopped on request (Ctrl+C or a cancel from the workbench)."""
+
+    exit_code = 130

@@ -1,0 +1,73 @@
+"""Masked-LM perplexity on chunks masked once with a fixed seed, so before/after numbers compare."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlm_tui.errors import RunCancelled, UsageError
+from mlm_tui.heads import MaskedOnlyMLM
+from mlm_tui.masking import TokenTables, fixed_masks
+
+EVAL_SEED = 1234
+
+
+@dataclass
+class EvalResult:
+    perplexity: float
+    loss: float
+    chunks: int
+    masked_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"perplexity": self.perplexity, "chunks": self.chunks, "masked_tokens": self.masked_tokens}
+
+
+@dataclass
+class EvalSet:
+    """Chunks with their masks fixed once; reused for every evaluation of a run."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def build(cls, chunks: np.ndarray, tables: TokenTables, probability: float = 0.15,
+              seed: int = EVAL_SEED, whole_word: bool = False) -> EvalSet:
+        if len(chunks) == 0:
+            raise UsageError("no chunks to evaluate on: the text is shorter than one chunk")
+        inputs, labels = fixed_masks(chunks, tables, probability, seed, whole_word)
+        return cls(inputs, labels)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def perplexity(model: Any, evalset: EvalSet, batch_size: int = 32, device: Any = "cpu",
+               autocast: torch.dtype | None = None, cancelled: Callable[[], bool] | None = None) -> EvalResult:
+    """exp of the mean cross-entropy over every masked token (token-weighted, not batch-weighted)."""
+    wrapper = model if isinstance(model, MaskedOnlyMLM) else MaskedOnlyMLM(model)
+    was_training = wrapper.training
+    wrapper.eval()
+    device = torch.device(device)
+    total_loss, total_tokens = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(evalset), batch_size):
+            if cancelled is not None and cancelled():
+                raise RunCancelled("evaluation cancelled")
+            ids = evalset.inputs[start : start + batch_size].to(device)
+            labels = evalset.labels[start : start + batch_size].to(device)
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                loss, count = wrapper(ids, torch.ones_like(ids), labels)
+            n = int(count)
+            if n:
+                total_loss += float(loss) * n
+                total_tokens += n
+    if was_training:
+        wrapper.train()
+    mean = total_loss / max(total_tokens, 1)
+    return EvalResult(math.exp(mean) if total_tokens else float("nan"), mean, len(evalset), total_tokens)

@@ -1,0 +1,106 @@
+"""Fill every mask of a sentence, as transformers' fill-mask pipeline does, in one forward pass.
+
+Each mask gets its own top-k from its own softmax (masks are independent). Only the mask rows go through
+the vocabulary head, so a fill costs about one encoder pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from mlm_tui.errors import UsageError
+
+if TYPE_CHECKING:
+    from mlm_tui.models import ModelHandle
+
+MASK_ALIAS = "[MASK]"
+
+
+@dataclass
+class Fill:
+    token: str
+    token_id: int
+    score: float
+    sequence: str
+
+
+@dataclass
+class MaskFills:
+    index: int  # the mask's position in the input ids
+    fills: list[Fill]
+
+
+@dataclass
+class FillResult:
+    model: str
+    text: str
+    masks: list[MaskFills]
+    best: str = ""  # every mask replaced by its own top fill (the fills are still independent)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "text": self.text, "masks": [asdict(m) for m in self.masks]}
+
+
+def normalise(text: str, mask_token: str) -> str:
+    """Accept `[MASK]` for any model, whatever its own mask token is (`<mask>` for RoBERTa)."""
+    return text.replace(MASK_ALIAS, mask_token) if mask_token != MASK_ALIAS else text
+
+
+def count_masks(text: str, mask_token: str = MASK_ALIAS) -> int:
+    return normalise(text, mask_token).count(mask_token)
+
+
+def fill(handle: ModelHandle, text: str, top_k: int = 5) -> FillResult:
+    import torch
+
+    from mlm_tui.heads import encoder_hidden, mlm_head
+
+    tok = handle.tokenizer
+    if top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    prepared = normalise(text, tok.mask_token)
+    enc = tok(prepared, return_tensors="pt")
+    ids = enc["input_ids"]
+    positions = (ids[0] == tok.mask_token_id).nonzero().flatten()
+    if len(positions) == 0:
+        raise UsageError(f"no {MASK_ALIAS} in the text: put {MASK_ALIAS} where a word should be predicted")
+    limit = _max_length(handle)
+    if ids.shape[1] > limit:
+        raise UsageError(f"the text is {ids.shape[1]} tokens long; this model reads at most {limit}")
+    if len(positions) == ids.shape[1] - tok.num_special_tokens_to_add():
+        raise UsageError("the text is only masks: give the model some words to go on")
+    enc = {k: v.to(handle.device) for k, v in enc.items()}
+    model = handle.model
+    head = mlm_head(model)
+    with torch.inference_mode():
+        if head is not None:
+            hidden = encoder_hidden(model, **enc)
+            logits = head(hidden[0, positions.to(handle.device)])
+        else:
+            logits = model(**enc).logits[0, positions.to(handle.device)]
+        probs = logits.float().softmax(dim=-1)
+        top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    scores = top.values.cpu().tolist()
+    token_ids = top.indices.cpu().tolist()
+    base_ids = ids[0].tolist()
+    keep_specials = set(tok.all_special_ids) - {tok.mask_token_id}
+    masks: list[MaskFills] = []
+    best_ids = list(base_ids)
+    for row, pos in enumerate(positions.tolist()):
+        best_ids[pos] = token_ids[row][0]
+        fills = []
+        for score, token_id in zip(scores[row], token_ids[row], strict=True):
+            filled = list(base_ids)
+            filled[pos] = token_id
+            sequence = tok.decode([t for t in filled if t not in keep_specials])
+            fills.append(Fill(tok.decode([token_id]), token_id, score, sequence))
+        masks.append(MaskFills(pos, fills))
+    best = tok.decode([t for t in best_ids if t not in keep_specials])
+    return FillResult(handle.name, text, masks, best)
+
+
+def _max_length(handle: ModelHandle) -> int:
+    config_limit = getattr(handle.model.config, "max_position_embeddings", None) or 512
+    tok_limit = handle.tokenizer.model_max_length
+    return min(config_limit, tok_limit) if tok_limit and tok_limit < 10**6 else config_limit

@@ -1,0 +1,59 @@
+"""Split a masked-LM into its encoder and its vocabulary head.
+
+The head (a 384..768 x 30k projection) costs as much as a small encoder. Training and filling only need
+its logits at masked positions, so both run the encoder over every token and the head over masked rows
+only. Families whose head we don't know fall back to the full forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The callable mapping hidden states to vocabulary logits, or None for an unknown family."""
+    if hasattr(model, "cls") and hasattr(model.cls, "predictions"):  # BERT and its relatives
+        return model.cls
+    if hasattr(model, "lm_head"):  # RoBERTa, XLM-R, CamemBERT, ModernBERT ...
+        return model.lm_head
+    if hasattr(model, "vocab_projector") and hasattr(model, "vocab_transform"):  # DistilBERT
+        act = model.activation
+
+        def distilbert_head(hidden: torch.Tensor) -> torch.Tensor:
+            hidden = model.vocab_layer_norm(act(model.vocab_transform(hidden)))
+            return model.vocab_projector(hidden)
+
+        return distilbert_head
+    return None
+
+
+def encoder_hidden(model: nn.Module, **inputs: Any) -> torch.Tensor:
+    """Last hidden states of the model's encoder (no vocabulary projection)."""
+    return model.base_model(**inputs)[0]
+
+
+class MaskedOnlyMLM(nn.Module):
+    """Wraps an MLM so its forward returns the loss computed from logits at labelled positions only.
+
+    Same loss as `model(**batch, labels=labels).loss` (mean cross-entropy over tokens whose label is not
+    -100), at a fraction of the head's cost. Being a module, it goes through Accelerate/DDP like any other.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.head = mlm_head(model)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> Any:
+        if self.head is None:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+            return out.loss, (labels != -100).sum()
+        hidden = encoder_hidden(self.model, input_ids=input_ids, attention_mask=attention_mask)
+        select = labels != -100
+        logits = self.head(hidden[select])
+        loss = nn.functional.cross_entropy(logits.float(), labels[select])
+        return loss, select.sum()

@@ -1,0 +1,71 @@
+"""Where mlm-tui keeps its state: one root for caches, runs and settings.
+
+Everything lives under one folder so that a user can find, back up or delete it in one go, and so that
+tests and benchmarks can point `MLM_TUI_HOME` at a temporary folder and never touch the real one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+APP_NAME = "mlm-tui"
+
+
+def root() -> Path:
+    """The state root: `$MLM_TUI_HOME` when set, else the platform's user data folder for mlm-tui."""
+    env = os.environ.get("MLM_TUI_HOME")
+    if env:
+        path = Path(env).expanduser()
+    else:
+        from platformdirs import user_data_path
+
+        path = user_data_path(APP_NAME, appauthor=False)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sub(name: str) -> Path:
+    path = root() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir() -> Path:
+    return _sub("runs")
+
+
+def models_dir() -> Path:
+    """Models mlm-tui assembles itself (the `starter`), kept apart from the hub cache."""
+    return _sub("models")
+
+
+def chunks_cache_dir() -> Path:
+    return _sub("cache/tokens")
+
+
+def datasets_cache_dir() -> Path:
+    return _sub("cache/datasets")
+
+
+def settings_path() -> Path:
+    return root() / "settings.json"
+
+
+def history_path() -> Path:
+    return root() / "history.json"
+
+
+def configure_hf_environment() -> None:
+    """Send hub downloads to a cache under our root unless the user chose their own `HF_HOME`.
+
+    Must run before transformers/datasets/huggingface_hub are imported: they read these variables once.
+    `HF_HUB_OFFLINE` is left to the user, as transformers users expect.
+    """
+    if "HF_HOME" not in os.environ:
+        os.environ["HF_HOME"] = str(root() / "hf")
+    os.environ.setdefault("HF_DATASETS_CACHE", str(datasets_cache_dir()))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -1,0 +1,200 @@
+"""The run store: one folder per fine-tune run, readable by any process while the run goes on.
+
+    runs/<run_id>/config.json     settings, library versions, corpus fingerprint (written once)
+                  state.json      status, progress and results (rewritten atomically)
+                  metrics.jsonl   one line per logged step or evaluation (appended)
+                  log.txt         the run's human-readable log
+                  lock            flock'ed by the training process for its whole life
+                  checkpoints/    step-N folders: the latest and the best by eval perplexity
+                  model/          the final model and tokenizer (`save_pretrained`)
+
+A run whose state says `running` but whose lock nobody holds lost its process (kill -9, power loss): it
+is reported as `interrupted`. The lock is the truth, not a pid or a clock, so pid reuse cannot fool it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlm_tui import atomic
+from mlm_tui.home import runs_dir
+
+RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
+STATUSES = ("running", "completed", "cancelled", "failed", "interrupted")
+
+
+class CorruptRun(Exception):
+    """A run folder whose files cannot be read; listed as a problem, never a crash."""
+
+
+@dataclass
+class Run:
+    run_id: str
+    dir: Path
+
+    @property
+    def model_path(self) -> Path:
+        return self.dir / "model"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "log.txt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    def config(self) -> dict[str, Any]:
+        return _read(self.dir / "config.json")
+
+    def state(self) -> dict[str, Any]:
+        return _read(self.dir / "state.json")
+
+    def is_live(self) -> bool:
+        """True while some process holds the run's lock (it is training right now)."""
+        path = self.dir / "lock"
+        if not path.exists():
+            return False
+        with open(path, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+
+    def status(self) -> str:
+        status = self.state().get("status", "failed")
+        if status == "running" and not self.is_live():
+            return "interrupted"
+        return status
+
+    def update_state(self, **changes: Any) -> dict[str, Any]:
+        """Merge changes into state.json atomically; only the training process calls this."""
+        try:
+            state = self.state()
+        except CorruptRun:
+            state = {}
+        state.update(changes, updated=time.time())
+        atomic.write_json(self.dir / "state.json", state)
+        return state
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Logged rows; a torn last line (the writer is mid-append) is skipped."""
+        rows = []
+        try:
+            with open(self.metrics_path, encoding="utf-8") as fh:
+                for line in fh:
+                    with contextlib.suppress(json.JSONDecodeError):
+                        rows.append(json.loads(line))
+        except FileNotFoundError:
+            pass
+        return rows
+
+    def log(self, message: str) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+
+    def summary(self) -> dict[str, Any]:
+        config, state = self.config(), self.state()
+        return {
+            "run_id": self.run_id,
+            "status": self.status(),
+            "created": config.get("created"),
+            "model": config.get("model"),
+            "corpus": config.get("corpus"),
+            "perplexity_before": state.get("perplexity_before"),
+            "perplexity_after": state.get("perplexity_after"),
+            "steps": state.get("step", 0),
+        }
+
+    @contextlib.contextmanager
+    def hold_lock(self) -> Iterator[None]:
+        """Mark this process as the run's owner for the duration; released by the kernel if it dies."""
+        with open(self.dir / "lock", "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                from mlm_tui.errors import UsageError
+
+                raise UsageError(f"run {self.run_id} is already being trained by another process") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = atomic.read_json(path)
+    except FileNotFoundError:
+        raise CorruptRun(f"{path.parent.name}: {path.name} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise CorruptRun(f"{path.parent.name}: {path.name} is unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise CorruptRun(f"{path.parent.name}: {path.name} is not a JSON object")
+    return data
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def create_run(config: dict[str, Any]) -> Run:
+    base = runs_dir()
+    while True:
+        run_id = new_run_id()
+        try:
+            (base / run_id).mkdir()
+            break
+        except FileExistsError:
+            continue
+    run = Run(run_id, base / run_id)
+    config = {**config, "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic.write_json(run.dir / "config.json", config)
+    atomic.write_json(run.dir / "state.json", {"status": "running", "step": 0, "pid": os.getpid()})
+    return run
+
+
+def find_run(ref: str) -> Run | None:
+    """The run with this id, if any. Only well-formed ids are joined to the store path."""
+    if not RUN_ID.match(ref):
+        return None
+    path = runs_dir() / ref
+    return Run(ref, path) if (path / "config.json").is_file() else None
+
+
+def list_runs() -> tuple[list[Run], list[str]]:
+    """All readable runs, newest first, and one line per folder that could not be read."""
+    runs, problems = [], []
+    for path in sorted(runs_dir().iterdir(), reverse=True):
+        if not path.is_dir() or not RUN_ID.match(path.name):
+            continue
+        run = Run(path.name, path)
+        try:
+            run.config()
+            run.state()
+        except CorruptRun as exc:
+            problems.append(f"skipped run {exc}")
+            continue
+        runs.append(run)
+    return runs, problems

@@ -1,0 +1,244 @@
+"""Reproduce the `starter` model's weights offline, with mlm-tui's own training engine.
+
+    python scripts/build_starter.py gather     # training text -> BUILD/train.jsonl (Debian packages)
+    python scripts/build_starter.py train      # train, or resume the unfinished run
+    python scripts/build_starter.py evaluate   # probes + perplexity on text it never saw
+    python scripts/build_starter.py export     # best checkpoint -> mlm_tui/starter/weights.safetensors
+
+With no argument it does all four. BUILD is $STARTER_BUILD_DIR or ~/.cache/mlm-tui-starter-build; its
+runs live in BUILD/home (an MLM_TUI_HOME of their own). Needs: apt-get install fortunes fortunes-min
+dict-gcide dict-wn python3-doc (training) and dict-devil dict-foldoc (evaluation only, never trained on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import html.parser
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+BUILD = Path(os.environ.get("STARTER_BUILD_DIR", Path.home() / ".cache" / "mlm-tui-starter-build"))
+os.environ.setdefault("MLM_TUI_HOME", str(BUILD / "home"))
+
+FORTUNES = Path("/usr/share/games/fortunes")
+DICTS = Path("/usr/share/dictd")
+PYDOCS = Path("/usr/share/doc/python3.11/html")
+
+# Everyday sentences that appear in no training text; each lists the fills counted as right.
+PROBES = [
+    ("The [MASK] barked loudly at the stranger.", {"dog", "dogs", "puppy", "hound"}),
+    ("She learned to [MASK] a car when she was sixteen.", {"drive"}),
+    ("Every morning he drinks a cup of [MASK].", {"tea", "coffee"}),
+    ("The sun rises in the [MASK].", {"east"}),
+    ("Paris is the capital of [MASK].", {"france"}),
+    ("We bought fresh bread at the [MASK].", {"bakery", "shop", "store", "market", "baker", "bakers"}),
+]
+
+SETTINGS = dict(chunk_size=128, batch_size=32, learning_rate=2e-4, warmup_steps=300, weight_decay=0.01,
+                max_steps=8000, eval_steps=250, save_steps=250, logging_steps=10, precision="bf16",
+                test_size=200, freeze_embeddings=True, seed=7)
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _b64(s: str) -> int:
+    n = 0
+    for ch in s:
+        n = n * 64 + _B64.index(ch)
+    return n
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def dict_entries(name: str) -> list[str]:
+    """Entries of a dictd database, one document each, headers (00-database-*) left out."""
+    data = gzip.open(DICTS / f"{name}.dict.dz").read()
+    out = []
+    for line in open(DICTS / f"{name}.index", encoding="utf-8", errors="replace"):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) < 3 or parts[0].startswith("00-database") or parts[0].startswith("00database"):
+            continue
+        entry = data[_b64(parts[1]) : _b64(parts[1]) + _b64(parts[2])].decode("utf-8", "replace")
+        entry = _clean(entry)
+        if len(entry) > 40:
+            out.append(entry)
+    return list(dict.fromkeys(out))
+
+
+def fortunes() -> list[str]:
+    docs = []
+    for path in sorted(FORTUNES.iterdir()):
+        if path.is_file() and "." not in path.name:
+            for item in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
+                if len(item) > 20:
+                    docs.append(_clean(item))
+    return docs
+
+
+class _Prose(html.parser.HTMLParser):
+    KEEP = {"p", "li", "dd", "h1", "h2", "h3"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth, self.skip, self.parts, self.buf = 0, 0, [], []
+
+    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+        if tag in ("pre", "script", "style"):
+            self.skip += 1
+        elif tag in self.KEEP:
+            self.depth += 1
+
+    def handle_endtag(self, tag):  # noqa: ANN001
+        if tag in ("pre", "script", "style"):
+            self.skip = max(0, self.skip - 1)
+        elif tag in self.KEEP and self.depth:
+            self.depth -= 1
+            if not self.depth and self.buf:
+                self.parts.append(_clean("".join(self.buf)))
+                self.buf = []
+
+    def handle_data(self, data):  # noqa: ANN001
+        if self.depth and not self.skip:
+            self.buf.append(data)
+
+
+def python_docs() -> list[str]:
+    docs = []
+    for path in sorted(PYDOCS.rglob("*.html")):
+        parser = _Prose()
+        parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+        text = " ".join(p for p in parser.parts if len(p) > 30)
+        if len(text) > 200:
+            docs.append(text)
+    return docs
+
+
+def gather() -> None:
+    BUILD.mkdir(parents=True, exist_ok=True)
+    sources = {"fortunes": fortunes(), "gcide": dict_entries("gcide"), "wordnet": dict_entries("wn"),
+               "python-docs": python_docs()}
+    probes = [p.replace("[MASK]", "").lower() for p, _ in PROBES]
+    with open(BUILD / "train.jsonl", "w") as fh:
+        for source, docs in sources.items():
+            kept = [d for d in docs if not any(p[:20] in d.lower() for p in probes)]
+            print(f"{source}: {len(kept)} documents, {sum(map(len, kept)) / 1e6:.1f} MB", file=sys.stderr)
+            for d in kept:
+                fh.write(json.dumps({"text": d, "source": source}) + "\n")
+    eval_dir = BUILD / "eval"
+    eval_dir.mkdir(exist_ok=True)
+    for name in ("devil", "foldoc"):
+        if (DICTS / f"{name}.index").exists():
+            with open(eval_dir / f"{name}.jsonl", "w") as fh:
+                for d in dict_entries(name):
+                    fh.write(json.dumps({"text": d}) + "\n")
+
+
+def initial_model() -> Path:
+    """The base encoder with a fresh MLM head, saved once as the run's starting point."""
+    path = BUILD / "init"
+    if not (path / "model.safetensors").exists():
+        from transformers import AutoTokenizer
+
+        from mlm_tui.starter import base_encoder_dir, base_mlm
+
+        model = base_mlm()
+        model.save_pretrained(path)
+        AutoTokenizer.from_pretrained(base_encoder_dir()).save_pretrained(path)
+    return path
+
+
+def train() -> str:
+    from mlm_tui import runstore
+    from mlm_tui.cli import print_event
+    from mlm_tui.training import TrainConfig, Trainer
+
+    marker = BUILD / "run_id"
+    run = runstore.find_run(marker.read_text().strip()) if marker.exists() else None
+    if run is not None and run.status() == "completed":
+        print(f"run {run.run_id} already completed", file=sys.stderr)
+        return run.run_id
+    if run is not None:
+        trainer = Trainer(TrainConfig.from_dict(run.config()), resume=run, on_event=print_event)
+    else:
+        config = TrainConfig(corpus=str(BUILD / "train.jsonl"), model=str(initial_model()), **SETTINGS)
+
+        def on_event(event: dict) -> None:
+            if trainer.run_record is not None and not marker.exists():
+                marker.write_text(trainer.run_record.run_id)  # so a later session resumes this run
+            print_event(event)
+
+        trainer = Trainer(config, on_event=on_event)
+    result = trainer.run()
+    print(json.dumps(result), file=sys.stderr)
+    return result["run_id"]
+
+
+def best_model_dir() -> Path:
+    from mlm_tui import checkpoints, runstore
+
+    run = runstore.find_run((BUILD / "run_id").read_text().strip())
+    if run is None:
+        raise SystemExit("no build run yet: run `train` first")
+    if run.model_path.exists():
+        return run.model_path
+    step = checkpoints.best_step(run)
+    if step is not None:
+        return run.checkpoints_dir / f"step-{step:07d}"
+    latest = checkpoints.latest_checkpoint(run)
+    if latest is None:
+        raise SystemExit("the build run has no checkpoint yet")
+    return latest
+
+
+def evaluate(model_ref: str | None = None) -> dict:
+    from mlm_tui.cli import eval_corpus
+    from mlm_tui.models import load_model
+
+    ref = model_ref or str(best_model_dir())
+    handle = load_model(ref)
+    right = 0
+    for text, answers in PROBES:
+        fills = [f.token.strip() for f in handle.fill(text).masks[0].fills]
+        ok = bool(answers & set(fills))
+        right += ok
+        print(f"{'ok ' if ok else 'no '} {text}  ->  {', '.join(fills)}", file=sys.stderr)
+    report = {"model": ref, "probes_right": right, "probes": len(PROBES)}
+    for name in ("devil", "foldoc"):
+        path = BUILD / "eval" / f"{name}.jsonl"
+        if path.exists():
+            report[f"perplexity_{name}"] = eval_corpus(str(path), ref, 128)["perplexity"]
+    print(json.dumps(report), file=sys.stderr)
+    return report
+
+
+def export() -> None:
+    from mlm_tui.starter import export_delta
+
+    checksum = export_delta(best_model_dir())
+    print(f"wrote mlm_tui/starter/weights.safetensors ({checksum[:12]})", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", nargs="?", choices=["gather", "train", "evaluate", "export", "all"], default="all")
+    parser.add_argument("--model", help="evaluate this model reference instead of the build's best")
+    args = parser.parse_args()
+    if args.step in ("gather", "all") and not (BUILD / "train.jsonl").exists():
+        gather()
+    if args.step in ("train", "all"):
+        train()
+    if args.step in ("evaluate", "all"):
+        evaluate(args.model)
+    if args.step in ("export", "all"):
+        export()
+
+
+if __name__ == "__main__":
+    main()
