@@ -39,8 +39,8 @@ PROBES = [
     ("We bought fresh bread at the [MASK].", {"bakery", "shop", "store", "market", "baker", "bakers"}),
 ]
 
-SETTINGS = dict(chunk_size=128, batch_size=32, learning_rate=2e-4, warmup_steps=300, weight_decay=0.01,
-                max_steps=8000, eval_steps=250, save_steps=250, logging_steps=10, precision="bf16",
+SETTINGS = dict(chunk_size=128, batch_size=32, learning_rate=2e-4, warmup_steps=200, weight_decay=0.01,
+                max_steps=3000, eval_steps=250, save_steps=250, logging_steps=10, precision="bf16",
                 test_size=200, freeze_embeddings=True, seed=7)
 
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"

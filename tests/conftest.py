@@ -1,0 +1,76 @@
+"""Shared fixtures: an isolated state root, a tiny real model and small corpora, all offline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SENTENCES = [
+    "The enzyme catalyses the hydrolysis of the peptide bond in the substrate.",
+    "Patients received a daily dose of the compound for twelve weeks.",
+    "The court held that the contract was void for lack of consideration.",
+    "Our support team answers tickets about billing and login problems.",
+    "The function returns a list of tokens and their offsets in the text.",
+    "Rain fell over the valley while the farmers brought in the harvest.",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test session gets its own MLM_TUI_HOME: nothing touches the user's real state."""
+    root = tmp_path_factory.mktemp("mlm-home")
+    os.environ["MLM_TUI_HOME"] = str(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small, seeded BERT masked LM with the real uncased WordPiece tokenizer: fast and deterministic."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from mlm_tui.starter import base_encoder_dir
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = AutoTokenizer.from_pretrained(base_encoder_dir())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256)
+    model = BertForMaskedLM(config)
+    model.save_pretrained(path)
+    tokenizer.model_max_length = 256
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_jsonl(path: Path, docs: list[str], field: str = "text") -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for doc in docs:
+            fh.write(json.dumps({field: doc}) + "\n")
+    return path
+
+
+@pytest.fixture
+def corpus_jsonl(tmp_path: Path) -> Path:
+    """A 200-document corpus, enough for a few chunks of 32 and a held-out test split."""
+    docs = [f"{SENTENCES[i % len(SENTENCES)]} Item {i} of the corpus." for i in range(200)]
+    return write_jsonl(tmp_path / "corpus.jsonl", docs)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    from mlm_tui.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
