@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlm_tui import atomic
+from mlm_tui.errors import MlmError
 from mlm_tui.runstore import Run
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -71,12 +72,22 @@ def save(run: Run, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, s
 
 
 def restore(path: Path, optimizer: Any, scheduler: Any) -> int:
-    """Load optimizer and scheduler state (our own files, read with weights_only) and return the step."""
+    """Load optimizer and scheduler state and return the step.
+
+    The files are torch's format read with `weights_only=True`: tensors and plain containers only, so a
+    checkpoint folder someone tampered with cannot run code when a run resumes.
+    """
+    import pickle
+
     import torch
 
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    return int(json.loads((path / "trainer_state.json").read_text())["step"])
+    try:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        return int(json.loads((path / "trainer_state.json").read_text())["step"])
+    except (OSError, pickle.UnpicklingError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MlmError(f"checkpoint {path} cannot be restored ({first})") from None
 
 
 def save_final(run: Run, model: Any, tokenizer: Any) -> Path:

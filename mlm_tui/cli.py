@@ -8,11 +8,13 @@ failures); Ctrl+C exits 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from mlm_tui.errors import MlmError, UsageError
@@ -184,15 +186,9 @@ def cmd_fill(args: argparse.Namespace) -> None:
 
 
 def _tokenizer_and_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    from mlm_tui.chunking import check_chunk_size, tokenize_corpus
-    from mlm_tui.models import load_tokenizer, resolve
+    from mlm_tui.chunking import check_chunk_size, open_tokenizer, tokenize_corpus
 
-    resolved = resolve(args.model)
-    if resolved.path is not None:
-        from mlm_tui.models import check_model_dir
-
-        check_model_dir(resolved.path, allow_pickle=args.allow_pickle)
-    tokenizer = load_tokenizer(args.model)
+    tokenizer = open_tokenizer(args.model)
     check_chunk_size(args.chunk_size, tokenizer)
     splits = tokenize_corpus(args.corpus, tokenizer, args.text_field, status=say if not args.json else None)
     return tokenizer, splits
@@ -243,12 +239,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    from mlm_tui.runstore import list_runs
+    from mlm_tui.runstore import list_summaries
 
-    runs, problems = list_runs()
+    rows, problems = list_summaries()
     for line in problems:
         say(line)
-    rows = [r.summary() for r in runs]
 
     def ppl(v: Any) -> str:
         return f"{v:.2f}" if isinstance(v, int | float) else "-"
@@ -260,34 +255,39 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from mlm_tui import runstore
-    from mlm_tui.training import TrainConfig, Trainer
-
     stop = {"requested": False}
 
-    def on_sigint(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
         if stop["requested"]:
             raise KeyboardInterrupt
         stop["requested"] = True
         say("stopping after this step (Ctrl+C again to abort at once)")
 
-    signal.signal(signal.SIGINT, on_sigint)
-    signal.signal(signal.SIGTERM, on_sigint)
+    # The first Ctrl+C (or SIGTERM) asks for a clean stop at the next step, which saves a checkpoint the
+    # run can resume from; the handlers are put back afterwards so an in-process caller keeps its own.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _train(args, lambda: stop["requested"])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
+    from mlm_tui import runstore
+    from mlm_tui.training import TrainConfig, Trainer
+
     threads = os.environ.get("MLM_TUI_THREADS")
     if threads:
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
-    on_event = print_event
     if args.resume:
         run = runstore.find_run(args.resume)
         if run is None:
             raise UsageError(f"no run called {args.resume!r} (see: mlm-tui runs)")
-        status = run.status()
-        if status in ("running", "completed"):
-            raise UsageError(f"run {run.run_id} is {status}: only interrupted, cancelled or failed runs resume")
-        trainer = Trainer(TrainConfig.from_dict(run.config()), resume=run, on_event=on_event,
-                          should_stop=lambda: stop["requested"])
+        trainer = Trainer(TrainConfig.from_dict(run.config()), resume=run, on_event=print_event,
+                          should_stop=should_stop)
     else:
         if not args.corpus:
             raise UsageError("mlm-tui train: give a CORPUS (or --resume RUN_ID)")
@@ -301,8 +301,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             eval_steps=args.eval_steps, save_steps=args.save_steps, logging_steps=args.logging_steps,
             text_field=args.text_field, freeze_embeddings=args.freeze_embeddings,
             allow_pickle=args.allow_pickle)
-        trainer = Trainer(config, on_event=on_event, should_stop=lambda: stop["requested"])
+        trainer = Trainer(config, on_event=print_event, should_stop=should_stop)
     result = trainer.run()
+    if not result:
+        return  # a secondary process of `accelerate launch`: the main process reports
     _emit(args, result, f"run {result['run_id']} completed: perplexity {result['perplexity_before']:.2f} -> "
           f"{result['perplexity_after']:.2f} in {result['steps']} steps; model at {result['model_path']}")
 
@@ -327,18 +329,44 @@ def main(argv: list[str] | None = None) -> int:
 
         configure_hf_environment()
         COMMANDS.get(args.command, cmd_workbench)(args)
+        sys.stdout.flush()
         return 0
+    except BrokenPipeError:
+        return _closed_stdout()
     except MlmError as exc:
         return _fail(str(exc), exc.exit_code, want_json)
     except KeyboardInterrupt:
         return _fail("interrupted", 130, want_json)
+    except Exception as exc:
+        # A bug or an environment failure we did not foresee (a full disk while saving the final model, a
+        # library error): still one line, as promised; MLM_TUI_DEBUG=1 shows the traceback.
+        if os.environ.get("MLM_TUI_DEBUG"):
+            raise
+        from mlm_tui.corpus import describe_error
+
+        return _fail(f"{type(exc).__name__}: {describe_error(exc)}", 1, want_json)
 
 
 def _fail(message: str, code: int, want_json: bool) -> int:
-    say(f"error: {message}" if code != 130 else message)
-    if want_json:
-        print(json.dumps({"error": message}))
+    try:
+        say(f"error: {message}" if code != 130 else message)
+        if want_json:
+            print(json.dumps({"error": message}), flush=True)
+    except BrokenPipeError:
+        return _closed_stdout()
     return code
+
+
+def _closed_stdout() -> int:
+    """The reader went away (`mlm-tui runs --json | head -c 10`): exit quietly, as Unix tools do.
+
+    Python would otherwise report the failed flush of stdout at exit; pointing stdout at /dev/null first
+    makes that flush harmless.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 1  # what Python itself exits with on EPIPE
 
 
 if __name__ == "__main__":

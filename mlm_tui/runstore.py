@@ -27,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from mlm_tui import atomic
+from mlm_tui.errors import MlmError, UsageError
 from mlm_tui.home import runs_dir
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
 STATUSES = ("running", "completed", "cancelled", "failed", "interrupted")
 
 
-class CorruptRun(Exception):
-    """A run folder whose files cannot be read; listed as a problem, never a crash."""
+class CorruptRun(MlmError):
+    """A run folder whose files cannot be read: `runs` lists it as a problem, resuming it says why."""
 
 
 @dataclass
@@ -78,7 +79,9 @@ class Run:
             return False
 
     def status(self) -> str:
-        status = self.state().get("status", "failed")
+        status = self.state().get("status")
+        if status not in STATUSES:
+            raise CorruptRun(f"{self.run_id}: state.json has no valid status ({status!r})")
         if status == "running" and not self.is_live():
             return "interrupted"
         return status
@@ -110,21 +113,36 @@ class Run:
             pass
         return rows
 
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop rows of steps after `after_step`: a resumed run redoes them from its checkpoint, and its
+        curves must not show the lost steps twice."""
+        rows = [r for r in self.metrics() if not (isinstance(r.get("step"), int) and r["step"] > after_step)]
+        atomic.write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
     def log(self, message: str) -> None:
         with open(self.log_path, "a", encoding="utf-8") as fh:
             fh.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
     def summary(self) -> dict[str, Any]:
+        """The `runs --json` row. Values of the wrong type (a hand-edited file) come out as null."""
         config, state = self.config(), self.state()
+
+        def text(value: Any) -> str | None:
+            return value if isinstance(value, str) else None
+
+        def number(value: Any) -> float | None:
+            return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+        step = state.get("step", 0)
         return {
             "run_id": self.run_id,
             "status": self.status(),
-            "created": config.get("created"),
-            "model": config.get("model"),
-            "corpus": config.get("corpus"),
-            "perplexity_before": state.get("perplexity_before"),
-            "perplexity_after": state.get("perplexity_after"),
-            "steps": state.get("step", 0),
+            "created": text(config.get("created")),
+            "model": text(config.get("model")),
+            "corpus": text(config.get("corpus")),
+            "perplexity_before": number(state.get("perplexity_before")),
+            "perplexity_after": number(state.get("perplexity_after")),
+            "steps": step if isinstance(step, int) and not isinstance(step, bool) else 0,
         }
 
     @contextlib.contextmanager
@@ -134,8 +152,6 @@ class Run:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                from mlm_tui.errors import UsageError
-
                 raise UsageError(f"run {self.run_id} is already being trained by another process") from None
             try:
                 yield
@@ -176,8 +192,9 @@ def create_run(config: dict[str, Any]) -> Run:
 
 
 def find_run(ref: str) -> Run | None:
-    """The run with this id, if any. Only well-formed ids are joined to the store path."""
-    if not RUN_ID.match(ref):
+    """The run with this id, if any. Only well-formed ids are joined to the store path, so a reference
+    such as `../x` can never name a folder outside it."""
+    if not RUN_ID.fullmatch(ref):
         return None
     path = runs_dir() / ref
     return Run(ref, path) if (path / "config.json").is_file() else None
@@ -187,14 +204,30 @@ def list_runs() -> tuple[list[Run], list[str]]:
     """All readable runs, newest first, and one line per folder that could not be read."""
     runs, problems = [], []
     for path in sorted(runs_dir().iterdir(), reverse=True):
-        if not path.is_dir() or not RUN_ID.match(path.name):
+        if not path.is_dir() or not RUN_ID.fullmatch(path.name):
             continue
         run = Run(path.name, path)
         try:
             run.config()
-            run.state()
+            run.status()
         except CorruptRun as exc:
             problems.append(f"skipped run {exc}")
             continue
         runs.append(run)
     return runs, problems
+
+
+def list_summaries() -> tuple[list[dict[str, Any]], list[str]]:
+    """`summary()` of every readable run, newest first, and one line per run that could not be read.
+
+    A run can change between listing and reading it (it is being written by its own process), so a read
+    failure here is another problem line, not a crash.
+    """
+    runs, problems = list_runs()
+    rows = []
+    for run in runs:
+        try:
+            rows.append(run.summary())
+        except CorruptRun as exc:
+            problems.append(f"skipped run {exc}")
+    return rows, problems

@@ -121,8 +121,31 @@ def pick_precision(requested: str, device: str) -> str:
     return requested
 
 
+class _NoStore:
+    """The run store as a secondary process of `accelerate launch` sees it: writes go nowhere.
+
+    Every process trains (DDP needs them all for each step), but only the main process owns the run's
+    files, so two writers never race on state.json or a checkpoint folder.
+    """
+
+    run_id = ""
+
+    def update_state(self, **changes: Any) -> dict[str, Any]:
+        return changes
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+    def truncate_metrics(self, after_step: int) -> None:
+        pass
+
+
 class Trainer:
-    """One training run, from data to final model. `run()` returns the JSON-ready result."""
+    """One training run, from data to final model. `run()` returns the JSON-ready result (an empty dict
+    on the secondary processes of a multi-process launch, which leave reporting to the main one)."""
 
     def __init__(self, config: TrainConfig, *, on_event: Callable[[Event], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, resume: Run | None = None) -> None:
@@ -131,7 +154,9 @@ class Trainer:
         self.on_event = on_event or (lambda event: None)
         self._should_stop = should_stop or (lambda: False)
         self.resume_run = resume
+        self.resume_checkpoint: Path | None = None
         self.run_record: Run | None = resume
+        self.is_main = True
 
     # -- events ---------------------------------------------------------------------------------------
     def emit(self, kind: str, **data: Any) -> None:
@@ -158,6 +183,15 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=mixed, cpu=device == "cpu",
                                        gradient_accumulation_steps=cfg.gradient_accumulation)
         self.is_main = self.accelerator.is_main_process
+        if self.resume_run is not None and self.is_main:
+            status = self.resume_run.status()
+            if status in ("running", "completed"):
+                raise UsageError(f"run {self.resume_run.run_id} is {status}: only interrupted, cancelled or "
+                                 "failed runs resume")
+        # Read before anyone writes, so that every process takes the same branches (skipping the "before"
+        # evaluation on resume, say): a branch taken by one process only would hang DDP.
+        prior = self.resume_run.state() if self.resume_run is not None else {}
+        self.accelerator.wait_for_everyone()
         set_seed(cfg.seed)
         from mlm_tui.models import check_model_dir, load_tokenizer, resolve
 
@@ -173,20 +207,20 @@ class Trainer:
         plan = self._plan(device, precision, len(train_chunks), len(test_chunks))
         self.plan = plan
         self.emit("plan", **asdict(plan))
-        if self.run_record is None and self.is_main:
+        if not self.is_main:
+            self._train(_NoStore(), prior, resolved.source, tokenizer, train_chunks, test_chunks, plan)
+            return {}
+        if self.run_record is None:
             from mlm_tui import runstore
 
             self.run_record = runstore.create_run(self._config_record(resolved.source))
         run = self.run_record
-        assert run is not None
-        if not self.is_main:
-            return {}
         with run.hold_lock():
             run.update_state(status="running", pid=os.getpid(), host=os.uname().nodename,
                              total_steps=plan.steps, plan=asdict(plan), message=None)
             (run.dir / "cancel").unlink(missing_ok=True)
             try:
-                result = self._train(resolved.source, tokenizer, train_chunks, test_chunks, plan)
+                result = self._train(run, prior, resolved.source, tokenizer, train_chunks, test_chunks, plan)
             except RunCancelled as exc:
                 run.update_state(status="cancelled", message=str(exc), finished=time.time())
                 run.log(f"cancelled: {exc}")
@@ -207,16 +241,14 @@ class Trainer:
         return result
 
     def _start_dir(self) -> Path | None:
-        """Resuming starts from the run's latest checkpoint."""
+        """Resuming starts from the run's latest checkpoint; a run stopped before its first checkpoint
+        (while tokenizing or measuring the starting perplexity) starts over from its model at step 0."""
         if self.resume_run is None:
             return None
         from mlm_tui.checkpoints import latest_checkpoint
 
-        ckpt = latest_checkpoint(self.resume_run)
-        if ckpt is None:
-            raise UsageError(f"run {self.resume_run.run_id} has no checkpoint to resume from")
-        self.resume_checkpoint = ckpt
-        return ckpt
+        self.resume_checkpoint = latest_checkpoint(self.resume_run)
+        return self.resume_checkpoint
 
     def _config_record(self, model_source: str) -> dict[str, Any]:
         import accelerate
@@ -242,9 +274,14 @@ class Trainer:
 
         cfg = self.config
         self.emit("status", message=f"tokenizing {cfg.corpus}")
-        splits = tokenize_corpus(cfg.corpus, tokenizer, cfg.text_field,
-                                 progress=lambda done, total: self.emit("tokenize", done=done, total=total),
-                                 cancelled=self.stop_requested)
+        try:
+            splits = tokenize_corpus(cfg.corpus, tokenizer, cfg.text_field,
+                                     progress=lambda done, total: self.emit("tokenize", done=done, total=total),
+                                     cancelled=self.stop_requested)
+        except UsageError:
+            if self.stop_requested():  # the tokenizer's own "cancelled" is a usage error: it is a cancel here
+                raise RunCancelled("cancelled while tokenizing") from None
+            raise
         train = splits.get("train") or next(iter(splits.values()))
         test = splits.get("test") or splits.get("validation")
         if test is None or test is train:
@@ -281,8 +318,19 @@ class Trainer:
                     cfg.eval_steps, procs, notes)
 
     # -- the loop -------------------------------------------------------------------------------------
-    def _train(self, source: str, tokenizer: Any, train_chunks: np.ndarray, test_chunks: np.ndarray,
-               plan: Plan) -> dict[str, Any]:
+    def _stop_everywhere(self) -> bool:
+        """A stop request seen by any process stops them all at the same step (a Ctrl+C or a cancel file
+        reaches the main process only, and a process that left the loop alone would hang the others)."""
+        stop = self.stop_requested()
+        if self.accelerator.num_processes > 1:
+            import torch
+
+            flag = torch.tensor([float(stop)], device=self.accelerator.device)
+            stop = bool(self.accelerator.reduce(flag, "sum").item() > 0)
+        return stop
+
+    def _train(self, run: Run | _NoStore, state: dict[str, Any], source: str, tokenizer: Any,
+               train_chunks: np.ndarray, test_chunks: np.ndarray, plan: Plan) -> dict[str, Any]:
         import torch
         from transformers import AutoModelForMaskedLM, get_scheduler
 
@@ -291,8 +339,9 @@ class Trainer:
         from mlm_tui.heads import MaskedOnlyMLM
         from mlm_tui.masking import TokenTables, generator_for, mask_batch
 
-        cfg, acc, run = self.config, self.accelerator, self.run_record
-        assert run is not None
+        cfg, acc = self.config, self.accelerator
+        # Cancelling inside an evaluation is for one process only; several stop together between steps.
+        eval_cancel = self.stop_requested if acc.num_processes == 1 else None
         self.emit("status", message=f"loading model {cfg.model}")
         model = AutoModelForMaskedLM.from_pretrained(source, trust_remote_code=False,
                                                      use_safetensors=None if cfg.allow_pickle else True)
@@ -315,16 +364,19 @@ class Trainer:
         device = acc.device
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
 
-        state = run.state()
         start_step = 0
-        if self.resume_run is not None:
+        if self.resume_checkpoint is not None:
             start_step = checkpoints.restore(self.resume_checkpoint, optimizer, scheduler)
             self.emit("status", message=f"resumed at step {start_step} of {plan.steps}")
+        if self.resume_run is not None:
+            # Steps logged after the checkpoint (a run killed between two saves) are trained again.
+            run.truncate_metrics(after_step=start_step)
+            run.update_state(step=start_step)
         ppl_before = state.get("perplexity_before")
         if ppl_before is None:
             self.emit("status", message=f"measuring perplexity before training on {len(evalset)} test chunks")
             ppl_before = perplexity(wrapper, evalset, plan.batch_size * 2, device, autocast,
-                                    self.stop_requested).perplexity
+                                    eval_cancel).perplexity
             run.update_state(perplexity_before=ppl_before)
             self.emit("eval", step=0, perplexity=ppl_before)
             run.append_metrics({"step": 0, "eval_perplexity": ppl_before})
@@ -348,9 +400,9 @@ class Trainer:
         step = start_step
         t0 = time.perf_counter()
         while step < plan.steps:
-            if self.stop_requested():
+            if self._stop_everywhere():
                 runtime += time.perf_counter() - t0
-                self._save(checkpoints, model, tokenizer, optimizer, scheduler, step, best, runtime)
+                self._save(run, model, tokenizer, optimizer, scheduler, step, runtime)
                 raise RunCancelled(f"cancelled at step {step}; resume with: mlm-tui train --resume {run.run_id}")
             for micro in range(cfg.gradient_accumulation):
                 index = step * cfg.gradient_accumulation + micro
@@ -395,17 +447,16 @@ class Trainer:
                 runtime += time.perf_counter() - t0
                 if evaluate_now:
                     ppl = perplexity(wrapper, evalset, plan.batch_size * 2, device, autocast,
-                                     self.stop_requested).perplexity
+                                     eval_cancel).perplexity
                     wrapper.train()
                     run.append_metrics({"step": step, "eval_perplexity": ppl})
                     self.emit("eval", step=step, perplexity=ppl)
                     is_best = best is None or ppl < best
                     best = min(ppl, best) if best is not None else ppl
                     run.update_state(best_perplexity=best)
-                    self._save(checkpoints, model, tokenizer, optimizer, scheduler, step, best, runtime,
-                               best=is_best)
+                    self._save(run, model, tokenizer, optimizer, scheduler, step, runtime, best=is_best)
                 else:
-                    self._save(checkpoints, model, tokenizer, optimizer, scheduler, step, best, runtime)
+                    self._save(run, model, tokenizer, optimizer, scheduler, step, runtime)
                 t0 = time.perf_counter()
         runtime += time.perf_counter() - t0
 
@@ -413,8 +464,14 @@ class Trainer:
         ppl_after = perplexity(wrapper, evalset, plan.batch_size * 2, device, autocast).perplexity
         run.append_metrics({"step": step, "eval_perplexity": ppl_after})
         self.emit("eval", step=step, perplexity=ppl_after)
+        if not isinstance(run, Run):
+            return {}
         self.emit("status", message="saving the final model")
-        checkpoints.save_final(run, acc.unwrap_model(wrapper).model, tokenizer)
+        try:
+            checkpoints.save_final(run, acc.unwrap_model(wrapper).model, tokenizer)
+        except OSError as exc:
+            raise MlmError(f"could not write the final model ({exc.strerror or exc}); the last checkpoint "
+                           f"is intact: resume with mlm-tui train --resume {run.run_id}") from None
         result = {
             "run_id": run.run_id, "status": "completed", "model": cfg.model,
             "perplexity_before": ppl_before, "perplexity_after": ppl_after,
@@ -426,17 +483,20 @@ class Trainer:
         run.log(f"completed: perplexity {ppl_before:.2f} -> {ppl_after:.2f}")
         return result
 
-    def _save(self, checkpoints: Any, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, step: int,
-              best_ppl: float | None, runtime: float, best: bool = False) -> None:
-        run = self.run_record
-        assert run is not None
-        try:
-            checkpoints.save(run, model, tokenizer, optimizer, scheduler, step, best=best)
-        except OSError as exc:
-            raise MlmError(f"could not write the checkpoint at step {step} ({exc.strerror or exc}); "
-                           "earlier checkpoints are intact") from None
-        run.update_state(train_runtime=runtime, checkpoint_step=step)
-        self.emit("checkpoint", step=step)
+    def _save(self, run: Run | _NoStore, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any,
+              step: int, runtime: float, best: bool = False) -> None:
+        """Checkpoint on the main process; the others wait for it so none runs ahead into a stop or exit."""
+        from mlm_tui import checkpoints
+
+        if isinstance(run, Run):
+            try:
+                checkpoints.save(run, model, tokenizer, optimizer, scheduler, step, best=best)
+            except OSError as exc:
+                raise MlmError(f"could not write the checkpoint at step {step} ({exc.strerror or exc}); "
+                               "earlier checkpoints are intact") from None
+            run.update_state(train_runtime=runtime, checkpoint_step=step)
+            self.emit("checkpoint", step=step)
+        self.accelerator.wait_for_everyone()
 
 
 def train(config: TrainConfig, **kwargs: Any) -> dict[str, Any]:
