@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -82,18 +82,64 @@ def model_max_length(tokenizer: Any) -> int | None:
     return int(limit) if limit and limit < 10**6 else None
 
 
+def backend_of(tokenizer: Any) -> Any:
+    """The Rust `tokenizers.Tokenizer` behind a tokenizer, or None for a slow (Python) one."""
+    return getattr(tokenizer, "backend_tokenizer", None)
+
+
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    h.update(backend.to_str().encode() if backend is not None else repr(sorted(tokenizer.get_vocab().items())).encode())
-    h.update(repr(tokenizer.all_special_tokens).encode())
-    return h.hexdigest()
+    """Identity of what the tokenizer produces; its truncation and padding settings do not count."""
+    backend = backend_of(tokenizer)
+    if backend is None:
+        text = repr(sorted(tokenizer.get_vocab().items()))
+    else:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        text = json.dumps(spec, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+@dataclass
+class ChunkTokenizer:
+    """Just enough of a tokenizer to count, chunk and decode: the Rust tokenizer and the model's limit.
+
+    Loading it from the model directory's `tokenizer.json` takes milliseconds and imports neither torch
+    nor transformers, so `mlm-tui chunks` on a cached corpus answers at once.
+    """
+
+    backend_tokenizer: Any
+    model_max_length: int | None
+
+    def decode(self, ids: list[int]) -> str:
+        return self.backend_tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def open_tokenizer(model_ref: str | None) -> Any:
+    """The chunking tokenizer of a model reference: `tokenizer.json` directly when the model has one."""
+    from mlm_tui.models import load_tokenizer, resolve
+
+    resolved = resolve(model_ref)
+    path = resolved.path
+    if path is None or not (path / "tokenizer.json").is_file():
+        return load_tokenizer(model_ref)
+    from tokenizers import Tokenizer
+
+    limit = None
+    for name, key in (("tokenizer_config.json", "model_max_length"), ("config.json", "max_position_embeddings")):
+        try:
+            value = json.loads((path / name).read_text()).get(key)
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, int) and value < 10**6:
+            limit = value if limit is None else min(limit, value)
+    return ChunkTokenizer(Tokenizer.from_file(str(path / "tokenizer.json")), limit)
 
 
 def encode_documents(tokenizer: Any, docs: list[str], progress: Progress | None = None,
                      cancelled: Callable[[], bool] | None = None) -> TokenizedSplit:
     """Encode documents with special tokens into one int32 stream, in batches the Rust side parallelises."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = backend_of(tokenizer)
     if backend is not None:
         backend.no_truncation()
         backend.no_padding()
@@ -192,14 +238,3 @@ def tokenize_corpus(corpus_ref: str, tokenizer: Any, text_field: str = "text",
             _save(keys[split], out[split])
     return out
 
-
-def corpus_stats(splits: dict[str, TokenizedSplit], chunk_size: int) -> dict[str, dict[str, int]]:
-    return {name: split.stats(chunk_size) for name, split in splits.items()}
-
-
-def decode_chunks(tokenizer: Any, chunks: Iterable[np.ndarray]) -> list[str]:
-    return [tokenizer.decode(list(map(int, c))) for c in chunks]
-
-
-def stats_json(corpus_ref: str, chunk_size: int, stats: dict[str, dict[str, int]]) -> str:
-    return json.dumps({"corpus": corpus_ref, "chunk_size": chunk_size, "splits": stats})

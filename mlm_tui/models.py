@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlm_tui.errors import MlmError, UsageError
-from mlm_tui.home import configure_hf_environment
+from mlm_tui.home import configure_hf_environment, quiet_transformers
 
 if TYPE_CHECKING:
     from mlm_tui.fill import FillResult
@@ -57,6 +57,7 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False) -> None:
 
 def resolve(ref: str | None) -> ResolvedRef:
     """Turn a user's model reference into a location, without loading anything heavy."""
+    configure_hf_environment()
     ref = (ref or DEFAULT_MODEL).strip()
     if not ref:
         raise UsageError("empty model reference")
@@ -106,8 +107,9 @@ _cache_lock = threading.Lock()
 def load_tokenizer(ref: str | None, *, allow_pickle: bool = False) -> Any:
     """Only the tokenizer of a reference: chunking never needs the weights."""
     resolved = resolve(ref)
-    configure_hf_environment()
     from transformers import AutoTokenizer
+
+    quiet_transformers()
 
     try:
         return AutoTokenizer.from_pretrained(resolved.source, trust_remote_code=False)
@@ -140,10 +142,10 @@ def _load_error(resolved: ResolvedRef, exc: Exception) -> MlmError:
 def _load(resolved: ResolvedRef, *, allow_pickle: bool, device: str) -> ModelHandle:
     if resolved.path is not None:
         check_model_dir(resolved.path, allow_pickle=allow_pickle)
-    configure_hf_environment()
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+    quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.source, trust_remote_code=False)
         model = AutoModelForMaskedLM.from_pretrained(

@@ -57,9 +57,10 @@ def starter_path() -> Path:
 def base_mlm() -> Any:
     """The base encoder as a `BertForMaskedLM` whose decoder is tied to the word embeddings."""
     from transformers import BertConfig, BertForMaskedLM
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
+    from mlm_tui.home import quiet_transformers
+
+    quiet_transformers()
     base = base_encoder_dir()
     config = BertConfig.from_pretrained(base)
     config.architectures = ["BertForMaskedLM"]

@@ -1,0 +1,54 @@
+"""Shared helpers for the benchmark scripts: timing, a fresh state root, and result lines."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def fresh_home() -> Path:
+    """A throwaway MLM_TUI_HOME, so no earlier cache flatters a cold measurement."""
+    home = Path(tempfile.mkdtemp(prefix="mlm-bench-"))
+    os.environ["MLM_TUI_HOME"] = str(home)
+    return home
+
+
+def median_time(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def run_process(args: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (bytes) and stdout of one whole child process."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, **(env or {})})
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(args)} failed with status {status}")
+    return elapsed, usage.ru_maxrss * 1024, out
+
+
+def report(name: str, ours: float, baseline: float, unit: str = "s", target: str = "") -> None:
+    ratio = ours / baseline if baseline else float("nan")
+    line = f"{name:<48} ours {ours:10.4f} {unit}   baseline {baseline:10.4f} {unit}   ratio {ratio:6.3f}"
+    print(line + (f"   ({target})" if target else ""), flush=True)
+
+
+PYTHON = sys.executable
