@@ -1,0 +1,237 @@
+"""The Fill pane: type a sentence with [MASK], see each mask's top fills live, a second model's beside them.
+
+Fills run in an exclusive thread worker after a short debounce; every request carries a number and only
+the newest number's answer is shown, so a slow forward pass can never overwrite a newer sentence.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.timer import Timer
+from textual.widgets import Input, Static
+
+from mlm_tui.app.render import TOP_K, fills_text, first_line, short_ref
+from mlm_tui.errors import MlmError
+from mlm_tui.fill import MASK_ALIAS
+
+if TYPE_CHECKING:
+    from mlm_tui.fill import FillResult
+    from mlm_tui.history import History
+    from mlm_tui.models import ModelHandle
+
+DEBOUNCE_S = 0.12
+# Fills fetched per mask when comparing, so a top-5 fill's score in the other model is known.
+COMPARE_DEPTH = 50
+
+
+class ModelLoaded(Message):
+    def __init__(self, role: str, ref: str, handle: ModelHandle | None, error: str | None) -> None:
+        super().__init__()
+        self.role, self.ref, self.handle, self.error = role, ref, handle, error
+
+
+class FillAnswer(Message):
+    def __init__(self, request: int, main: FillResult | None, compare: FillResult | None,
+                 error: str | None) -> None:
+        super().__init__()
+        self.request, self.main, self.compare, self.error = request, main, compare, error
+
+
+class FillPane(Vertical):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "history(-1)", "Older", tooltip="previous sentence from history"),
+        Binding("down", "history(1)", "Newer", show=False),
+        Binding("ctrl+r", "pick_history", "History"),
+        Binding("enter", "keep", "Keep", show=False),
+    ]
+
+    def __init__(self, history: History, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.history = history
+        self.handles: dict[str, ModelHandle | None] = {"main": None, "compare": None}
+        self.refs: dict[str, str | None] = {"main": None, "compare": None}
+        self.loading: set[str] = set()
+        self.request = 0
+        self._timer: Timer | None = None
+        self._history_pos: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="model-line")
+        yield Input(placeholder=f"Type a sentence with {MASK_ALIAS}, e.g. This is a great {MASK_ALIAS}.",
+                    id="sentence")
+        yield Static(id="fill-hint", classes="hint")
+        with Horizontal(id="fill-results"):
+            with VerticalScroll(id="fills-main-box"):
+                yield Static(id="fills-main")
+            with VerticalScroll(id="fills-compare-box"):
+                yield Static(id="fills-compare")
+
+    def on_mount(self) -> None:
+        self.query_one("#fills-compare-box").display = False
+        self._show_model_line()
+        self._hint(f"Put {MASK_ALIAS} where a word should be predicted.")
+
+    # -- models ---------------------------------------------------------------------------------------
+    def load(self, ref: str | None, role: str = "main") -> None:
+        """Load a model in a worker; the pane says it is loading and fills resume when it is ready."""
+        if ref is None:  # dropping the compare model
+            self.refs[role], self.handles[role] = None, None
+            self.query_one("#fills-compare-box").display = False
+            self._show_model_line()
+            self.refresh_fills()
+            return
+        self.refs[role] = ref
+        self.loading.add(role)
+        self._show_model_line()
+        self._load_worker(ref, role)
+
+    @work(thread=True, group="load-model")
+    def _load_worker(self, ref: str, role: str) -> None:
+        from mlm_tui.app.heavy import ensure_imported
+        from mlm_tui.models import load_model
+
+        try:
+            ensure_imported()
+            handle = load_model(ref)
+        except Exception as exc:  # any failure to load is a message in the app, never a crash
+            self.post_message(ModelLoaded(role, ref, None, first_line(exc)))
+            return
+        import torch
+
+        from mlm_tui.launcher import thread_split
+
+        torch.set_num_threads(thread_split()[0])  # leave the other cores to a training process
+        self.post_message(ModelLoaded(role, ref, handle, None))
+
+    @on(ModelLoaded)
+    def _model_loaded(self, event: ModelLoaded) -> None:
+        if self.refs[event.role] != event.ref:
+            return  # another model was asked for meanwhile
+        self.loading.discard(event.role)
+        if event.error is not None:
+            self.app.notify(event.error, title="Model not loaded", severity="error", timeout=8, markup=False)
+            self.refs[event.role] = self.handles[event.role].name if self.handles[event.role] else None
+        else:
+            self.handles[event.role] = event.handle
+        self.query_one("#fills-compare-box").display = self.handles["compare"] is not None
+        self._show_model_line()
+        self.refresh_fills()
+
+    def _show_model_line(self) -> None:
+        parts = []
+        for role, label in (("main", "model"), ("compare", "compare")):
+            ref = self.refs[role]
+            if ref is None:
+                continue
+            state = " (loading…)" if role in self.loading else ""
+            parts.append(f"{label}: {short_ref(ref)}{state}")
+        self.query_one("#model-line", Static).update(Text(" · ".join(parts) or "no model"))
+
+    # -- fills ----------------------------------------------------------------------------------------
+    @on(Input.Changed, "#sentence")
+    def _changed(self, event: Input.Changed) -> None:
+        self._history_pos = None
+        self.refresh_fills()
+
+    def refresh_fills(self) -> None:
+        """Schedule a fill of the current sentence; anything in flight becomes stale."""
+        self.request += 1
+        if self._timer is not None:
+            self._timer.stop()
+        text = self.query_one("#sentence", Input).value
+        if MASK_ALIAS not in text and not self._has_model_mask(text):
+            self._hint(f"Put {MASK_ALIAS} where a word should be predicted." if text.strip() else
+                       f"Type a sentence with {MASK_ALIAS}.")
+            self._clear_results()
+            return
+        if self.handles["main"] is None:
+            self._hint("The model is loading; fills appear when it is ready." if self.loading else
+                       "No model: switch model with ctrl+l.")
+            return
+        request = self.request
+        self._timer = self.set_timer(DEBOUNCE_S, lambda: self._fill_worker(request, text))
+
+    def _has_model_mask(self, text: str) -> bool:
+        handle = self.handles["main"]
+        return handle is not None and handle.tokenizer.mask_token in text
+
+    @work(thread=True, exclusive=True, group="fill")
+    def _fill_worker(self, request: int, text: str) -> None:
+        main, compare = self.handles["main"], self.handles["compare"]
+        if main is None or request != self.request:
+            return
+        depth = COMPARE_DEPTH if compare is not None else TOP_K
+        try:
+            main_result = main.fill(text, top_k=depth)
+            compare_result = compare.fill(text, top_k=depth) if compare is not None else None
+        except MlmError as exc:
+            self.post_message(FillAnswer(request, None, None, str(exc)))
+            return
+        self.post_message(FillAnswer(request, main_result, compare_result, None))
+
+    @on(FillAnswer)
+    def _answer(self, event: FillAnswer) -> None:
+        if event.request != self.request:
+            return  # a newer sentence is on its way
+        if event.error is not None or event.main is None:
+            self._hint(event.error or "")
+            self._clear_results()
+            return
+        self._hint("")
+        main_title = f"{short_ref(self.refs['main'] or '')}"
+        self.query_one("#fills-main", Static).update(fills_text(event.main, main_title))
+        if event.compare is not None:
+            title = f"{short_ref(self.refs['compare'] or '')}  (change vs {main_title})"
+            self.query_one("#fills-compare", Static).update(fills_text(event.compare, title, event.main))
+
+    def _hint(self, text: str) -> None:
+        self.query_one("#fill-hint", Static).update(Text(text))
+
+    def _clear_results(self) -> None:
+        self.query_one("#fills-main", Static).update("")
+        self.query_one("#fills-compare", Static).update("")
+
+    # -- history --------------------------------------------------------------------------------------
+    @on(Input.Submitted, "#sentence")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.action_keep()
+
+    def action_keep(self) -> None:
+        self.history.add(self.query_one("#sentence", Input).value)
+
+    def action_history(self, step: int) -> None:
+        items = self.history.items
+        if not items:
+            return
+        pos = len(items) if self._history_pos is None else self._history_pos
+        pos = max(0, min(len(items) - 1, pos + step))
+        self.set_sentence(items[pos])
+        self._history_pos = pos
+
+    def action_pick_history(self) -> None:
+        from mlm_tui.app.prompt import PickScreen
+
+        if not self.history.items:
+            self.app.notify("No sentences in the history yet (enter keeps one).")
+            return
+
+        def chosen(sentence: str | None) -> None:
+            if sentence is not None:
+                self.set_sentence(sentence)
+
+        self.app.push_screen(PickScreen("Sentences tried", list(reversed(self.history.items))), chosen)
+
+    def set_sentence(self, text: str) -> None:
+        sentence = self.query_one("#sentence", Input)
+        with sentence.prevent(Input.Changed):
+            sentence.value = text
+        sentence.cursor_position = len(text)
+        sentence.focus()
+        self.refresh_fills()
