@@ -1,0 +1,259 @@
+"""What happens when things go wrong: Ctrl+C, kill -9, two runs at once, a full disk, unsafe files."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mlm_tui import checkpoints, runstore
+from mlm_tui.errors import RunCancelled
+from mlm_tui.training import TrainConfig, Trainer
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--chunk-size", "32", "--batch-size", "4"]
+
+
+def train_argv(corpus: Path, model: Path, *extra: str) -> list[str]:
+    return ["train", str(corpus), "--model", str(model), *FAST, *extra]
+
+
+def spawn(*argv: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MLM_TUI_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "mlm_tui.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+
+
+def read_stderr_until(proc: subprocess.Popen[bytes], needle: str, timeout: float = 240) -> str:
+    """Read the process's stderr until `needle` shows up; fail if it exits or stalls first."""
+    buf = b""
+    fd = proc.stderr.fileno()
+    deadline = time.monotonic() + timeout
+    while needle.encode() not in buf:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {needle!r} in time:\n{buf.decode()}"
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"the process ended before {needle!r}:\n{buf.decode()}"
+            buf += chunk
+    return buf.decode()
+
+
+def run_of_pid(pid: int) -> runstore.Run:
+    runs, _ = runstore.list_runs()
+    return next(r for r in runs if r.state().get("pid") == pid)
+
+
+def step_rows(run: runstore.Run) -> list[int]:
+    return [row["step"] for row in run.metrics() if "loss" in row]
+
+
+def test_ctrl_c_stops_at_the_next_step_and_saves(tiny_model_dir, corpus_jsonl):
+    proc = spawn(*train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "100000", "--logging-steps", "1",
+                             "--json"))
+    read_stderr_until(proc, "step 2/100000")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert b"Traceback" not in err
+    message = json.loads(out)["error"]
+    assert message.startswith("cancelled at step")
+    run_id = re.search(r"--resume (\S+)", message).group(1)
+    run = runstore.find_run(run_id)
+    assert run.status() == "cancelled"
+    stopped_at = int(re.search(r"at step (\d+)", message).group(1))
+    assert stopped_at >= 2 and run.state()["step"] == stopped_at
+    ckpt = checkpoints.latest_checkpoint(run)
+    assert ckpt is not None and json.loads((ckpt / "trainer_state.json").read_text())["step"] == stopped_at
+
+
+def test_killed_run_is_interrupted_and_a_running_one_refuses_resume(cli, tiny_model_dir, corpus_jsonl):
+    proc = spawn(*train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "100000", "--logging-steps", "1"))
+    try:
+        read_stderr_until(proc, "step 2/100000")
+        run = run_of_pid(proc.pid)
+        rows = {r["run_id"]: r for r in json.loads(cli("runs", "--json")[1])["runs"]}
+        assert rows[run.run_id]["status"] == "running"
+        code, _, err = cli("train", "--resume", run.run_id)
+        assert code == 2 and f"run {run.run_id} is running" in err
+    finally:
+        proc.kill()
+        proc.communicate()
+    rows = {r["run_id"]: r for r in json.loads(cli("runs", "--json")[1])["runs"]}
+    assert rows[run.run_id]["status"] == "interrupted"
+
+
+def test_two_runs_at_once_both_complete(cli, tiny_model_dir, corpus_jsonl):
+    procs = [spawn(*train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "2", "--json")) for _ in range(2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+        results.append(json.loads(out))
+    ids = {r["run_id"] for r in results}
+    assert len(ids) == 2
+    listed = {r["run_id"]: r["status"] for r in json.loads(cli("runs", "--json")[1])["runs"]}
+    assert all(listed[i] == "completed" for i in ids)
+
+
+def config(corpus: Path, model: Path, **overrides: object) -> TrainConfig:
+    settings = {"corpus": str(corpus), "model": str(model), "chunk_size": 32, "batch_size": 4, "max_steps": 8,
+                "logging_steps": 1, "test_size": 8, **overrides}
+    return TrainConfig(**settings)
+
+
+def test_resume_continues_steps_and_metrics(cli, tiny_model_dir, corpus_jsonl):
+    """A run that died at step 5 with its last checkpoint at step 4 redoes step 5 once and ends at 8."""
+
+    def die_at_step_5(event: dict) -> None:
+        if event["event"] == "step" and event["step"] == 5:
+            raise RuntimeError("power cut")
+
+    trainer = Trainer(config(corpus_jsonl, tiny_model_dir, save_steps=2), on_event=die_at_step_5)
+    with pytest.raises(RuntimeError):
+        trainer.run()
+    run = trainer.run_record
+    assert run.status() == "failed" and step_rows(run) == [1, 2, 3, 4, 5]
+    before = run.state()["perplexity_before"]
+
+    code, out, err = cli("train", "--resume", run.run_id, "--json")
+    assert code == 0, err
+    assert "resumed at step 4 of 8" in err
+    result = json.loads(out)
+    assert (result["run_id"], result["status"], result["steps"]) == (run.run_id, "completed", 8)
+    assert result["train_tokens"] == 8 * 4 * 32
+    assert result["perplexity_before"] == before  # measured once, before the first step
+    assert step_rows(run) == list(range(1, 9))
+    assert run.status() == "completed"
+    code, _, err = cli("train", "--resume", run.run_id)
+    assert code == 2 and "is completed" in err
+
+
+def test_cancel_file_stops_a_run_like_ctrl_c(tiny_model_dir, corpus_jsonl):
+    """The workbench cancels a run it launched by creating `cancel` in the run folder."""
+
+    def cancel_at_step_2(event: dict) -> None:
+        if event["event"] == "step" and event["step"] == 2:
+            (trainer.run_record.dir / "cancel").touch()
+
+    trainer = Trainer(config(corpus_jsonl, tiny_model_dir), on_event=cancel_at_step_2)
+    with pytest.raises(RunCancelled, match="cancelled at step 2"):
+        trainer.run()
+    assert trainer.run_record.status() == "cancelled"
+    assert checkpoints.latest_checkpoint(trainer.run_record).name == "step-0000002"
+
+
+def test_full_disk_during_a_checkpoint_fails_cleanly(cli, tiny_model_dir, corpus_jsonl, monkeypatch):
+    real_write = checkpoints._write_model
+    calls = []
+
+    def write_then_fill_the_disk(model, tokenizer, path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(model, tokenizer, path)
+
+    monkeypatch.setattr(checkpoints, "_write_model", write_then_fill_the_disk)
+    code, out, err = cli(*train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "6", "--save-steps", "2",
+                                     "--test-size", "8", "--json"))
+    assert code == 1 and "Traceback" not in err
+    message = json.loads(out)["error"]
+    assert "could not write the checkpoint at step 4 (No space left on device)" in message
+    run = max(runstore.list_runs()[0], key=lambda r: r.config()["created"] + r.run_id)
+    assert run.status() == "failed" and "No space left" in run.state()["message"]
+    left = sorted(p.name for p in run.checkpoints_dir.iterdir())
+    assert left == ["step-0000002"]  # the earlier checkpoint, and no half-written folder
+    assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= {p.name for p in
+                                                                          (run.checkpoints_dir / left[0]).iterdir()}
+    monkeypatch.setattr(checkpoints, "_write_model", real_write)
+    code, out, err = cli("train", "--resume", run.run_id, "--json")
+    assert code == 0, err
+    assert "resumed at step 2 of 6" in err and json.loads(out)["steps"] == 6
+
+
+def test_secondary_processes_train_but_write_nothing(cli, tiny_model_dir, corpus_jsonl, monkeypatch):
+    """Under `accelerate launch` only the main process writes the run store and prints the result."""
+    from accelerate import Accelerator
+
+    monkeypatch.setattr(Accelerator, "is_main_process", property(lambda self: False))
+    before = sorted(p.name for p in runstore.runs_dir().iterdir())
+    code, out, err = cli(*train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "2", "--save-steps", "1",
+                                     "--test-size", "8", "--json"))
+    assert code == 0, err
+    assert out == ""
+    assert sorted(p.name for p in runstore.runs_dir().iterdir()) == before
+
+
+# -- safety ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pickle_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with its weights in the legacy pickle format (transformers 5 no longer writes it)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    path = tmp_path_factory.mktemp("pickle-model")
+    shutil.copytree(tiny_model_dir, path, dirs_exist_ok=True)
+    torch.save(load_file(path / "model.safetensors"), path / "pytorch_model.bin")
+    (path / "model.safetensors").unlink()
+    return path
+
+
+@pytest.mark.parametrize("command", ["fill", "train"])
+def test_pickle_weights_are_refused_without_the_flag(cli, pickle_model_dir, corpus_jsonl, command):
+    argv = ["fill", "a [MASK] day"] if command == "fill" else ["train", str(corpus_jsonl), *FAST]
+    code, _, err = cli(*argv, "--model", pickle_model_dir)
+    assert code == 2 and "--allow-pickle" in err and "Traceback" not in err
+
+
+def test_pickle_weights_load_with_the_flag(cli, pickle_model_dir):
+    code, out, err = cli("fill", "a [MASK] day", "--model", pickle_model_dir, "--allow-pickle", "--json")
+    assert code == 0, err
+    assert json.loads(out)["masks"][0]["fills"]
+
+
+def test_remote_code_in_a_model_folder_is_never_run(cli, tiny_model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    marker = tmp_path / "code-ran"
+    (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                   "from transformers import BertForMaskedLM as EvilModel\n")
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForMaskedLM": "evil.EvilModel", "AutoConfig": "evil.EvilModel"}
+    (model / "config.json").write_text(json.dumps(cfg))
+    cli("fill", "a [MASK] day", "--model", model)
+    assert not marker.exists()
+
+
+def test_a_tampered_checkpoint_cannot_run_code_on_resume(cli, tiny_model_dir, corpus_jsonl, tmp_path):
+    import torch
+
+    stop = []
+    trainer = Trainer(config(corpus_jsonl, tiny_model_dir, max_steps=4), should_stop=lambda: bool(stop),
+                      on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
+    with pytest.raises(RunCancelled):
+        trainer.run()
+    run = trainer.run_record
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"state": Payload()}, checkpoints.latest_checkpoint(run) / "optimizer.pt")
+    code, _, err = cli("train", "--resume", run.run_id)
+    assert code == 1 and "cannot be restored" in err and "Traceback" not in err
+    assert not marker.exists()
