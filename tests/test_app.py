@@ -1,0 +1,249 @@
+"""Pilot tests: drive the workbench as a user would (keys, prompts, the palette) on the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, TabbedContent
+
+from mlm_tui.app.fill_pane import FillAnswer, FillPane
+from mlm_tui.app.workbench import WorkbenchApp
+from mlm_tui.home import settings_path
+
+SIZE = (120, 40)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # Textual runs on asyncio
+
+
+@pytest.fixture(autouse=True)
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own state root: settings, history and runs never leak between tests."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLM_TUI_HOME", str(home))
+    return home
+
+
+async def settle(pilot: Pilot, seconds: float = 0.3) -> None:
+    """Let debounces fire, workers finish and their messages land."""
+    await pilot.pause(seconds)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def plain(app: WorkbenchApp, selector: str) -> str:
+    return str(app.query_one(selector).render())
+
+
+def notifications(app: WorkbenchApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def test_fill_shows_top5_percentages_for_each_mask(tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.focused is app.query_one("#sentence")
+        assert "loading" not in plain(app, "#model-line")
+        await pilot.press(*"the [MASK] sat on the [MASK].")
+        await settle(pilot)
+        text = plain(app, "#fills-main")
+        assert "mask 1" in text and "mask 2" in text
+        assert text.count("%") == 10
+        assert "[MASK]" not in text.splitlines()[1]  # the best-fill sentence has the masks filled
+        await pilot.press("ctrl+u", *"no mask here")
+        await settle(pilot)
+        assert "Put [MASK] where a word should be predicted" in plain(app, "#fill-hint")
+        assert plain(app, "#fills-main") == ""
+
+
+async def test_a_stale_fill_never_overwrites_a_newer_one(tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press(*"a [MASK].")
+        await settle(pilot)
+        pane = app.query_one(FillPane)
+        shown = plain(app, "#fills-main")
+        stale = pane.handles["main"].fill("an older [MASK] sentence with other fills .")
+        pane.post_message(FillAnswer(pane.request - 1, stale, None, None))
+        await settle(pilot)
+        assert plain(app, "#fills-main") == shown
+
+
+async def test_history_survives_a_restart_and_can_be_cleared(tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press(*"kept [MASK].", "enter")
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("up")
+        assert app.query_one("#sentence", Input).value == "kept [MASK]."
+        app.action_clear_history()
+        assert app.history.items == []
+
+
+async def test_no_history_is_written_when_the_setting_is_off(tiny_model_dir: Path, fresh_home: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_toggle_keep_history()
+        await pilot.press(*"confidential [MASK].", "enter")
+        await pilot.pause()
+    assert not (fresh_home / "history.json").exists()
+    assert json.loads(settings_path().read_text())["keep_history"] is False
+
+
+async def test_compare_shows_both_models_side_by_side(tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+b")
+        prompt = app.screen.query_one("#prompt-input", Input)
+        prompt.value = str(tiny_model_dir)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press(*"the [MASK] is here.")
+        await settle(pilot)
+        compare = plain(app, "#fills-compare")
+        assert "change vs" in compare and compare.count("%") == 5
+        assert compare.count("=") >= 5  # the same model: nothing rose or fell
+
+
+async def test_a_bad_model_is_a_notification_not_a_crash(tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model="./no/such/model")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert any("no model directory" in m for m in notifications(app))
+        await pilot.press(*"still [MASK] typing")
+        await settle(pilot)
+        assert app.is_running
+
+
+async def test_chunks_show_cls_and_sep_stats_and_masking(tiny_model_dir: Path, corpus_jsonl: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        assert app.query_one(TabbedContent).active == "chunks"
+        body = plain(app, "#chunk-body")
+        assert body.startswith("[CLS] ") and "[SEP] [CLS]" in body
+        table = app.query_one("#stats", DataTable)
+        assert table.row_count == 1 and table.get_row_at(0)[1] == "200"
+        assert "chunk 1 of" in plain(app, "#chunk-title")
+        await pilot.press("right")
+        assert "chunk 2 of" in plain(app, "#chunk-title")
+        await pilot.press("m")
+        assert "seed 42" in plain(app, "#chunk-title")
+        await pilot.press("r")
+        assert "seed 43" in plain(app, "#chunk-title")
+        await pilot.press("w")
+        assert "whole words" in plain(app, "#chunk-title")
+        chunks_128 = table.get_row_at(0)[3]
+        await pilot.press("c")
+        app.screen.query_one("#prompt-input", Input).value = "32"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert int(table.get_row_at(0)[3].replace(",", "")) > int(chunks_128.replace(",", ""))
+        await pilot.press("g")
+        app.screen.query_one("#prompt-input", Input).value = "5"
+        await pilot.press("enter")
+        assert "chunk 5 of" in plain(app, "#chunk-title")
+
+
+async def test_open_corpus_from_palette_and_a_missing_one(tiny_model_dir: Path, corpus_jsonl: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p", *"open corpus")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        app.screen.query_one("#prompt-input", Input).value = str(corpus_jsonl.parent / "missing.jsonl")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert any("no such corpus" in m for m in notifications(app))
+        await pilot.press("ctrl+o")
+        app.screen.query_one("#prompt-input", Input).value = str(corpus_jsonl)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.query_one(TabbedContent).active == "chunks"
+        assert "[CLS]" in plain(app, "#chunk-body")
+
+
+async def test_palette_switches_panes_and_theme_is_remembered(tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        assert {"mlm-dark", "mlm-light"} <= set(app.available_themes)
+        assert app.theme == "mlm-dark"
+        await pilot.press("ctrl+p", *"Train")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "train"
+        app.theme = "mlm-light"
+        await pilot.pause()
+    assert json.loads(settings_path().read_text())["theme"] == "mlm-light"
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE):
+        assert app.theme == "mlm-light"
+
+
+async def test_a_corrupt_settings_file_is_reported(tiny_model_dir: Path) -> None:
+    settings_path().write_text("{oops")
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert any("unreadable settings" in m for m in notifications(app))
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, pilot: Pilot) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await pilot.pause(0.25)
+        await asyncio.sleep(0)
+
+
+@pytest.mark.slow
+async def test_start_and_cancel_a_tiny_run(tiny_model_dir: Path, corpus_jsonl: Path) -> None:
+    from mlm_tui import runstore
+
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f3")
+        await pilot.pause()
+        form = {"chunk_size": "32", "batch_size": "4", "max_steps": "100000", "test_size": "4",
+                "train_size": "40"}
+        for name, value in form.items():
+            app.query_one(f"#t-{name}", Input).value = value
+        assert app.query_one("#t-corpus", Input).value == str(corpus_jsonl)
+        await pilot.press("ctrl+s")
+
+        def live_run() -> bool:
+            runs, _ = runstore.list_runs()
+            return bool(runs) and runs[0].is_live() and runs[0].state().get("step", 0) > 0
+
+        await wait_for(live_run, 120, pilot)
+        run = runstore.list_runs()[0][0]
+        await wait_for(lambda: "running" in plain(app, "#run-title"), 10, pilot)
+        app.query_one("#runs", DataTable).focus()
+        await pilot.press("x")
+        await wait_for(lambda: run.status() == "cancelled", 60, pilot)
+        await wait_for(lambda: "cancelled" in plain(app, "#run-title"), 10, pilot)
+        assert "perplexity" in plain(app, "#run-ppl")
+        assert (run.dir / "config.json").is_file()
+        assert json.loads((run.dir / "config.json").read_text())["chunk_size"] == 32
