@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         if model:
             p.add_argument("--model", default="starter", help="directory, run id, starter or hub id")
             p.add_argument("--allow-pickle", action="store_true",
-                           help="allow pytorch_model.bin weights (pickles can run code: trusted sources only)")
+                           help="allow pytorch_model.bin weights (pickles can run code: trusted sources "
+                           "only)")
         p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
     p = sub.add_parser("fill", help="top-k fills for every [MASK] in TEXT")

@@ -48,7 +48,8 @@ def corpus_files(ref: str) -> dict[str, list[Path]] | None:
     splits: dict[str, list[Path]] = {}
     for f in files:
         stem = f.stem.lower()
-        name = next((s for s in SPLIT_NAMES if stem == s or stem.startswith(s + "-") or f.parent.name == s), None)
+        name = next((s for s in SPLIT_NAMES if stem == s or stem.startswith(s + "-") or f.parent.name == s),
+                    None)
         splits.setdefault(name or "train", []).append(f)
     return splits
 
@@ -142,10 +143,11 @@ def _check_json(path: Path) -> None:
             raise UsageError(f"{path}: not UTF-8 text") from None
 
 
-def _column(ds, text_field: str, where: str) -> list[str]:  # noqa: ANN001 - a datasets.Dataset
+def _column(ds, text_field: str, where: str) -> list[str]:
     if text_field not in ds.column_names:
         cols = ", ".join(ds.column_names) or "none"
-        raise UsageError(f"{where}: no text field {text_field!r} (fields: {cols}); pick one with --text-field")
+        raise UsageError(f"{where}: no text field {text_field!r} (fields: {cols}); "
+                         "pick one with --text-field")
     return [t for t in ds[text_field] if isinstance(t, str) and t.strip()]
 
 

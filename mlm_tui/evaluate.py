@@ -48,7 +48,8 @@ class EvalSet:
 
 
 def perplexity(model: Any, evalset: EvalSet, batch_size: int = 32, device: Any = "cpu",
-               autocast: torch.dtype | None = None, cancelled: Callable[[], bool] | None = None) -> EvalResult:
+               autocast: torch.dtype | None = None,
+               cancelled: Callable[[], bool] | None = None) -> EvalResult:
     """exp of the mean cross-entropy over every masked token (token-weighted, not batch-weighted)."""
     wrapper = model if isinstance(model, MaskedOnlyMLM) else MaskedOnlyMLM(model)
     was_training = wrapper.training

@@ -31,7 +31,8 @@ class TokenTables:
         vocab_size = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
         special = torch.zeros(vocab_size, dtype=torch.bool)
         special[list(tokenizer.all_special_ids)] = True
-        return cls(tokenizer.mask_token_id, vocab_size, special, word_start_table(tokenizer, vocab_size) | special)
+        word_start = word_start_table(tokenizer, vocab_size) | special
+        return cls(tokenizer.mask_token_id, vocab_size, special, word_start)
 
 
 def word_start_table(tokenizer: Any, vocab_size: int) -> torch.Tensor:

@@ -275,9 +275,9 @@ class Trainer:
         cfg = self.config
         self.emit("status", message=f"tokenizing {cfg.corpus}")
         try:
-            splits = tokenize_corpus(cfg.corpus, tokenizer, cfg.text_field,
-                                     progress=lambda done, total: self.emit("tokenize", done=done, total=total),
-                                     cancelled=self.stop_requested)
+            splits = tokenize_corpus(
+                cfg.corpus, tokenizer, cfg.text_field, cancelled=self.stop_requested,
+                progress=lambda done, total: self.emit("tokenize", done=done, total=total))
         except UsageError:
             if self.stop_requested():  # the tokenizer's own "cancelled" is a usage error: it is a cancel here
                 raise RunCancelled("cancelled while tokenizing") from None
@@ -293,7 +293,8 @@ class Trainer:
             raise UsageError(f"the train split has {train.tokens} tokens: fewer than one chunk of "
                              f"{cfg.chunk_size}; lower --chunk-size or add text")
         if len(test_chunks) == 0:
-            raise UsageError(f"the test split has {test.tokens} tokens: fewer than one chunk of {cfg.chunk_size}")
+            raise UsageError(f"the test split has {test.tokens} tokens: fewer than one chunk of "
+                             f"{cfg.chunk_size}")
         rng = np.random.default_rng(cfg.seed)
         if cfg.train_size is not None and cfg.train_size < len(train_chunks):
             train_chunks = train_chunks[np.sort(rng.choice(len(train_chunks), cfg.train_size, replace=False))]
@@ -355,7 +356,8 @@ class Trainer:
         for name, p in model.named_parameters():
             if p.requires_grad:
                 (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
         fused = {"fused": True} if plan.device == "cuda" else {"foreach": True}
         optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, **fused)
         scheduler = get_scheduler("linear", optimizer, num_warmup_steps=cfg.warmup_steps,
@@ -395,15 +397,16 @@ class Trainer:
         tokens_since = 0
         orders: dict[int, torch.Tensor] = {}
         wrapper.train()
-        self.emit("status", message=f"training {plan.steps} steps of {tokens_per_step} tokens on {plan.device}"
-                  f" ({plan.precision})")
+        self.emit("status", message=f"training {plan.steps} steps of {tokens_per_step} tokens on "
+                  f"{plan.device} ({plan.precision})")
         step = start_step
         t0 = time.perf_counter()
         while step < plan.steps:
             if self._stop_everywhere():
                 runtime += time.perf_counter() - t0
                 self._save(run, model, tokenizer, optimizer, scheduler, step, runtime)
-                raise RunCancelled(f"cancelled at step {step}; resume with: mlm-tui train --resume {run.run_id}")
+                raise RunCancelled(f"cancelled at step {step}; "
+                                   f"resume with: mlm-tui train --resume {run.run_id}")
             for micro in range(cfg.gradient_accumulation):
                 index = step * cfg.gradient_accumulation + micro
                 epoch, pos = divmod(index, micro_per_epoch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -41,7 +43,7 @@ def test_split_documents_keeps_each_document_whole_and_on_one_side(lengths, frac
         assert part.documents >= 1
         bounds = np.concatenate([[0], np.cumsum(part.doc_lengths)])
         found = []
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        for start, end in pairwise(bounds):
             doc = part.ids[start:end].tolist()
             assert doc == docs[doc[0]]  # a whole original document, unchanged
             found.append(doc[0])

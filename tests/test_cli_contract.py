@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import SENTENCES, write_jsonl
 
 DOCS = [f"{SENTENCES[i % len(SENTENCES)]} Note {i}." for i in range(40)]
@@ -61,7 +60,8 @@ def test_chunks_of_a_folder_keeps_its_split_files(cli, tiny_model_dir, tmp_path)
     assert code == 0, err
     splits = json.loads(out)["splits"]
     assert set(splits) == {"train", "test"}
-    assert (splits["test"]["documents"], splits["test"]["tokens"]) == tokenizer_counts(tiny_model_dir, DOCS[30:])
+    test = splits["test"]
+    assert (test["documents"], test["tokens"]) == tokenizer_counts(tiny_model_dir, DOCS[30:])
 
 
 def test_chunks_show_decodes_the_first_chunks(cli, tiny_model_dir, corpus_jsonl):
@@ -93,8 +93,8 @@ def test_text_output_without_json_is_not_json(cli, tiny_model_dir, corpus_jsonl)
 
 
 def test_eval_json_shape(cli, tiny_model_dir, corpus_jsonl):
-    code, out, err = cli("eval", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32, "--test-size", 8,
-                         "--json")
+    code, out, err = cli("eval", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32,
+                         "--test-size", 8, "--json")
     assert code == 0, err
     data = json.loads(out)
     assert set(data) == {"perplexity", "chunks", "masked_tokens"}
@@ -104,8 +104,8 @@ def test_eval_json_shape(cli, tiny_model_dir, corpus_jsonl):
 
 
 def test_train_and_runs_json_shapes(cli, tiny_model_dir, corpus_jsonl):
-    code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32, "--max-steps", 2,
-                         "--batch-size", 4, "--json")
+    code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32,
+                         "--max-steps", 2, "--batch-size", 4, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert set(result) == {"run_id", "status", "model", "perplexity_before", "perplexity_after",

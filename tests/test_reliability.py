@@ -173,8 +173,8 @@ def test_full_disk_during_a_checkpoint_fails_cleanly(cli, tiny_model_dir, corpus
     assert run.status() == "failed" and "No space left" in run.state()["message"]
     left = sorted(p.name for p in run.checkpoints_dir.iterdir())
     assert left == ["step-0000002"]  # the earlier checkpoint, and no half-written folder
-    assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= {p.name for p in
-                                                                          (run.checkpoints_dir / left[0]).iterdir()}
+    kept = {p.name for p in (run.checkpoints_dir / left[0]).iterdir()}
+    assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= kept
     monkeypatch.setattr(checkpoints, "_write_model", real_write)
     code, out, err = cli("train", "--resume", run.run_id, "--json")
     assert code == 0, err
