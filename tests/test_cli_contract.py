@@ -92,6 +92,20 @@ def test_text_output_without_json_is_not_json(cli, tiny_model_dir, corpus_jsonl)
         json.loads(out)
 
 
+def test_fill_json_shape(cli, tiny_model_dir):
+    code, out, err = cli("fill", "Rain fell over the [MASK].", "--model", tiny_model_dir, "--top-k", 3,
+                         "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert set(data) == {"model", "text", "masks"} and data["text"] == "Rain fell over the [MASK]."
+    (mask,) = data["masks"]
+    assert set(mask) == {"index", "fills"} and len(mask["fills"]) == 3
+    for fill in mask["fills"]:
+        assert set(fill) == {"token", "token_id", "score", "sequence"}
+        assert fill["sequence"].startswith("rain fell over the") and "[MASK]" not in fill["sequence"]
+        assert isinstance(fill["token_id"], int) and 0 < fill["score"] < 1
+
+
 def test_eval_json_shape(cli, tiny_model_dir, corpus_jsonl):
     code, out, err = cli("eval", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32,
                          "--test-size", 8, "--json")
