@@ -10,6 +10,7 @@
 
 A run whose state says `running` but whose lock nobody holds lost its process (kill -9, power loss): it
 is reported as `interrupted`. The lock is the truth, not a pid or a clock, so pid reuse cannot fool it.
+A new run takes its lock before it writes any file, so no reader ever sees it `interrupted` at birth.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mlm_tui import atomic
 from mlm_tui.errors import MlmError, UsageError
@@ -42,6 +43,7 @@ class CorruptRun(MlmError):
 class Run:
     run_id: str
     dir: Path
+    _lock_file: IO[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def model_path(self) -> Path:
@@ -145,18 +147,29 @@ class Run:
             "steps": step if isinstance(step, int) and not isinstance(step, bool) else 0,
         }
 
+    def _acquire(self) -> None:
+        fh = open(self.dir / "lock", "a")  # noqa: SIM115 - kept open for as long as the lock is held
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise UsageError(f"run {self.run_id} is already being trained by another process") from None
+        self._lock_file = fh
+
     @contextlib.contextmanager
     def hold_lock(self) -> Iterator[None]:
-        """Mark this process as the run's owner for the duration; released by the kernel if it dies."""
-        with open(self.dir / "lock", "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"run {self.run_id} is already being trained by another process") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """Mark this process as the run's owner for the duration; released by the kernel if it dies.
+
+        A run fresh from `create_run` already holds its lock: this keeps it, and releases it at the end.
+        """
+        if self._lock_file is None:
+            self._acquire()
+        try:
+            yield
+        finally:
+            if self._lock_file is not None:
+                self._lock_file.close()  # closing the file releases the flock
+                self._lock_file = None
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -176,6 +189,11 @@ def new_run_id() -> str:
 
 
 def create_run(config: dict[str, Any]) -> Run:
+    """A new `running` run, its lock held by this process (release it by leaving `hold_lock()`).
+
+    The lock comes first, then state.json, then config.json: a reader never sees the run `running`
+    without a live owner, and skips it quietly until config.json exists (see `list_runs`).
+    """
     base = runs_dir()
     while True:
         run_id = new_run_id()
@@ -185,9 +203,10 @@ def create_run(config: dict[str, Any]) -> Run:
         except FileExistsError:
             continue
     run = Run(run_id, base / run_id)
+    run._acquire()
     config = {**config, "run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic.write_json(run.dir / "config.json", config)
     atomic.write_json(run.dir / "state.json", {"status": "running", "step": 0, "pid": os.getpid()})
+    atomic.write_json(run.dir / "config.json", config)
     return run
 
 
@@ -207,6 +226,8 @@ def list_runs() -> tuple[list[Run], list[str]]:
         if not path.is_dir() or not RUN_ID.fullmatch(path.name):
             continue
         run = Run(path.name, path)
+        if not (path / "config.json").exists() and run.is_live():
+            continue  # being created by its process this very moment
         try:
             run.config()
             run.status()

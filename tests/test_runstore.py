@@ -112,3 +112,15 @@ def test_truncate_metrics_drops_only_later_steps(store_runs):
         fh.write('{"step": 4, "lo')  # the writer died mid-line
     run.truncate_metrics(after_step=2)
     assert [r["step"] for r in run.metrics()] == [0, 1, 2]
+
+
+def test_a_new_run_is_running_from_its_first_file():
+    """The workbench finds a launched run as soon as its files appear; it must not flash `interrupted`."""
+    run = runstore.create_run({"model": "m", "corpus": "c.txt"})
+    try:
+        assert runstore.find_run(run.run_id).status() == "running"
+        with run.hold_lock():
+            assert runstore.find_run(run.run_id).status() == "running"
+        assert runstore.find_run(run.run_id).status() == "interrupted"  # its owner let go, still `running`
+    finally:
+        shutil.rmtree(run.dir)
