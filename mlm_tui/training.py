@@ -222,9 +222,10 @@ class Trainer:
             try:
                 result = self._train(run, prior, resolved.source, tokenizer, train_chunks, test_chunks, plan)
             except RunCancelled as exc:
-                run.update_state(status="cancelled", message=str(exc), finished=time.time())
-                run.log(f"cancelled: {exc}")
-                raise
+                msg = f"{exc}; resume with: mlm-tui train --resume {run.run_id}"
+                run.update_state(status="cancelled", message=msg, finished=time.time())
+                run.log(f"cancelled: {msg}")
+                raise RunCancelled(msg) from None
             except torch.OutOfMemoryError:
                 msg = (f"CUDA ran out of memory at batch size {plan.batch_size} x chunk {cfg.chunk_size}: "
                        f"lower --batch-size (try {max(1, plan.batch_size // 2)}) and raise "
@@ -405,8 +406,7 @@ class Trainer:
             if self._stop_everywhere():
                 runtime += time.perf_counter() - t0
                 self._save(run, model, tokenizer, optimizer, scheduler, step, runtime)
-                raise RunCancelled(f"cancelled at step {step}; "
-                                   f"resume with: mlm-tui train --resume {run.run_id}")
+                raise RunCancelled(f"cancelled at step {step}")
             for micro in range(cfg.gradient_accumulation):
                 index = step * cfg.gradient_accumulation + micro
                 epoch, pos = divmod(index, micro_per_epoch)

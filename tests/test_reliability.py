@@ -139,6 +139,19 @@ def test_resume_continues_steps_and_metrics(cli, tiny_model_dir, corpus_jsonl):
     assert code == 2 and "is completed" in err
 
 
+def test_a_run_cancelled_before_its_first_step_resumes_from_the_start(cli, tiny_model_dir, corpus_jsonl):
+    """Ctrl+C while the starting perplexity is measured: no checkpoint yet, so resume starts at step 0."""
+    trainer = Trainer(config(corpus_jsonl, tiny_model_dir, max_steps=3),
+                      should_stop=lambda: trainer.run_record is not None)
+    with pytest.raises(RunCancelled, match=r"evaluation cancelled; resume with: mlm-tui train --resume \d"):
+        trainer.run()
+    run = trainer.run_record
+    assert run.status() == "cancelled" and checkpoints.latest_checkpoint(run) is None
+    code, out, err = cli("train", "--resume", run.run_id, "--json")
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 3 and step_rows(run) == [1, 2, 3]
+
+
 def test_cancel_file_stops_a_run_like_ctrl_c(tiny_model_dir, corpus_jsonl):
     """The workbench cancels a run it launched by creating `cancel` in the run folder."""
 
