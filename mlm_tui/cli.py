@@ -240,6 +240,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
+    """List runs, newest first; with --json: `{"runs": [summary, ...]}` (see `runstore.Run.summary`).
+
+    Runs whose files cannot be read get one line each on stderr and are left out.
+    """
     from mlm_tui.runstore import list_summaries
 
     rows, problems = list_summaries()

@@ -160,9 +160,11 @@ class Trainer:
 
     # -- events ---------------------------------------------------------------------------------------
     def emit(self, kind: str, **data: Any) -> None:
-        event = {"event": kind, **data}
-        self.on_event(event)
-        if self.run_record is not None and self.is_main and kind in ("status", "warning"):
+        """Report progress; only the main process does, so `accelerate launch` prints each line once."""
+        if not self.is_main:
+            return
+        self.on_event({"event": kind, **data})
+        if self.run_record is not None and kind in ("status", "warning"):
             self.run_record.log(data.get("message", ""))
 
     def stop_requested(self) -> bool:
