@@ -51,7 +51,7 @@ def perplexity(model: Any, evalset: EvalSet, batch_size: int = 32, device: Any =
                autocast: torch.dtype | None = None,
                cancelled: Callable[[], bool] | None = None) -> EvalResult:
     """exp of the mean cross-entropy over every masked token (token-weighted, not batch-weighted)."""
-    wrapper = model if isinstance(model, MaskedOnlyMLM) else MaskedOnlyMLM(model)
+    wrapper = _masked_only(model)
     was_training = wrapper.training
     wrapper.eval()
     device = torch.device(device)
@@ -72,3 +72,12 @@ def perplexity(model: Any, evalset: EvalSet, batch_size: int = 32, device: Any =
         wrapper.train()
     mean = total_loss / max(total_tokens, 1)
     return EvalResult(math.exp(mean) if total_tokens else float("nan"), mean, len(evalset), total_tokens)
+
+
+def _masked_only(model: Any) -> MaskedOnlyMLM:
+    """The masked-only wrapper to evaluate with: `model` itself, the module inside a DDP wrapper (an
+    evaluation needs no gradient sync, so every process runs it alone), or a new one around a plain LM."""
+    if isinstance(model, MaskedOnlyMLM):
+        return model
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, MaskedOnlyMLM) else MaskedOnlyMLM(model)

@@ -207,6 +207,21 @@ def test_secondary_processes_train_but_write_nothing(cli, tiny_model_dir, corpus
     assert sorted(p.name for p in runstore.runs_dir().iterdir()) == before
 
 
+def test_two_process_launch_trains_one_run(cli, tiny_model_dir, corpus_jsonl):
+    """`torchrun`/`accelerate launch` with two CPU processes: one run, one result, one copy of progress."""
+    env = {**os.environ, "MLM_TUI_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                           "mlm_tui.cli", *train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "4",
+                                                      "--save-steps", "2", "--test-size", "8", "--json")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["status"], result["steps"], result["train_tokens"]) == ("completed", 4, 4 * 2 * 4 * 32)
+    assert proc.stderr.count("step 4/4") == 1
+    run = runstore.find_run(result["run_id"])
+    assert run.status() == "completed" and step_rows(run) == [1, 2, 3, 4]
+
+
 # -- safety ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pickle_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
