@@ -72,6 +72,8 @@ def resolve(ref: str | None) -> ResolvedRef:
         if not (model_path / "config.json").is_file():
             raise UsageError(f"run {run.run_id} has no final model yet (status: {run.status()})")
         return ResolvedRef(ref, "run", path=model_path)
+    if runstore.RUN_ID.fullmatch(ref):  # shaped like a run id: saying "not on the hub" would mislead
+        raise UsageError(f"no run called {ref!r} (see: mlm-tui runs)")
     if ref == DEFAULT_MODEL:
         from mlm_tui.starter import starter_path
 

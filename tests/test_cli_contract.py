@@ -211,6 +211,8 @@ USAGE_ERRORS = [
     (["fill", "a [MASK]", "--model", "{not-a-model}"], "not a model directory"),
     (["fill", "a [MASK]", "--model", "./no/such/dir"], "no model directory, run or hub id"),
     (["fill", "a [MASK]", "--model", "nobody/no-such-model"], "not in the local cache"),
+    (["fill", "a [MASK]", "--model", "20990101-000000-abcd"], "no run called '20990101-000000-abcd'"),
+    (["eval", "{ok}", "--model", "20990101-000000-abcd"], "no run called"),
     (["bogus-command"], "invalid choice"),
 ]
 
