@@ -190,6 +190,7 @@ class Trainer:
             if status in ("running", "completed"):
                 raise UsageError(f"run {self.resume_run.run_id} is {status}: only interrupted, cancelled or "
                                  "failed runs resume")
+            (self.resume_run.dir / "cancel").unlink(missing_ok=True)  # the request that stopped it is done
         # Read before anyone writes, so that every process takes the same branches (skipping the "before"
         # evaluation on resume, say): a branch taken by one process only would hang DDP.
         prior = self.resume_run.state() if self.resume_run is not None else {}
