@@ -245,5 +245,7 @@ async def test_start_and_cancel_a_tiny_run(tiny_model_dir: Path, corpus_jsonl: P
         await wait_for(lambda: run.status() == "cancelled", 60, pilot)
         await wait_for(lambda: "cancelled" in plain(app, "#run-title"), 10, pilot)
         assert "perplexity" in plain(app, "#run-ppl")
+        await pilot.press("l")  # a cancelled run has no final model: a notification, not a crash
+        await wait_for(lambda: any("no final model" in m for m in notifications(app)), 30, pilot)
         assert (run.dir / "config.json").is_file()
         assert json.loads((run.dir / "config.json").read_text())["chunk_size"] == 32

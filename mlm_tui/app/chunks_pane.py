@@ -110,12 +110,11 @@ class ChunksPane(Vertical):
 
         worker = get_current_worker()
         try:
-            from mlm_tui.app.heavy import ensure_imported
+            from mlm_tui.app.heavy import import_torch, load_tokenizer
 
-            ensure_imported()
+            import_torch()  # masking imports torch: never twice at once from two threads
             from mlm_tui.chunking import tokenize_corpus
             from mlm_tui.masking import TokenTables
-            from mlm_tui.models import load_tokenizer
 
             if tokenizer is None:
                 tokenizer = load_tokenizer(tokenizer_ref)

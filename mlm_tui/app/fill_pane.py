@@ -94,20 +94,16 @@ class FillPane(Vertical):
 
     @work(thread=True, group="load-model")
     def _load_worker(self, ref: str, role: str) -> None:
-        from mlm_tui.app.heavy import ensure_imported
-        from mlm_tui.models import load_model
+        from mlm_tui.app.heavy import import_torch, load_model
 
         try:
-            ensure_imported()
             handle = load_model(ref)
         except Exception as exc:  # any failure to load is a message in the app, never a crash
             self.post_message(ModelLoaded(role, ref, None, first_line(exc)))
             return
-        import torch
-
         from mlm_tui.launcher import thread_split
 
-        torch.set_num_threads(thread_split()[0])  # leave the other cores to a training process
+        import_torch().set_num_threads(thread_split()[0])  # leave the other cores to a training process
         self.post_message(ModelLoaded(role, ref, handle, None))
 
     @on(ModelLoaded)

@@ -1,27 +1,39 @@
-"""Importing torch and transformers once, off the event loop, one thread at a time.
+"""Model and tokenizer loading for the app's workers: torch/transformers imported off the event loop, and
+one load at a time.
 
-transformers resolves its names lazily and that is not thread-safe: two workers importing it at once
-(the model loader and the tokenizer loader, say) can see `cannot import name 'AutoTokenizer'`. Every
-worker that needs the heavy libraries calls `ensure_imported()` first.
+transformers is not safe to import or load from several threads at once: two workers importing it
+together can see `cannot import name 'AutoTokenizer'`, and two `from_pretrained` calls (the model for
+Fill and the tokenizer for Chunks, both assembling the starter on first use) can fail with `Cannot copy
+out of meta tensor`. A load takes seconds and happens rarely, so serialising them costs nothing visible.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlm_tui.models import ModelHandle
 
 _lock = threading.Lock()
-_done = False
 
 
-def ensure_imported() -> None:
-    global _done
+def load_model(ref: str) -> ModelHandle:
+    from mlm_tui import models
+
     with _lock:
-        if _done:
-            return
-        from mlm_tui.home import configure_hf_environment
+        return models.load_model(ref)
 
-        configure_hf_environment()
-        import torch  # noqa: F401
-        from transformers import AutoModelForMaskedLM, AutoTokenizer  # noqa: F401
 
-        _done = True
+def load_tokenizer(ref: str) -> Any:
+    from mlm_tui import models
+
+    with _lock:
+        return models.load_tokenizer(ref)
+
+
+def import_torch() -> Any:
+    with _lock:
+        import torch
+
+        return torch

@@ -102,7 +102,7 @@ class TrainPane(Horizontal):
             table: DataTable[str] = DataTable(id="runs", cursor_type="row")
             yield table
             yield Static(Text("No run selected."), id="run-title")
-            with Horizontal(id="run-progress-row"):
+            with Vertical(id="run-progress-row"):
                 yield ProgressBar(id="run-progress", show_eta=False)
                 yield Static(id="run-speed")
             yield Sparkline([], id="loss")
@@ -115,6 +115,7 @@ class TrainPane(Horizontal):
         self.query_one("#t-test_size", Input).placeholder = "auto"
         self.query_one("#t-train_size", Input).placeholder = "all"
         self.query_one("#t-max_steps", Input).placeholder = "from epochs"
+        self.query_one("#run-progress-row").display = False  # until a run is shown
         self._device_worker()
         self.poll()
         self.set_interval(POLL_S, self.poll)
@@ -122,11 +123,9 @@ class TrainPane(Horizontal):
     # -- device-sensible defaults -------------------------------------------------------------------
     @work(thread=True, group="device")
     def _device_worker(self) -> None:
-        from mlm_tui.app.heavy import ensure_imported
+        from mlm_tui.app.heavy import import_torch
 
-        ensure_imported()
-        import torch
-
+        torch = import_torch()
         self.post_message(DeviceFound("cuda" if torch.cuda.is_available() else "cpu"))
 
     @on(DeviceFound)
@@ -286,13 +285,15 @@ class TrainPane(Horizontal):
         if state.get("message") and status != "running":
             title.append(f"\n{state['message']}", style="red" if status == "failed" else "")
         self.query_one("#run-title", Static).update(title)
+        self.query_one("#run-progress-row").display = True
         self.query_one("#run-progress", ProgressBar).update(total=total or None, progress=step)
         speed = ""
         if status == "running" and state.get("tokens_per_s"):
             speed = f"{state['tokens_per_s']:,.0f} tok/s · ETA {_fmt_time(state.get('eta') or 0)}"
         elif status == "completed" and state.get("train_runtime"):
             speed = f"done in {_fmt_time(state['train_runtime'])}"
-        self.query_one("#run-speed", Static).update(Text(f" step {step}/{total or '?'} {speed}"))
+        where = f"step {step}/{total or '?'}"
+        self.query_one("#run-speed", Static).update(Text(f"{where} · {speed}" if speed else where))
         self.query_one("#loss", Sparkline).data = view.losses
         loss = f" · loss {view.losses[-1]:.3f}" if view.losses else ""
         before, after = _ppl(state.get("perplexity_before")), _ppl(state.get("perplexity_after"))
