@@ -24,13 +24,19 @@ BATCH, CHUNK = 16, 128
 
 def baseline(model_dir: str, chunks: list[list[int]], steps: int, precision: str) -> tuple[float, float]:
     from datasets import Dataset
-    from transformers import (AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForMaskedLM.from_pretrained(model_dir)
     ds = Dataset.from_dict({"input_ids": chunks, "labels": [list(c) for c in chunks]})
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, max_steps=steps,
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH,
+                             max_steps=steps,
                              learning_rate=2e-5, weight_decay=0.01, logging_steps=steps, save_strategy="no",
                              report_to=[], use_cpu=True, bf16=precision == "bf16", disable_tqdm=True,
                              seed=42)

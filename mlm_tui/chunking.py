@@ -126,7 +126,8 @@ def open_tokenizer(model_ref: str | None) -> Any:
     from tokenizers import Tokenizer
 
     limit = None
-    for name, key in (("tokenizer_config.json", "model_max_length"), ("config.json", "max_position_embeddings")):
+    limits = (("tokenizer_config.json", "model_max_length"), ("config.json", "max_position_embeddings"))
+    for name, key in limits:
         try:
             value = json.loads((path / name).read_text()).get(key)
         except (OSError, ValueError):

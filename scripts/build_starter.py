@@ -13,7 +13,6 @@ dict-gcide dict-wn python3-doc (training) and dict-devil dict-foldoc (evaluation
 from __future__ import annotations
 
 import argparse
-import base64
 import gzip
 import html.parser
 import json
@@ -40,7 +39,7 @@ PROBES = [
 ]
 
 SETTINGS = dict(chunk_size=128, batch_size=32, learning_rate=2e-4, warmup_steps=200, weight_decay=0.01,
-                max_steps=3000, eval_steps=250, save_steps=250, logging_steps=10, precision="bf16",
+                max_steps=2000, eval_steps=250, save_steps=250, logging_steps=10, precision="bf16",
                 test_size=200, freeze_embeddings=True, seed=7)
 
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -59,10 +58,12 @@ def _clean(text: str) -> str:
 
 def dict_entries(name: str) -> list[str]:
     """Entries of a dictd database, one document each, headers (00-database-*) left out."""
-    data = gzip.open(DICTS / f"{name}.dict.dz").read()
+    with gzip.open(DICTS / f"{name}.dict.dz") as fh:
+        data = fh.read()
+    index = (DICTS / f"{name}.index").read_text(encoding="utf-8", errors="replace")
     out = []
-    for line in open(DICTS / f"{name}.index", encoding="utf-8", errors="replace"):
-        parts = line.rstrip("\n").split("\t")
+    for line in index.splitlines():
+        parts = line.split("\t")
         if len(parts) < 3 or parts[0].startswith("00-database") or parts[0].startswith("00database"):
             continue
         entry = data[_b64(parts[1]) : _b64(parts[1]) + _b64(parts[2])].decode("utf-8", "replace")
@@ -83,19 +84,19 @@ def fortunes() -> list[str]:
 
 
 class _Prose(html.parser.HTMLParser):
-    KEEP = {"p", "li", "dd", "h1", "h2", "h3"}
+    KEEP = frozenset({"p", "li", "dd", "h1", "h2", "h3"})
 
     def __init__(self) -> None:
         super().__init__()
         self.depth, self.skip, self.parts, self.buf = 0, 0, [], []
 
-    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+    def handle_starttag(self, tag, attrs):
         if tag in ("pre", "script", "style"):
             self.skip += 1
         elif tag in self.KEEP:
             self.depth += 1
 
-    def handle_endtag(self, tag):  # noqa: ANN001
+    def handle_endtag(self, tag):
         if tag in ("pre", "script", "style"):
             self.skip = max(0, self.skip - 1)
         elif tag in self.KEEP and self.depth:
@@ -104,7 +105,7 @@ class _Prose(html.parser.HTMLParser):
                 self.parts.append(_clean("".join(self.buf)))
                 self.buf = []
 
-    def handle_data(self, data):  # noqa: ANN001
+    def handle_data(self, data):
         if self.depth and not self.skip:
             self.buf.append(data)
 
@@ -226,8 +227,10 @@ def export() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", nargs="?", choices=["gather", "train", "evaluate", "export", "all"], default="all")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", nargs="?", default="all",
+                        choices=["gather", "train", "evaluate", "export", "all"])
     parser.add_argument("--model", help="evaluate this model reference instead of the build's best")
     args = parser.parse_args()
     if args.step in ("gather", "all") and not (BUILD / "train.jsonl").exists():

@@ -64,7 +64,7 @@ def corpus_jsonl(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
+def cli(capsys: pytest.CaptureFixture[str]):
     """Run the CLI in-process; returns (exit code, stdout, stderr)."""
     from mlm_tui.cli import main
 
