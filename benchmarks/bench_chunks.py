@@ -110,7 +110,8 @@ def main() -> None:
     if int(base_out) != stats["tokens"]:
         sys.exit(f"token counts differ: ours {stats['tokens']}, baseline {base_out.strip()}")
     print(f"tokens {stats['tokens']:,}, chunks {stats['chunks']:,}; "
-          f"token array {stats['tokens'] * 4 / 1e6:.0f} MB; peak RSS ours {ours_rss / 1e6:.0f} MB, baseline {base_rss / 1e6:.0f} MB")
+          f"token array {stats['tokens'] * 4 / 1e6:.0f} MB; "
+          f"peak RSS ours {ours_rss / 1e6:.0f} MB, baseline {base_rss / 1e6:.0f} MB")
     report("ours vs datasets + tokenizer (batches of 1000)", ours, base, "s", "target <= 0.8, goal <= 0.5")
     report("second run (cache) vs first run", again, ours, "s", "target <= 0.25")
     if not args.skip_seed:
