@@ -108,7 +108,7 @@ async def test_compare_shows_both_models_side_by_side(tiny_model_dir: Path) -> N
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("ctrl+b")
+        await pilot.press("f4")
         prompt = app.screen.query_one("#prompt-input", Input)
         prompt.value = str(tiny_model_dir)
         await pilot.press("enter")

@@ -181,11 +181,13 @@ class FillPane(Vertical):
             self._clear_results()
             return
         self._hint("")
-        main_title = f"{short_ref(self.refs['main'] or '')}"
-        self.query_one("#fills-main", Static).update(fills_text(event.main, main_title))
+        main_title = short_ref(self.refs["main"] or "")
+        width = 10 if event.compare is not None else 20  # two columns fit side by side at 80 columns
+        self.query_one("#fills-main", Static).update(fills_text(event.main, main_title, bar_width=width))
         if event.compare is not None:
             title = f"{short_ref(self.refs['compare'] or '')}  (change vs {main_title})"
-            self.query_one("#fills-compare", Static).update(fills_text(event.compare, title, event.main))
+            self.query_one("#fills-compare", Static).update(
+                fills_text(event.compare, title, event.main, bar_width=width))
 
     def _hint(self, text: str) -> None:
         self.query_one("#fill-hint", Static).update(Text(text))

@@ -46,7 +46,7 @@ def percent(score: float) -> str:
 
 
 def fills_text(result: FillResult, title: str, baseline: FillResult | None = None,
-               top_k: int = TOP_K) -> Text:
+               top_k: int = TOP_K, bar_width: int = BAR_WIDTH) -> Text:
     """Each mask's top fills with bars and percentages; against a baseline, how each fill rose or fell."""
     out = Text()
     out.append(title, style="bold")
@@ -60,7 +60,7 @@ def fills_text(result: FillResult, title: str, baseline: FillResult | None = Non
             before = {f.token_id: f.score for f in baseline.masks[n].fills}
         for fill in mask.fills[:top_k]:
             out.append(f"  {fill.token[:14]:<14} ")
-            out.append(bar(fill.score), style="green")
+            out.append(bar(fill.score, bar_width), style="green")
             out.append(f" {percent(fill.score)}")
             if baseline is not None:
                 out.append("  ")

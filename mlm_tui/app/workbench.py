@@ -36,7 +36,7 @@ class WorkbenchApp(App[None]):
         Binding("f3", "show_pane('train')", "Train"),
         Binding("ctrl+o", "open_corpus", "Corpus"),
         Binding("ctrl+l", "switch_model", "Model"),
-        Binding("ctrl+b", "compare_model", "Compare"),
+        Binding("f4", "compare_model", "Compare"),  # not ctrl+b: that is the tmux prefix
         Binding("ctrl+t", "change_theme", "Theme"),
     ]
 
@@ -157,7 +157,7 @@ class WorkbenchApp(App[None]):
             ("Train", "Show the Train pane (F3)", lambda: self.action_show_pane("train")),
             ("Open corpus", "Tokenize a corpus and browse its chunks (ctrl+o)", self.action_open_corpus),
             ("Switch model", "Load another model for fills (ctrl+l)", self.action_switch_model),
-            ("Compare with model", "Show a second model's fills side by side (ctrl+b)",
+            ("Compare with model", "Show a second model's fills side by side (F4)",
              self.action_compare_model),
             ("Stop comparing", "Drop the compare model", self.action_stop_compare),
             ("Change theme", "Pick a theme; the choice is remembered (ctrl+t)", self.action_change_theme),
