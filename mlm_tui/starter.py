@@ -9,8 +9,10 @@ The frozen word embeddings come from the base and double as the tied decoder.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +51,17 @@ def starter_path() -> Path:
 
     checksum = expected_checksum()
     path = models_dir() / f"starter-{(checksum or 'untrained')[:12]}"
-    if not (path / "model.safetensors").is_file():
-        assemble(path, checksum)
+    if (path / "model.safetensors").is_file():
+        return path
+    # Two processes (the workbench and a run it launched) or two threads may both get here on first use:
+    # one assembles under the lock, the other finds the finished directory.
+    with open(models_dir() / "starter.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (path / "model.safetensors").is_file():
+                assemble(path, checksum)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return path
 
 
@@ -87,12 +98,15 @@ def assemble(path: Path, checksum: str | None) -> None:
             raise MlmError(f"the starter weights do not match the base encoder ({unknown[0]}); reinstall")
         model.load_state_dict({k: v.to(torch.float32) for k, v in delta.items()}, strict=False)
     tokenizer = AutoTokenizer.from_pretrained(base_encoder_dir())
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def export_delta(model_dir: Path, out: Path = WEIGHTS) -> str:

@@ -221,7 +221,6 @@ class Trainer:
         with run.hold_lock():
             run.update_state(status="running", pid=os.getpid(), host=os.uname().nodename,
                              total_steps=plan.steps, plan=asdict(plan), message=None)
-            (run.dir / "cancel").unlink(missing_ok=True)
             try:
                 result = self._train(run, prior, resolved.source, tokenizer, train_chunks, test_chunks, plan)
             except RunCancelled as exc:
