@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, model: bool = True) -> None:
         if model:
-            p.add_argument("--model", default="starter", help="directory, run id, starter or hub id")
+            # SUPPRESS: `mlm-tui --model X fill ...` keeps the top-level value instead of this default.
+            p.add_argument("--model", default=argparse.SUPPRESS, help="directory, run id, starter or hub id")
             p.add_argument("--allow-pickle", action="store_true",
                            help="allow pytorch_model.bin weights (pickles can run code: trusted sources "
                            "only)")

@@ -32,3 +32,9 @@ def test_train_then_fill_with_run_id(cli, tiny_model_dir, corpus_jsonl):
     assert runs[result["run_id"]]["status"] == "completed"
     code, out, _ = cli("fill", "hello [MASK] world", "--model", result["run_id"], "--json")
     assert code == 0 and json.loads(out)["masks"]
+
+
+def test_model_before_the_subcommand_is_honoured(cli, tiny_model_dir):
+    code, out, _ = cli("--model", tiny_model_dir, "fill", "a [MASK] day", "--json")
+    assert code == 0
+    assert json.loads(out)["model"] == tiny_model_dir.name
