@@ -90,6 +90,9 @@ class ChunksPane(Vertical):
         table = self.query_one("#stats", DataTable)
         table.add_columns("split", "documents", "tokens", "chunks", "dropped tokens")
         table.display = False
+        self.tokenizer_ref = self.app.model_ref
+        if self.app.data:
+            self.open(self.app.data)
 
     # -- opening --------------------------------------------------------------------------------------
     def open(self, corpus: str, tokenizer_ref: str | None = None) -> None:

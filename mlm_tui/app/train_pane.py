@@ -116,7 +116,8 @@ class TrainPane(Horizontal):
         self.query_one("#t-train_size", Input).placeholder = "all"
         self.query_one("#t-max_steps", Input).placeholder = "from epochs"
         self.query_one("#run-progress-row").display = False  # until a run is shown
-        self._device_worker()
+        self.set_defaults(self.app.data, self.app.model_ref)
+        self._device_worker()  # imports torch: this pane mounts lazily, after the first paint
         self.poll()
         self.set_interval(POLL_S, self.poll)
 

@@ -12,6 +12,7 @@ from typing import ClassVar
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.lazy import Lazy
 from textual.widgets import Footer, Input, TabbedContent, TabPane
 
 from mlm_tui.app.chunks_pane import ChunksPane
@@ -52,9 +53,9 @@ class WorkbenchApp(App[None]):
             with TabPane("Fill", id="fill"):
                 yield FillPane(self.history, id="fill-pane")
             with TabPane("Chunks", id="chunks"):
-                yield ChunksPane(id="chunks-pane")
+                yield Lazy(ChunksPane(id="chunks-pane"))
             with TabPane("Train", id="train"):
-                yield TrainPane(id="train-pane")
+                yield Lazy(TrainPane(id="train-pane"))
         yield Footer()
 
     def on_mount(self) -> None:
@@ -65,13 +66,11 @@ class WorkbenchApp(App[None]):
         self.theme = self.settings.theme if self.settings.theme in self.available_themes else "mlm-dark"
         if self.settings_problem:
             self.notify(self.settings_problem, title="Settings", severity="warning", markup=False)
-        self.query_one(FillPane).load(self.model_ref)
-        chunks = self.query_one(ChunksPane)
-        chunks.tokenizer_ref = self.model_ref
-        if self.data:
-            chunks.open(self.data)
-        self.query_one(TrainPane).set_defaults(self.data, self.model_ref)
         self.query_one("#sentence", Input).focus()
+        # Importing torch in a worker still holds the GIL for long stretches: start it after the first
+        # paint, so the screen is up at once and says that the model is loading. The hidden Chunks and
+        # Train panes are `Lazy` for the same reason and start their own work when they mount.
+        self.call_after_refresh(lambda: self.query_one(FillPane).load(self.model_ref))
 
     def watch_theme(self, theme: str) -> None:
         """Remember the theme, whether chosen with ctrl+t, the palette or Textual's own picker."""
