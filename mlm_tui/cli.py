@@ -35,30 +35,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _float(text: str, *, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be positive (got {text})")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "positive"
+        raise argparse.ArgumentTypeError(f"must be {bound} (got {text})")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _float(text, allow_zero=False)
+
+
+def _non_negative_float(text: str) -> float:
+    return _float(text, allow_zero=True)
 
 
 def _fraction(text: str) -> float:
     value = _positive_float(text)
     if value >= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (got {text})")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be zero or more (got {text})")
     return value
 
 
