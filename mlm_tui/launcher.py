@@ -20,38 +20,22 @@ from pathlib import Path
 
 from mlm_tui import runstore
 from mlm_tui.home import root
+from mlm_tui.training import TrainConfig
 
 
-@dataclass
-class TrainRequest:
-    """The Train form's values; None leaves the choice to the trainer (it suits the device)."""
-
-    corpus: str
-    model: str = "starter"
-    chunk_size: int = 128
-    mlm_probability: float = 0.15
-    whole_word_mask: bool = False
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.01
-    batch_size: int | None = None
-    epochs: float | None = 3.0
-    max_steps: int | None = None
-    train_size: int | None = None
-    test_size: int | None = None
-    seed: int = 42
-
-    def argv(self) -> list[str]:
-        """The `mlm-tui train` arguments for this request, flags named as the CLI names them."""
-        args = ["train", self.corpus]
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "corpus" or value is None or value is False:
-                continue
-            if f.name == "epochs" and self.max_steps is not None:
-                continue  # the CLI takes one of --epochs and --max-steps
-            flag = "--" + f.name.replace("_", "-")
-            args += [flag] if value is True else [flag, str(value)]
-        return args
+def train_argv(config: TrainConfig) -> list[str]:
+    """The `mlm-tui train` arguments for a config: the settings that differ from the defaults."""
+    defaults = TrainConfig(corpus=config.corpus)
+    args = ["train", config.corpus]
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name == "corpus" or value == getattr(defaults, f.name) or value is None:
+            continue
+        if f.name == "epochs" and config.max_steps is not None:
+            continue  # the CLI takes one of --epochs and --max-steps
+        flag = "--" + f.name.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return args
 
 
 def thread_split(cpus: int | None = None) -> tuple[int, int]:
@@ -92,14 +76,14 @@ class Launch:
         return lines[-1] if lines else f"mlm-tui train exited with status {self.process.returncode}"
 
 
-def launch(request: TrainRequest) -> Launch:
+def launch(config: TrainConfig) -> Launch:
     """Start `mlm-tui train` detached from this terminal, with its share of the CPU threads."""
     env = dict(os.environ)
     env.setdefault("MLM_TUI_THREADS", str(thread_split()[1]))
     output = launch_log_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     with open(output, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlm_tui.cli", *request.argv()],
+            [sys.executable, "-m", "mlm_tui.cli", *train_argv(config)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
             start_new_session=True, close_fds=True,
         )

@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from mlm_tui.errors import MlmError, RunCancelled, UsageError
 from mlm_tui.runstore import Run
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Event = dict[str, Any]
 
@@ -273,6 +274,8 @@ class Trainer:
         }
 
     def _data(self, tokenizer: Any, device: str) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
         from mlm_tui.chunking import tokenize_corpus
 
         cfg = self.config

@@ -19,7 +19,8 @@ from textual.message import Message
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Log, ProgressBar, Sparkline, Static
 
 from mlm_tui.cli import _fmt_time
-from mlm_tui.launcher import TrainRequest
+from mlm_tui.errors import UsageError
+from mlm_tui.training import TrainConfig
 
 POLL_S = 1.0
 LOG_TAIL = 300
@@ -144,8 +145,8 @@ class TrainPane(Horizontal):
                 box.value = value
 
     # -- starting -----------------------------------------------------------------------------------
-    def request(self) -> TrainRequest:
-        """The form as a request; ValueError names the field that is wrong."""
+    def request(self) -> TrainConfig:
+        """The form as a run config, checked as the CLI checks it; ValueError names what is wrong."""
         values: dict[str, Any] = {}
         for name, label, _default, kind in FORM:
             text = self.query_one(f"#t-{name}", Input).value.strip()
@@ -159,10 +160,15 @@ class TrainPane(Horizontal):
             except ValueError:
                 raise ValueError(f"{label}: not a {kind}: {text}") from None
         values["whole_word_mask"] = self.query_one("#t-whole_word_mask", Checkbox).value
-        for name in ("chunk_size", "mlm_probability", "learning_rate", "weight_decay", "seed"):
+        for name in ("chunk_size", "mlm_probability", "learning_rate", "weight_decay", "seed", "epochs"):
             if values[name] is None:
-                values[name] = TrainRequest.__dataclass_fields__[name].default
-        return TrainRequest(**values)
+                values[name] = TrainConfig.__dataclass_fields__[name].default
+        config = TrainConfig(**values)
+        try:
+            config.validate()
+        except UsageError as exc:
+            raise ValueError(str(exc).replace("--", "", 1)) from None
+        return config
 
     @on(Button.Pressed, "#start")
     def action_start(self) -> None:
@@ -176,7 +182,7 @@ class TrainPane(Horizontal):
         self._launch_worker(request)
 
     @work(thread=True, group="launch")
-    def _launch_worker(self, request: TrainRequest) -> None:
+    def _launch_worker(self, request: TrainConfig) -> None:
         from textual.worker import get_current_worker
 
         from mlm_tui import launcher
