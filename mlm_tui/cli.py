@@ -139,7 +139,7 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _fmt_time(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
@@ -159,7 +159,7 @@ def print_event(event: dict[str, Any]) -> None:
             say(f"note: {note}")
     elif kind == "step":
         say(f"step {event['step']}/{event['total']}  loss {event['loss']:.4f}  "
-            f"{event['tokens_per_s']:.0f} tok/s  ETA {_fmt_time(event['eta'])}")
+            f"{event['tokens_per_s']:.0f} tok/s  ETA {format_duration(event['eta'])}")
     elif kind == "eval":
         say(f"perplexity {event['perplexity']:.2f} at step {event['step']}")
     elif kind == "tokenize" and event["done"] == event["total"]:

@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Log, ProgressBar, Sparkline, Static
 
-from mlm_tui.cli import _fmt_time
+from mlm_tui.cli import format_duration
 from mlm_tui.errors import UsageError
 from mlm_tui.training import TrainConfig
 
@@ -296,9 +296,9 @@ class TrainPane(Horizontal):
         self.query_one("#run-progress", ProgressBar).update(total=total or None, progress=step)
         speed = ""
         if status == "running" and state.get("tokens_per_s"):
-            speed = f"{state['tokens_per_s']:,.0f} tok/s · ETA {_fmt_time(state.get('eta') or 0)}"
+            speed = f"{state['tokens_per_s']:,.0f} tok/s · ETA {format_duration(state.get('eta') or 0)}"
         elif status == "completed" and state.get("train_runtime"):
-            speed = f"done in {_fmt_time(state['train_runtime'])}"
+            speed = f"done in {format_duration(state['train_runtime'])}"
         where = f"step {step}/{total or '?'}"
         self.query_one("#run-speed", Static).update(Text(f"{where} · {speed}" if speed else where))
         self.query_one("#loss", Sparkline).data = view.losses
