@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Every speed figure in the README, in one go (about 10 minutes on 2 cores). Run on an idle machine.
+set -euo pipefail
+cd "$(dirname "$0")"
+py="${PYTHON:-python}"
+"$py" bench_fill.py
+"$py" bench_chunks.py
+"$py" bench_train.py
+"$py" bench_startup.py
