@@ -23,8 +23,10 @@ def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def settle(pilot: Pilot) -> None:
-    await pilot.pause(0.3)
-    await pilot.app.workers.wait_for_complete()
+    """Let loads, debounce timers and the workers they start all finish, even on a loaded machine."""
+    for _ in range(4):
+        await pilot.pause(0.3)
+        await pilot.app.workers.wait_for_complete()
     await pilot.pause()
 
 
