@@ -24,6 +24,8 @@ def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def settle(pilot: Pilot) -> None:
     """Let loads, debounce timers and the workers they start all finish, even on a loaded machine."""
+    for box in pilot.app.query(Input):
+        box.cursor_blink = False  # a blinking cursor is caught on or off at random
     for _ in range(4):
         await pilot.pause(0.3)
         await pilot.app.workers.wait_for_complete()
