@@ -249,3 +249,21 @@ async def test_start_and_cancel_a_tiny_run(tiny_model_dir: Path, corpus_jsonl: P
         await wait_for(lambda: any("no final model" in m for m in notifications(app)), 30, pilot)
         assert (run.dir / "config.json").is_file()
         assert json.loads((run.dir / "config.json").read_text())["chunk_size"] == 32
+
+
+async def test_the_mouse_switches_panes_and_starts_nothing_by_accident(tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.click("#--content-tab-chunks")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "chunks"
+        await pilot.click("#--content-tab-train")
+        await settle(pilot)
+        assert app.query_one(TabbedContent).active == "train"
+        await pilot.click("#start")  # an empty form: a notification, no run
+        await settle(pilot)
+        assert any("Corpus" in m for m in notifications(app))
+        await pilot.click("#--content-tab-fill")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "fill"
