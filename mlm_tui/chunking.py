@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -22,7 +22,9 @@ import numpy as np
 
 from mlm_tui.errors import UsageError
 
-BATCH_DOCS = 2000
+# Documents go to the Rust tokenizer in batches of about this many characters: big enough to keep every
+# core busy, small enough that the batch's Encoding objects (a few hundred bytes per token) stay small.
+BATCH_CHARS = 500_000
 Progress = Callable[[int, int], None]  # (documents done, documents total)
 
 
@@ -146,10 +148,10 @@ def encode_documents(tokenizer: Any, docs: list[str], progress: Progress | None 
         backend.no_padding()
     lengths = np.empty(len(docs), dtype=np.int64)
     pieces: list[np.ndarray] = []
-    for start in range(0, len(docs), BATCH_DOCS):
+    for start, end in _batches(docs):
         if cancelled is not None and cancelled():
             raise UsageError("tokenizing cancelled")
-        batch = docs[start : start + BATCH_DOCS]
+        batch = docs[start:end]
         ids_lists = _encode_batch(tokenizer, backend, batch)
         n = 0
         for i, ids in enumerate(ids_lists):
@@ -157,9 +159,20 @@ def encode_documents(tokenizer: Any, docs: list[str], progress: Progress | None 
             n += len(ids)
         pieces.append(np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=n))
         if progress is not None:
-            progress(min(start + BATCH_DOCS, len(docs)), len(docs))
+            progress(end, len(docs))
     ids = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int32)
     return TokenizedSplit(ids, lengths)
+
+
+def _batches(docs: list[str]) -> Iterator[tuple[int, int]]:
+    start, size = 0, 0
+    for i, doc in enumerate(docs):
+        size += len(doc)
+        if size >= BATCH_CHARS:
+            yield start, i + 1
+            start, size = i + 1, 0
+    if start < len(docs):
+        yield start, len(docs)
 
 
 def _encode_batch(tokenizer: Any, backend: Any, batch: list[str]) -> list[list[int]]:

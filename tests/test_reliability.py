@@ -177,12 +177,13 @@ def test_full_disk_during_a_checkpoint_fails_cleanly(cli, tiny_model_dir, corpus
         real_write(model, tokenizer, path)
 
     monkeypatch.setattr(checkpoints, "_write_model", write_then_fill_the_disk)
+    before = {r.run_id for r in runstore.list_runs()[0]}
     code, out, err = cli(*train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "6", "--save-steps", "2",
                                      "--test-size", "8", "--json"))
     assert code == 1 and "Traceback" not in err
     message = json.loads(out)["error"]
     assert "could not write the checkpoint at step 4 (No space left on device)" in message
-    run = max(runstore.list_runs()[0], key=lambda r: r.config()["created"] + r.run_id)
+    (run,) = [r for r in runstore.list_runs()[0] if r.run_id not in before]  # runs within a second tie
     assert run.status() == "failed" and "No space left" in run.state()["message"]
     left = sorted(p.name for p in run.checkpoints_dir.iterdir())
     assert left == ["step-0000002"]  # the earlier checkpoint, and no half-written folder
