@@ -96,9 +96,10 @@ def main() -> None:
     corpus = work / "corpus.jsonl"
     build_corpus(corpus, args.mb)
     fresh_home()
-    from mlm_tui.models import resolve
-
-    tok_dir = str(resolve("starter").path)  # assembles the starter once, outside the timings
+    # The starter is assembled once, outside the timings, in a child: this process stays small, so the
+    # peak RSS each measured child reports (which counts the pages it had at fork) is its own.
+    assemble = "from mlm_tui.models import resolve; print(resolve('starter').path)"
+    tok_dir = run_process([PYTHON, "-c", assemble])[2].strip()
     size = corpus.stat().st_size / 1e6
     print(f"tokenize and chunk, {size:.1f} MB JSONL, starter tokenizer, chunk 128, whole processes")
 
