@@ -156,20 +156,27 @@ def initial_model() -> Path:
     return path
 
 
-def train() -> str:
+def train(more: int | None = None) -> str:
+    """Train, or resume the unfinished run; with `more`, continue a completed build in a new run of that
+    many steps from its best model (a fresh schedule, a lower peak learning rate)."""
     from mlm_tui import runstore
     from mlm_tui.cli import print_event
     from mlm_tui.training import TrainConfig, Trainer
 
     marker = BUILD / "run_id"
     run = runstore.find_run(marker.read_text().strip()) if marker.exists() else None
-    if run is not None and run.status() == "completed":
-        print(f"run {run.run_id} already completed", file=sys.stderr)
+    if run is not None and run.status() == "completed" and not more:
+        print(f"run {run.run_id} already completed (--more N continues it)", file=sys.stderr)
         return run.run_id
-    if run is not None:
+    if run is not None and run.status() != "completed":
         trainer = Trainer(TrainConfig.from_dict(run.config()), resume=run, on_event=print_event)
     else:
-        config = TrainConfig(corpus=str(BUILD / "train.jsonl"), model=str(initial_model()), **SETTINGS)
+        start = str(best_model_dir()) if run is not None else str(initial_model())
+        settings = dict(SETTINGS)
+        if more:
+            settings.update(max_steps=more, learning_rate=1e-4, warmup_steps=100)
+        config = TrainConfig(corpus=str(BUILD / "train.jsonl"), model=start, **settings)
+        marker.unlink(missing_ok=True)
 
         def on_event(event: dict) -> None:
             if trainer.run_record is not None and not marker.exists():
@@ -248,11 +255,13 @@ def main() -> None:
     parser.add_argument("step", nargs="?", default="all",
                         choices=["gather", "train", "evaluate", "domain", "export", "all"])
     parser.add_argument("--model", help="evaluate this model reference instead of the build's best")
+    parser.add_argument("--more", type=int, metavar="STEPS",
+                        help="train: continue a completed build for STEPS more steps in a new run")
     args = parser.parse_args()
     if args.step in ("gather", "all") and not (BUILD / "train.jsonl").exists():
         gather()
     if args.step in ("train", "all"):
-        train()
+        train(args.more)
     if args.step in ("evaluate", "all"):
         evaluate(args.model)
     if args.step in ("domain", "all"):
