@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from mlm_tui.errors import MlmError, UsageError
+from mlm_tui.errors import MlmError, UsageError, first_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -315,10 +315,8 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
 
 
 def cmd_workbench(args: argparse.Namespace) -> None:
-    try:
-        from mlm_tui.app.main import run_app
-    except ImportError:
-        raise MlmError("the workbench is not built yet: use the subcommands (mlm-tui --help)") from None
+    from mlm_tui.app.main import run_app
+
     run_app(model=args.model, data=args.data)
 
 
@@ -347,9 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         # library error): still one line, as promised; MLM_TUI_DEBUG=1 shows the traceback.
         if os.environ.get("MLM_TUI_DEBUG"):
             raise
-        from mlm_tui.corpus import describe_error
-
-        return _fail(f"{type(exc).__name__}: {describe_error(exc)}", 1, want_json)
+        return _fail(f"{type(exc).__name__}: {first_line(exc)[:200]}", 1, want_json)
 
 
 def _fail(message: str, code: int, want_json: bool) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlm_tui.errors import MlmError, UsageError
+from mlm_tui.errors import UsageError, first_line
 
 FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SPLIT_NAMES = ("train", "validation", "test", "unsupervised")
@@ -203,9 +203,4 @@ def _load_hub(name: str, text_field: str) -> dict[str, list[str]]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-def describe_error(exc: BaseException) -> MlmError:
-    return exc if isinstance(exc, MlmError) else MlmError(_first_line(exc))
+    return first_line(exc)[:200]

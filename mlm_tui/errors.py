@@ -19,3 +19,9 @@ class RunCancelled(MlmError):
     """Training stopped on request (Ctrl+C or a cancel from the workbench)."""
 
     exit_code = 130
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: library messages can run to pages, a terminal line must not."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

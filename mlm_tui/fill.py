@@ -47,10 +47,6 @@ def normalise(text: str, mask_token: str) -> str:
     return text.replace(MASK_ALIAS, mask_token) if mask_token != MASK_ALIAS else text
 
 
-def count_masks(text: str, mask_token: str = MASK_ALIAS) -> int:
-    return normalise(text, mask_token).count(mask_token)
-
-
 def fill(handle: ModelHandle, text: str, top_k: int = 5) -> FillResult:
     import torch
 

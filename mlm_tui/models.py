@@ -168,13 +168,3 @@ def _load(resolved: ResolvedRef, *, allow_pickle: bool, device: str) -> ModelHan
     name = resolved.ref if resolved.kind != "dir" else resolved.path.name
     return ModelHandle(name=name, path=path, model=model, tokenizer=tokenizer, device=device)
 
-
-def forget(ref: str | None = None) -> None:
-    """Drop cached models (all, or those loaded from `ref`), e.g. after a run's model was replaced."""
-    with _cache_lock:
-        if ref is None:
-            _cache.clear()
-            return
-        source = resolve(ref).source
-        for key in [k for k in _cache if k[0].startswith(source + "@")]:
-            del _cache[key]

@@ -18,7 +18,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, Static
 
-from mlm_tui.app.render import chunk_text, first_line, short_ref
+from mlm_tui.app.render import chunk_text, short_ref
+from mlm_tui.errors import first_line
 
 if TYPE_CHECKING:
     from mlm_tui.chunking import TokenizedSplit

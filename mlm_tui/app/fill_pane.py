@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Input, Static
 
-from mlm_tui.app.render import TOP_K, fills_text, first_line, short_ref
-from mlm_tui.errors import MlmError
+from mlm_tui.app.render import TOP_K, fills_text, short_ref
+from mlm_tui.errors import MlmError, first_line
 from mlm_tui.fill import MASK_ALIAS
 
 if TYPE_CHECKING:

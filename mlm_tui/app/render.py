@@ -27,12 +27,6 @@ def short_ref(ref: str) -> str:
     return Path(ref).name if ("/" in ref and Path(ref).expanduser().exists()) else ref
 
 
-def first_line(exc: BaseException) -> str:
-    """An exception as one line for a notification (engine messages are one line already)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def bar(fraction: float, width: int = BAR_WIDTH) -> str:
     """A horizontal bar in eighth-cell steps; plain block characters read well in any terminal."""
     cells = max(0.0, min(1.0, fraction)) * width
