@@ -2,17 +2,22 @@
 
 Each document is encoded with its special tokens (`[CLS] ... [SEP]`), the whole split is concatenated
 into one int32 array and cut into `chunk_size` rows; only the final remainder is dropped. Token ids go
-straight from the Rust tokenizer into numpy (no `BatchEncoding` of Python lists), and the token arrays are
-cached under the state root, keyed by the files' identity and the tokenizer, so reopening a corpus or
-changing the chunk size costs no tokenizing. Word boundaries for whole-word masking are derived from the
-vocabulary when needed (see `masking.word_start_table`) instead of being stored per token.
+straight from the Rust tokenizer into numpy (no `BatchEncoding` of Python lists). For local files the ids
+are streamed batch by batch into the token cache under the state root (keyed by the files' identity and
+the tokenizer) and served memory-mapped from there, so tokenizing holds one batch, not the corpus or the
+token array, and reopening a corpus or changing the chunk size costs no tokenizing. Word boundaries for
+whole-word masking are derived from the vocabulary when needed (see `masking.word_start_table`) instead
+of being stored per token.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-from collections.abc import Callable, Iterator
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -22,10 +27,7 @@ import numpy as np
 
 from mlm_tui.errors import UsageError
 
-# Documents go to the Rust tokenizer in batches of about this many characters: big enough to keep every
-# core busy, small enough that the batch's Encoding objects (a few hundred bytes per token) stay small.
-BATCH_CHARS = 500_000
-Progress = Callable[[int, int], None]  # (documents done, documents total)
+Progress = Callable[[int, int], None]  # (characters read, corpus bytes; 0 when not known)
 
 
 @dataclass
@@ -139,40 +141,43 @@ def open_tokenizer(model_ref: str | None) -> Any:
     return ChunkTokenizer(Tokenizer.from_file(str(path / "tokenizer.json")), limit)
 
 
-def encode_documents(tokenizer: Any, docs: list[str], progress: Progress | None = None,
-                     cancelled: Callable[[], bool] | None = None) -> TokenizedSplit:
-    """Encode documents with special tokens into one int32 stream, in batches the Rust side parallelises."""
+Encoded = tuple[np.ndarray, np.ndarray, int]  # int32 ids, tokens per document, characters read
+
+
+def encode_batches(tokenizer: Any, batches: Iterable[list[str]],
+                   cancelled: Callable[[], bool] | None = None) -> Iterator[Encoded]:
+    """Encode document batches with special tokens, each batch in one call the Rust side parallelises:
+    (int32 ids, tokens per document, characters read) per batch."""
     backend = backend_of(tokenizer)
     if backend is not None:
         backend.no_truncation()
         backend.no_padding()
-    lengths = np.empty(len(docs), dtype=np.int64)
-    pieces: list[np.ndarray] = []
-    for start, end in _batches(docs):
+    for batch in batches:
         if cancelled is not None and cancelled():
             raise UsageError("tokenizing cancelled")
-        batch = docs[start:end]
         ids_lists = _encode_batch(tokenizer, backend, batch)
-        n = 0
-        for i, ids in enumerate(ids_lists):
-            lengths[start + i] = len(ids)
-            n += len(ids)
-        pieces.append(np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=n))
-        if progress is not None:
-            progress(end, len(docs))
-    ids = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int32)
-    return TokenizedSplit(ids, lengths)
+        lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
+        ids = np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=int(lengths.sum()))
+        yield ids, lengths, sum(map(len, batch))
 
 
-def _batches(docs: list[str]) -> Iterator[tuple[int, int]]:
-    start, size = 0, 0
-    for i, doc in enumerate(docs):
-        size += len(doc)
-        if size >= BATCH_CHARS:
-            yield start, i + 1
-            start, size = i + 1, 0
-    if start < len(docs):
-        yield start, len(docs)
+def encode_documents(tokenizer: Any, docs: list[str]) -> TokenizedSplit:
+    """A list of documents, encoded in memory."""
+    from mlm_tui.corpus import batched
+
+    return _in_memory(encode_batches(tokenizer, batched(docs)), lambda chars: None)
+
+
+def _in_memory(encoded: Iterable[Encoded], report: Callable[[int], None]
+               ) -> TokenizedSplit:
+    pieces, lengths = [], []
+    for ids, lens, chars in encoded:
+        pieces.append(ids)
+        lengths.append(lens)
+        report(chars)
+    if not pieces:
+        return TokenizedSplit(np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int64))
+    return TokenizedSplit(np.concatenate(pieces), np.concatenate(lengths))
 
 
 def _encode_batch(tokenizer: Any, backend: Any, batch: list[str]) -> list[list[int]]:
@@ -189,20 +194,61 @@ def _cache_paths(key: str) -> tuple[Path, Path]:
     return base / f"{key}.ids.npy", base / f"{key}.docs.npy"
 
 
-def _save(key: str, split: TokenizedSplit) -> None:
-    import os
-    import tempfile
+def _npy_header(n_tokens: int) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<i4", "fortran_order": False, "shape": (n_tokens,)})
+    return buf.getvalue()
 
+
+def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """Write through a temporary file renamed into place: a reader never sees half a cache file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _CacheUnwritable(Exception):
+    pass
+
+
+def _encode_to_cache(key: str, tokenizer: Any, batches: Iterator[list[str]], report: Callable[[int], None],
+                     cancelled: Callable[[], bool] | None) -> TokenizedSplit:
+    """Stream each batch's ids into the cache file as it is encoded (an .npy whose header, of fixed size,
+    is written last), then serve the split memory-mapped: the token array is never built in memory."""
     ids_path, docs_path = _cache_paths(key)
-    for path, arr in ((docs_path, split.doc_lengths), (ids_path, split.ids)):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, arr)
-            os.replace(tmp, path)
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
-            return  # a cache that cannot be written costs speed, not correctness
+    lengths: list[np.ndarray] = []
+
+    def write_ids(fh: Any) -> None:
+        fh.seek(len(_npy_header(0)))
+        n = 0
+        for ids, lens, chars in encode_batches(tokenizer, batches, cancelled):
+            try:
+                fh.write(ids.data)
+            except OSError as exc:
+                raise _CacheUnwritable from exc
+            lengths.append(lens)
+            n += len(ids)
+            report(chars)
+        header = _npy_header(n)
+        assert len(header) == len(_npy_header(0))
+        fh.seek(0)
+        fh.write(header)
+
+    try:
+        _write_atomic(ids_path, write_ids)
+        doc_lengths = np.concatenate(lengths) if lengths else np.empty(0, dtype=np.int64)
+        _write_atomic(docs_path, lambda fh: np.save(fh, doc_lengths))
+    except OSError as exc:  # mkstemp, the header, the rename: the cache folder is not writable
+        raise _CacheUnwritable from exc
+    split = _load(key)
+    if split is None:
+        raise _CacheUnwritable
+    return split
 
 
 def _load(key: str) -> TokenizedSplit | None:
@@ -221,34 +267,42 @@ def tokenize_corpus(corpus_ref: str, tokenizer: Any, text_field: str = "text",
                     progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
                     status: Callable[[str], None] | None = None) -> dict[str, TokenizedSplit]:
     """Every split of a corpus, tokenized; served from the cache when files and tokenizer are unchanged."""
-    from mlm_tui.corpus import corpus_files, load_corpus, stat_key
+    from mlm_tui.corpus import corpus_files, split_streams, stat_key
 
     files = corpus_files(corpus_ref)
     keys: dict[str, str] = {}
+    total = 0
+    out: dict[str, TokenizedSplit] = {}
     if files is not None:
         base = f"{stat_key(files)}|{text_field}|{tokenizer_fingerprint(tokenizer)}"
         keys = {s: hashlib.blake2b(f"{base}|{s}".encode(), digest_size=16).hexdigest() for s in files}
         cached = {s: _load(k) for s, k in keys.items()}
         if all(v is not None for v in cached.values()):
-            return dict(cached)  # type: ignore[arg-type]
-    if status is not None:
-        status("reading corpus")
-    corpus = load_corpus(corpus_ref, text_field)
-    if status is not None:
-        status("tokenizing")
-    out: dict[str, TokenizedSplit] = {}
-    total = sum(len(d) for d in corpus.splits.values())
-    done = 0
-    for split, docs in corpus.splits.items():
-        offset = done
+            out = dict(cached)  # type: ignore[arg-type]
+        total = sum(p.stat().st_size for paths in files.values() for p in paths)
+    if not out:
+        if status is not None:
+            status("reading corpus" if files is None else "tokenizing")
+        streams = split_streams(corpus_ref, text_field)
+        if status is not None and files is None:
+            status("tokenizing")
+        done = 0
 
-        def report(n: int, _total: int, offset: int = offset) -> None:
+        def report(chars: int) -> None:
+            nonlocal done
+            done += chars
             if progress is not None:
-                progress(offset + n, total)
+                progress(min(done, total) if total else done, total)
 
-        out[split] = encode_documents(tokenizer, docs, report, cancelled)
-        done += len(docs)
-        if split in keys:
-            _save(keys[split], out[split])
+        for split, batches in streams.items():
+            try:
+                if split not in keys:
+                    raise _CacheUnwritable
+                out[split] = _encode_to_cache(keys[split], tokenizer, batches(), report, cancelled)
+            except _CacheUnwritable:  # a cache that cannot be written costs memory, not correctness
+                out[split] = _in_memory(encode_batches(tokenizer, batches(), cancelled), report)
+        if progress is not None and total:
+            progress(total, total)
+    if not any(split.documents for split in out.values()):
+        raise UsageError(f"{corpus_ref}: the corpus is empty (no documents with text)")
     return out
-

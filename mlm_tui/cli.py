@@ -162,8 +162,6 @@ def print_event(event: dict[str, Any]) -> None:
             f"{event['tokens_per_s']:.0f} tok/s  ETA {format_duration(event['eta'])}")
     elif kind == "eval":
         say(f"perplexity {event['perplexity']:.2f} at step {event['step']}")
-    elif kind == "tokenize" and event["done"] == event["total"]:
-        say(f"tokenized {event['total']} documents")
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:

@@ -1,17 +1,19 @@
 """Corpora: local text files, JSON lines, CSV, Parquet, a folder of those, or a hub dataset.
 
-A corpus is a set of named splits, each a list of documents (strings). Local JSON lines, CSV and Parquet
-are read with Arrow's readers (the ones `datasets` uses inside), a JSON array and hub datasets with
-`datasets` itself; plain `.txt` is one document per non-empty line, as `datasets`' text builder would
-give, minus empty rows.
+A corpus is a set of named splits, each a stream of documents (strings) read a block at a time, so that a
+corpus is never held whole in memory: tokenizing needs each document once, in order. Local JSON lines,
+CSV and Parquet are read with Arrow's streaming readers (Arrow is what `datasets` uses inside), a JSON
+array and hub datasets with `datasets` itself; plain `.txt` is one document per non-empty line, as
+`datasets`' text builder would give, minus empty rows.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +23,10 @@ FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".p
 SPLIT_NAMES = ("train", "validation", "test", "unsupervised")
 
 
-@dataclass
-class Corpus:
-    ref: str
-    splits: dict[str, list[str]]
-    text_field: str = "text"
-    files: dict[str, list[Path]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return Path(self.ref).name or self.ref
+# Documents come in batches of about this much text: big enough for the tokenizer to keep every core busy,
+# small enough that a batch's Python strings and the tokenizer's Encoding objects stay a few tens of MB.
+BLOCK_BYTES = 1 << 17
+Batches = Callable[[], Iterator[list[str]]]  # a fresh stream of one split's document batches
 
 
 def corpus_files(ref: str) -> dict[str, list[Path]] | None:
@@ -81,58 +77,127 @@ def fingerprint(ref: str) -> str:
     return h.hexdigest()
 
 
-def load_corpus(ref: str, text_field: str = "text") -> Corpus:
+def split_streams(ref: str, text_field: str = "text") -> dict[str, Batches]:
+    """Each split's documents as a restartable stream of batches; local files are only opened when read."""
     files = corpus_files(ref)
     if files is None:
-        return Corpus(ref, _load_hub(ref, text_field), text_field)
-    splits: dict[str, list[str]] = {}
-    for split, paths in files.items():
-        docs: list[str] = []
-        for p in paths:
-            docs.extend(_load_file(p, text_field))
-        splits[split] = docs
-    if not any(splits.values()):
-        raise UsageError(f"{ref}: the corpus is empty (no documents with text)")
-    return Corpus(ref, splits, text_field, files)
+        splits = _load_hub(ref, text_field)
+        return {split: (lambda docs=docs: batched(docs)) for split, docs in splits.items()}
+
+    def stream(paths: list[Path]) -> Iterator[list[str]]:
+        for path in paths:
+            yield from iter_documents(path, text_field)
+
+    return {split: (lambda paths=paths: stream(paths)) for split, paths in files.items()}
 
 
-def _load_file(path: Path, text_field: str) -> list[str]:
+def iter_documents(path: Path, text_field: str = "text") -> Iterator[list[str]]:
+    """The non-empty documents of one local file, a block at a time."""
     kind = FORMATS[path.suffix.lower()]
     if path.stat().st_size == 0:
         raise UsageError(f"{path}: the file is empty")
     if kind == "text":
-        try:
-            with open(path, encoding="utf-8") as fh:
-                return [line.rstrip("\r\n") for line in fh if line.strip()]
-        except UnicodeDecodeError:
-            raise UsageError(f"{path}: not UTF-8 text (is it a binary file?)") from None
-    if kind == "json" and _check_json(path):
-        return _load_with_datasets(path, kind, text_field)  # a JSON array: datasets' own reader
+        yield from _text_batches(path)
+        return
+    if kind == "json" and _is_json_array(path):
+        yield from batched(_load_with_datasets(path, kind, text_field))  # datasets reads an array whole
+        return
     try:
-        table = _read_arrow(path, kind)
+        for batch in _arrow_batches(path, kind, text_field):
+            yield _column(batch, text_field, str(path))
+    except UsageError:
+        raise
     except Exception as exc:  # Arrow raises several types for a malformed file; say which file
+        if kind == "json":
+            _check_json(path)  # the slow scan runs only now, to name the first broken line
         raise UsageError(f"{path}: could not read it as {kind} ({_first_line(exc)})") from None
-    return _column(table, text_field, str(path))
 
 
-def _read_arrow(path: Path, kind: str) -> Any:
-    """Read a local file straight into an Arrow table, as `datasets` does inside, without its on-disk copy.
+def batched(docs: list[str]) -> Iterator[list[str]]:
+    start, size = 0, 0
+    for i, doc in enumerate(docs):
+        size += len(doc)
+        if size >= BLOCK_BYTES:
+            yield docs[start : i + 1]
+            start, size = i + 1, 0
+    if start < len(docs):
+        yield docs[start:]
 
-    `datasets.load_dataset` would write the whole corpus again as an Arrow cache file before we tokenize
-    it once: for a 30 MB JSONL that is a second longer and about 150 MB more memory, for nothing, since the
-    token cache (`chunking`) is what makes reopening a corpus fast.
+
+def _text_batches(path: Path) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    batch.append(line.rstrip("\r\n"))
+                    size += len(line)
+                    if size >= BLOCK_BYTES:
+                        yield batch
+                        batch, size = [], 0
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text (is it a binary file?)") from None
+    if batch:
+        yield batch
+
+
+def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
+    """Record batches of the text column alone, straight from Arrow's streaming readers.
+
+    `datasets.load_dataset` would first write the whole corpus again as an Arrow cache file, and
+    `read_json` would hold all of it as one table, before we tokenize it once: the token cache
+    (`chunking`) is what makes reopening a corpus fast, so neither copy pays.
     """
+    import pyarrow as pa
+
     if kind == "json":
         import pyarrow.json as pa_json
 
-        return pa_json.read_json(path)
-    if kind == "csv":
+        names = _first_json_row(path)
+        if names is not None:  # a broken first line: the reader fails and `_check_json` names it
+            _require_field(names, text_field, str(path))
+        schema = pa.schema([(text_field, pa.string())])
+        yield from pa_json.open_json(
+            path, read_options=pa_json.ReadOptions(block_size=BLOCK_BYTES),
+            parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"))
+    elif kind == "csv":
         import pyarrow.csv as pa_csv
 
-        return pa_csv.read_csv(path)
-    import pyarrow.parquet as pa_parquet
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            _require_field(next(csv.reader(fh), []), text_field, str(path))
+        yield from pa_csv.open_csv(
+            path, read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
+            convert_options=pa_csv.ConvertOptions(include_columns=[text_field],
+                                                  column_types={text_field: pa.string()}))
+    else:
+        import pyarrow.parquet as pa_parquet
 
-    return pa_parquet.read_table(path)
+        parquet = pa_parquet.ParquetFile(path)
+        _require_field(parquet.schema_arrow.names, text_field, str(path))
+        # Rows per batch from the file's size per row: compressed, so a batch holds a few blocks of text.
+        rows = max(1, BLOCK_BYTES * parquet.metadata.num_rows // max(1, path.stat().st_size))
+        yield from parquet.iter_batches(batch_size=rows, columns=[text_field])
+
+
+def _first_json_row(path: Path) -> list[str] | None:
+    """The field names of the first JSON line (the streaming reader is given the schema up front)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    return None
+                return list(row) if isinstance(row, dict) else None
+    return []
+
+
+def _require_field(names: list[str], text_field: str, where: str) -> None:
+    if text_field not in names:
+        cols = ", ".join(n for n in names if n) or "none"
+        raise UsageError(f"{where}: no text field {text_field!r} (fields: {cols}); "
+                         "pick one with --text-field")
 
 
 def _load_with_datasets(path: Path, kind: str, text_field: str) -> list[str]:
@@ -150,14 +215,16 @@ def _load_with_datasets(path: Path, kind: str, text_field: str) -> list[str]:
     return _column(ds, text_field, str(path))
 
 
-def _check_json(path: Path) -> bool:
-    """Find the first broken line of a JSON-lines file so the message can name it."""
+def _is_json_array(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(2048)
     if b"\0" in head:
         raise UsageError(f"{path}: binary data, not JSON")
-    if head.lstrip().startswith(b"["):
-        return True  # a JSON array: datasets reads it whole
+    return head.lstrip().startswith(b"[")
+
+
+def _check_json(path: Path) -> None:
+    """Find the first broken line of a JSON-lines file so the message can name it."""
     with open(path, encoding="utf-8", errors="strict") as fh:
         try:
             for number, line in enumerate(fh, 1):
@@ -171,15 +238,11 @@ def _check_json(path: Path) -> bool:
                     raise UsageError(f"{path}: line {number} is not a JSON object")
         except UnicodeDecodeError:
             raise UsageError(f"{path}: not UTF-8 text") from None
-    return False
 
 
 def _column(ds: Any, text_field: str, where: str) -> list[str]:
-    """The text column of a `datasets.Dataset` or a `pyarrow.Table`, empty documents left out."""
-    if text_field not in ds.column_names:
-        cols = ", ".join(ds.column_names) or "none"
-        raise UsageError(f"{where}: no text field {text_field!r} (fields: {cols}); "
-                         "pick one with --text-field")
+    """The text column of a `datasets.Dataset` or an Arrow record batch, empty documents left out."""
+    _require_field(ds.column_names, text_field, where)
     values = ds[text_field]
     values = values.to_pylist() if hasattr(values, "to_pylist") else values
     return [t for t in values if isinstance(t, str) and t.strip()]

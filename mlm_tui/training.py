@@ -255,22 +255,25 @@ class Trainer:
         return self.resume_checkpoint
 
     def _config_record(self, model_source: str) -> dict[str, Any]:
-        import accelerate
-        import datasets
-        import torch
-        import transformers
+        from importlib import metadata
 
         from mlm_tui import __version__
         from mlm_tui.corpus import fingerprint
 
+        # Read from the installed metadata, not by importing: `datasets` costs a second to import and a
+        # run on a local file never needs it (it may not even be installed on a GPU box).
+        versions = {"mlm_tui": __version__}
+        for name in ("torch", "transformers", "datasets", "accelerate"):
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                versions[name] = None
         return {
             **asdict(self.config),
             "model_source": model_source,
             "corpus_fingerprint": fingerprint(self.config.corpus),
             "plan": asdict(self.plan),
-            "versions": {"mlm_tui": __version__, "torch": torch.__version__,
-                         "transformers": transformers.__version__, "datasets": datasets.__version__,
-                         "accelerate": accelerate.__version__},
+            "versions": versions,
         }
 
     def _data(self, tokenizer: Any, device: str) -> tuple[np.ndarray, np.ndarray]:
@@ -288,6 +291,7 @@ class Trainer:
             if self.stop_requested():  # the tokenizer's own "cancelled" is a usage error: it is a cancel here
                 raise RunCancelled("cancelled while tokenizing") from None
             raise
+        self.emit("status", message=f"tokenized {sum(s.documents for s in splits.values())} documents")
         train = splits.get("train") or next(iter(splits.values()))
         test = splits.get("test") or splits.get("validation")
         if test is None or test is train:

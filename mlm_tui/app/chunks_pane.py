@@ -134,7 +134,8 @@ class ChunksPane(Vertical):
 
     @on(TokenizeProgress)
     def _progress(self, event: TokenizeProgress) -> None:
-        self.query_one("#tokenize-progress", ProgressBar).update(total=event.total, progress=event.done)
+        bar = self.query_one("#tokenize-progress", ProgressBar)
+        bar.update(total=event.total or None, progress=event.done)  # total 0: a hub corpus, size unknown
 
     @on(CorpusReady)
     def _ready(self, event: CorpusReady) -> None:
