@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=_positive_int, help="test chunks for perplexity")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: bf16 on CUDA (else fp16) and on CPUs with native bf16, else fp32")
     p.add_argument("--gradient-accumulation", type=_positive_int, default=1)
     p.add_argument("--eval-steps", type=_positive_int)
     p.add_argument("--save-steps", type=_positive_int)

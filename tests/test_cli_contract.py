@@ -256,3 +256,16 @@ def test_closed_stdout_exits_quietly(tiny_model_dir, corpus_jsonl):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1
     assert "Traceback" not in err and "Exception ignored" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [(False, False, "fp32"), (True, False, "bf16"),
+                                                             (False, True, "bf16")])
+def test_auto_precision_on_the_cpu_is_bf16_only_with_native_bf16(monkeypatch, avx512_bf16, amx, expected):
+    import torch
+
+    from mlm_tui.training import pick_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert pick_precision("auto", "cpu") == expected
+    assert pick_precision("fp32", "cpu") == "fp32"
