@@ -7,7 +7,7 @@ notebook's own pipeline (`datasets.map` keeping `word_ids`, then `group_texts` w
 The corpus is built offline from the Python installation's own source files (comments, docstrings and
 code: a "code comments" domain), cut into ~2 KB documents, written as JSON lines.
 Targets (issue 6): ours <= 0.8x (goal 0.5x) of (a), >= 4x (goal 6x) faster than (b), same token count;
-a second run (cache) <= 0.25x of the first.
+a second run (cache) <= 0.25x of the first. Ours and (a) run --repeat times, interleaved; medians count.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import sys
 import sysconfig
 import tempfile
@@ -101,11 +103,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=float, default=32)
     parser.add_argument("--skip-seed", action="store_true", help="leave out the (slow) seed pipeline")
+    parser.add_argument("--repeat", type=int, default=3, help="cold runs of ours and the baseline (medians)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mlm-bench-chunks-"))
     corpus = work / "corpus.jsonl"
     build_corpus(corpus, args.mb)
-    fresh_home()
+    home = fresh_home()
     # The starter is assembled once, outside the timings, in a child: this process stays small, so the
     # peak RSS each measured child reports (which counts the pages it had at fork) is its own.
     assemble = "from mlm_tui.models import resolve; print(resolve('starter').path)"
@@ -114,12 +117,19 @@ def main() -> None:
     print(f"tokenize and chunk, {size:.1f} MB JSONL, starter tokenizer, chunk 128, whole processes")
 
     ours_cmd = [PYTHON, "-m", "mlm_tui.cli", "chunks", str(corpus), "--chunk-size", "128", "--json"]
-    ours, ours_rss, out = run_process(ours_cmd)
-    stats = json.loads(out)["splits"]["train"]
+    ours_runs, base_runs = [], []
+    for i in range(args.repeat):  # interleaved, each cold: no token cache, a fresh `datasets` cache
+        shutil.rmtree(home / "cache" / "tokens", ignore_errors=True)
+        ours_runs.append(run_process(ours_cmd))
+        base_runs.append(run_process([PYTHON, "-c", BASELINE, str(corpus), tok_dir, str(work / f"hf-a{i}")]))
+    stats = json.loads(ours_runs[0][2])["splits"]["train"]
+    if any(int(out) != stats["tokens"] for _, _, out in base_runs):
+        sys.exit(f"token counts differ: ours {stats['tokens']}, baseline {base_runs[0][2].strip()}")
+    ours, ours_rss = statistics.median(r[0] for r in ours_runs), max(r[1] for r in ours_runs)
+    base, base_rss = statistics.median(r[0] for r in base_runs), max(r[1] for r in base_runs)
+    print(f"medians of {args.repeat} cold runs each: ours " + ", ".join(f"{r[0]:.2f}" for r in ours_runs)
+          + " s; baseline " + ", ".join(f"{r[0]:.2f}" for r in base_runs) + " s")
     again, _, _ = run_process(ours_cmd)
-    base, base_rss, base_out = run_process([PYTHON, "-c", BASELINE, str(corpus), tok_dir, str(work / "hf-a")])
-    if int(base_out) != stats["tokens"]:
-        sys.exit(f"token counts differ: ours {stats['tokens']}, baseline {base_out.strip()}")
     floor_rss = run_process([PYTHON, "-c", FLOOR, tok_dir])[1]
     print(f"tokens {stats['tokens']:,}, chunks {stats['chunks']:,}; "
           f"token array {stats['tokens'] * 4 / 1e6:.0f} MB; "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every speed figure in the README, in one go (about 10 minutes on 2 cores). Run on an idle machine.
+# Every speed figure in the README, in one go (about 15 minutes on 2 cores). Run on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")"
 py="${PYTHON:-python}"
