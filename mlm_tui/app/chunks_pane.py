@@ -105,7 +105,8 @@ class ChunksPane(Vertical):
         bar = self.query_one("#tokenize-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.display = True
-        self._line(f"{short_ref(corpus)} · tokenizer {short_ref(self.tokenizer_ref)} · reading and tokenizing…")
+        self._line(f"{short_ref(corpus)} · tokenizer {short_ref(self.tokenizer_ref)} · "
+                   "reading and tokenizing…")
         self._open_worker(corpus, self.tokenizer_ref, self.tokenizer)
 
     @work(thread=True, exclusive=True, group="tokenize")
