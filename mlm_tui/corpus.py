@@ -155,7 +155,9 @@ def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
         import pyarrow.json as pa_json
 
         names = _first_json_row(path)
-        if names is not None:  # a broken first line: the reader fails and `_check_json` names it
+        if names == []:
+            return  # blank lines only: no documents (Arrow would call it an error)
+        if names is not None:  # None: a broken first line, which the reader fails on and `_check_json` names
             _require_field(names, text_field, str(path))
         schema = pa.schema([(text_field, pa.string())])
         yield from pa_json.open_json(

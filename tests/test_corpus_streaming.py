@@ -86,9 +86,10 @@ def test_a_cache_that_cannot_be_written_costs_nothing_but_speed(tmp_path, tok, e
     assert split.ids.tolist() == [t for e in expected for t in e]
 
 
-def test_a_corpus_with_no_text_is_an_error_every_time(tmp_path, tok):
+@pytest.mark.parametrize("content", ['{"text": "   "}\n{"text": ""}\n', "\n\n   \n"])
+def test_a_corpus_with_no_text_is_an_error_every_time(tmp_path, tok, content):
     path = tmp_path / "blank.jsonl"
-    path.write_text('{"text": "   "}\n{"text": ""}\n')
+    path.write_text(content)
     for _ in range(2):  # the second time from the cache: still an error, not an empty corpus
         with pytest.raises(UsageError, match="empty"):
             tokenize_corpus(str(path), tok)
