@@ -351,6 +351,7 @@ class Trainer:
 
     def _train(self, run: Run | _NoStore, state: dict[str, Any], source: str, tokenizer: Any,
                train_chunks: np.ndarray, test_chunks: np.ndarray, plan: Plan) -> dict[str, Any]:
+        import numpy as np
         import torch
         from transformers import AutoModelForMaskedLM, get_scheduler
 
@@ -403,7 +404,9 @@ class Trainer:
             run.append_metrics({"step": 0, "eval_perplexity": ppl_before})
         best = state.get("best_perplexity")
 
-        data = torch.from_numpy(train_chunks)
+        # A copy in memory: the chunks may be a read-only memory map of the token cache, which torch cannot
+        # wrap, and every step reads rows from all over it.
+        data = torch.from_numpy(np.array(train_chunks))
         if plan.device == "cuda":
             data = data.pin_memory()
         per_micro = plan.batch_size * plan.processes

@@ -269,3 +269,17 @@ def test_auto_precision_on_the_cpu_is_bf16_only_with_native_bf16(monkeypatch, av
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     assert pick_precision("auto", "cpu") == expected
     assert pick_precision("fp32", "cpu") == "fp32"
+
+
+def test_training_on_a_corpus_with_its_own_test_split_prints_no_warnings(tmp_path, tiny_model_dir):
+    """The splits come memory-mapped from the token cache; a fresh process shows what a user would see."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    write_corpus(folder / "train.jsonl", DOCS[:30])
+    write_corpus(folder / "test.jsonl", DOCS[30:])
+    for _ in range(2):  # the second run is served from the token cache
+        proc = subprocess.run([sys.executable, "-m", "mlm_tui.cli", "train", str(folder), "--model",
+                               str(tiny_model_dir), "--chunk-size", "16", "--max-steps", "2", "--batch-size",
+                               "4"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "Warning" not in proc.stderr, proc.stderr
