@@ -170,6 +170,7 @@ def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
             _require_field(next(csv.reader(fh), []), text_field, str(path))
         yield from pa_csv.open_csv(
             path, read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),  # multi-line tickets, comments...
             convert_options=pa_csv.ConvertOptions(include_columns=[text_field],
                                                   column_types={text_field: pa.string()}))
     else:
