@@ -2,8 +2,8 @@
 
 A corpus is a set of named splits, each a stream of documents (strings) read a block at a time, so that a
 corpus is never held whole in memory: tokenizing needs each document once, in order. Local JSON lines,
-CSV and Parquet are read with Arrow's streaming readers (Arrow is what `datasets` uses inside), a JSON
-array and hub datasets with `datasets` itself; plain `.txt` is one document per non-empty line, as
+CSV and Parquet are read a block at a time with Arrow's readers (Arrow is what `datasets` uses inside),
+a JSON array and hub datasets with `datasets` itself; plain `.txt` is one document per non-empty line, as
 `datasets`' text builder would give, minus empty rows.
 """
 
@@ -143,11 +143,11 @@ def _text_batches(path: Path) -> Iterator[list[str]]:
 
 
 def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
-    """Record batches of the text column alone, straight from Arrow's streaming readers.
+    """Record batches of the text column alone, straight from Arrow's readers, a block at a time.
 
-    `datasets.load_dataset` would first write the whole corpus again as an Arrow cache file, and
-    `read_json` would hold all of it as one table, before we tokenize it once: the token cache
-    (`chunking`) is what makes reopening a corpus fast, so neither copy pays.
+    `datasets.load_dataset` would first write the whole corpus again as an Arrow cache file, and one
+    `read_json` of the whole file would hold all of it as one table, before we tokenize it once: the token
+    cache (`chunking`) is what makes reopening a corpus fast, so neither copy pays.
     """
     import pyarrow as pa
 
@@ -159,10 +159,15 @@ def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
             return  # blank lines only: no documents (Arrow would call it an error)
         if names is not None:  # None: a broken first line, which the reader fails on and `_check_json` names
             _require_field(names, text_field, str(path))
-        schema = pa.schema([(text_field, pa.string())])
-        yield from pa_json.open_json(
-            path, read_options=pa_json.ReadOptions(block_size=BLOCK_BYTES),
-            parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"))
+        parse = pa_json.ParseOptions(explicit_schema=pa.schema([(text_field, pa.string())]),
+                                     unexpected_field_behavior="ignore")
+        # Whole lines, a block at a time, each parsed as one Arrow block: Arrow's own streaming reader
+        # fails on a line longer than its block (one long legal document), this never splits a line.
+        with open(path, "rb") as fh:
+            while lines := fh.readlines(BLOCK_BYTES):
+                data = b"".join(lines)
+                read = pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False)
+                yield from pa_json.read_json(pa.py_buffer(data), read, parse).to_batches()
     elif kind == "csv":
         import pyarrow.csv as pa_csv
 

@@ -59,6 +59,13 @@ def test_every_format_read_in_small_blocks_gives_the_whole_files_tokens(tmp_path
     assert split.ids.tolist() == [t for e in expected for t in e]
 
 
+def test_a_json_line_longer_than_a_block_is_read_whole(tmp_path, tok, monkeypatch):
+    monkeypatch.setattr(corpus, "BLOCK_BYTES", 300)
+    docs = ["short one", "word " * 2000, "short three"]
+    path = write(tmp_path / "long.jsonl", docs, "jsonl")
+    assert [d for batch in corpus.iter_documents(path) for d in batch] == docs
+
+
 def test_csv_values_may_span_lines(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus, "BLOCK_BYTES", 300)
     docs = [f"Ticket {i}: the login page fails.\nSecond line, with a comma." for i in range(40)]
