@@ -91,6 +91,15 @@ def backend_of(tokenizer: Any) -> Any:
     return getattr(tokenizer, "backend_tokenizer", None)
 
 
+def decode(tokenizer: Any, ids: list[int]) -> str:
+    """A chunk as people read it, the same in the CLI and the workbench: the tokenizer's own decoder
+    (with its clean-up of spaces before punctuation), special tokens kept."""
+    backend = backend_of(tokenizer)
+    if backend is not None:
+        return backend.decode(ids, skip_special_tokens=False)
+    return tokenizer.decode(ids, skip_special_tokens=False)
+
+
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """Identity of what the tokenizer produces; its truncation and padding settings do not count."""
     backend = backend_of(tokenizer)
@@ -114,9 +123,6 @@ class ChunkTokenizer:
 
     backend_tokenizer: Any
     model_max_length: int | None
-
-    def decode(self, ids: list[int]) -> str:
-        return self.backend_tokenizer.decode(ids, skip_special_tokens=False)
 
 
 def open_tokenizer(model_ref: str | None) -> Any:

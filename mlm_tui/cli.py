@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from mlm_tui.errors import MlmError, UsageError, first_line
+from mlm_tui.errors import MissingTextField, MlmError, UsageError, first_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -205,10 +205,12 @@ def cmd_chunks(args: argparse.Namespace) -> None:
         lines.append(f"  {name:<12} {s['documents']:>9,} documents {s['tokens']:>12,} tokens "
                      f"{s['chunks']:>10,} chunks {s['dropped_tokens']:>5} dropped")
     if args.show:
+        from mlm_tui.chunking import decode
+
         first = next(iter(splits.values())).chunks(args.chunk_size)[: args.show]
-        examples = [tokenizer.decode([int(t) for t in chunk]) for chunk in first]
+        examples = [decode(tokenizer, [int(t) for t in chunk]) for chunk in first]
         data["examples"] = examples
-        lines += [f"\n--- chunk {i} ---\n{text}" for i, text in enumerate(examples)]
+        lines += [f"\n--- chunk {i} ---\n{text}" for i, text in enumerate(examples, 1)]
     _emit(args, data, "\n".join(lines))
 
 
@@ -335,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except BrokenPipeError:
         return _closed_stdout()
+    except MissingTextField as exc:
+        return _fail(f"{exc}; pick one with --text-field", exc.exit_code, want_json)
     except MlmError as exc:
         return _fail(str(exc), exc.exit_code, want_json)
     except KeyboardInterrupt:

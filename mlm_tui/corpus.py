@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mlm_tui.errors import UsageError, first_line
+from mlm_tui.errors import MissingTextField, UsageError, first_line
 
 FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SPLIT_NAMES = ("train", "validation", "test", "unsupervised")
@@ -154,11 +154,12 @@ def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
     if kind == "json":
         import pyarrow.json as pa_json
 
-        names = _first_json_row(path)
-        if names == []:
+        row = _first_json_row(path)
+        if row == {}:
             return  # blank lines only: no documents (Arrow would call it an error)
-        if names is not None:  # None: a broken first line, which the reader fails on and `_check_json` names
-            _require_field(names, text_field, str(path))
+        if row is not None:  # None: a broken first line, which the reader fails on and `_check_json` names
+            texts = [k for k, v in row.items() if isinstance(v, str)]
+            _require_field(list(row), text_field, str(path), texts)
         parse = pa_json.ParseOptions(explicit_schema=pa.schema([(text_field, pa.string())]),
                                      unexpected_field_behavior="ignore")
         # Whole lines, a block at a time, each parsed as one Arrow block: Arrow's own streaming reader
@@ -182,14 +183,16 @@ def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
         import pyarrow.parquet as pa_parquet
 
         parquet = pa_parquet.ParquetFile(path)
-        _require_field(parquet.schema_arrow.names, text_field, str(path))
+        schema = parquet.schema_arrow
+        texts = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        _require_field(schema.names, text_field, str(path), texts)
         # Rows per batch from the file's size per row: compressed, so a batch holds a few blocks of text.
         rows = max(1, BLOCK_BYTES * parquet.metadata.num_rows // max(1, path.stat().st_size))
         yield from parquet.iter_batches(batch_size=rows, columns=[text_field])
 
 
-def _first_json_row(path: Path) -> list[str] | None:
-    """The field names of the first JSON line (the streaming reader is given the schema up front)."""
+def _first_json_row(path: Path) -> dict[str, Any] | None:
+    """The first JSON line (the streaming reader is given the schema up front); {} when there is none."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             if line.strip():
@@ -197,15 +200,17 @@ def _first_json_row(path: Path) -> list[str] | None:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     return None
-                return list(row) if isinstance(row, dict) else None
-    return []
+                return row if isinstance(row, dict) else None
+    return {}
 
 
-def _require_field(names: list[str], text_field: str, where: str) -> None:
+def _require_field(names: list[str], text_field: str, where: str,
+                   text_columns: list[str] | None = None) -> None:
+    """Refuse a corpus without the text column, naming the columns that hold text (all, if unknown)."""
     if text_field not in names:
-        cols = ", ".join(n for n in names if n) or "none"
-        raise UsageError(f"{where}: no text field {text_field!r} (fields: {cols}); "
-                         "pick one with --text-field")
+        columns = [n for n in (names if text_columns is None else text_columns) if n]
+        listed = ", ".join(columns) or "none"
+        raise MissingTextField(f"{where}: no text field {text_field!r} (text fields: {listed})", columns)
 
 
 def _load_with_datasets(path: Path, kind: str, text_field: str) -> list[str]:
@@ -250,7 +255,9 @@ def _check_json(path: Path) -> None:
 
 def _column(ds: Any, text_field: str, where: str) -> list[str]:
     """The text column of a `datasets.Dataset` or an Arrow record batch, empty documents left out."""
-    _require_field(ds.column_names, text_field, where)
+    features = getattr(ds, "features", None) or {}
+    text_columns = [n for n, f in features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
+    _require_field(ds.column_names, text_field, where, text_columns if features else None)
     values = ds[text_field]
     values = values.to_pylist() if hasattr(values, "to_pylist") else values
     return [t for t in values if isinstance(t, str) and t.strip()]

@@ -15,6 +15,15 @@ class UsageError(MlmError):
     exit_code = 2
 
 
+class MissingTextField(UsageError):
+    """A corpus without the asked-for text column. `columns` are the ones that hold text, so that the
+    workbench can offer them to pick from and the CLI can name its flag."""
+
+    def __init__(self, message: str, columns: list[str]) -> None:
+        super().__init__(message)
+        self.columns = columns
+
+
 class RunCancelled(MlmError):
     """Training stopped on request (Ctrl+C or a cancel from the workbench)."""
 

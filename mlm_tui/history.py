@@ -1,7 +1,8 @@
-"""Sentences tried in the Fill pane, newest last, kept across restarts unless the user opts out.
+"""Sentences tried in the Fill pane, newest last: always in memory, on disk only when the user opts in.
 
-People type confidential domain text into the workbench, so history is only written while the
-`keep_history` setting is on, and clearing it removes the file rather than emptying it.
+People type clinical and legal text into the workbench, so nothing is written to disk unless the
+`keep_history` setting is on. A history file left from a time it was on is kept, but neither read nor
+written while it is off; `clear_file` removes it on request.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from mlm_tui.home import history_path
 class History:
     """An ordered, de-duplicated list of sentences with an optional file behind it."""
 
-    def __init__(self, *, persist: bool = True, limit: int = 200) -> None:
+    def __init__(self, *, persist: bool = False, limit: int = 200) -> None:
         self.persist = persist
         self.limit = limit
         self.items: list[str] = self._read() if persist else []
@@ -37,16 +38,26 @@ class History:
         self._write()
 
     def clear(self) -> None:
+        """Forget this session's sentences and delete the file, whether or not it is in use."""
         self.items.clear()
-        history_path().unlink(missing_ok=True)
+        self.clear_file()
+
+    @staticmethod
+    def clear_file() -> bool:
+        """Delete the history file; True when there was one."""
+        path = history_path()
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed
 
     def set_persist(self, persist: bool) -> None:
-        """Turning persistence off also deletes what was stored: 'keep none' means none on disk."""
+        """Turning persistence on merges the stored sentences under this session's and writes them;
+        turning it off leaves the file as it is and stops using it."""
         self.persist = persist
         if persist:
+            stored = [s for s in self._read() if s not in self.items]
+            self.items = (stored + self.items)[-self.limit:]
             self._write()
-        else:
-            history_path().unlink(missing_ok=True)
 
     def _write(self) -> None:
         if self.persist:

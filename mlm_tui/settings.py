@@ -16,8 +16,9 @@ from mlm_tui.home import settings_path
 @dataclass
 class Settings:
     theme: str = "mlm-dark"
-    keep_history: bool = True  # off: sentences typed in Fill are never written to disk
+    keep_history: bool = False  # opt-in: sentences typed in Fill are written to disk only when on
     history_size: int = 200
+    bell: bool = False  # ring the terminal bell as well when a run ends
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:

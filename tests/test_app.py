@@ -80,28 +80,44 @@ async def test_a_stale_fill_never_overwrites_a_newer_one(tiny_model_dir: Path) -
         assert plain(app, "#fills-main") == shown
 
 
-async def test_history_survives_a_restart_and_can_be_cleared(tiny_model_dir: Path) -> None:
+async def test_history_is_in_memory_by_default_and_on_disk_only_when_opted_in(
+        tiny_model_dir: Path, fresh_home: Path) -> None:
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        await pilot.press(*"confidential [MASK].", "enter", "ctrl+u")
+        await pilot.press("up")  # this session's sentences are recalled from memory
+        assert app.query_one("#sentence", Input).value == "confidential [MASK]."
+    assert not (fresh_home / "history.json").exists()
+
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("up")
+        assert app.query_one("#sentence", Input).value == ""  # nothing came back from disk
+        app.action_toggle_keep_history()
         await pilot.press(*"kept [MASK].", "enter")
+    assert json.loads((fresh_home / "history.json").read_text()) == ["kept [MASK]."]
+    assert json.loads(settings_path().read_text())["keep_history"] is True
+
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("up")
         assert app.query_one("#sentence", Input).value == "kept [MASK]."
-        app.action_clear_history()
-        assert app.history.items == []
+        app.action_toggle_keep_history()  # off again: the file is kept, but neither read nor written
+        await pilot.press("ctrl+u", *"secret [MASK].", "enter")
+    assert json.loads((fresh_home / "history.json").read_text()) == ["kept [MASK]."]
 
-
-async def test_no_history_is_written_when_the_setting_is_off(tiny_model_dir: Path, fresh_home: Path) -> None:
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=SIZE) as pilot:
-        app.action_toggle_keep_history()
-        await pilot.press(*"confidential [MASK].", "enter")
+        await settle(pilot)
+        assert app.history.items == []
+        await pilot.press("ctrl+p", *"clear sentence history")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
         await pilot.pause()
     assert not (fresh_home / "history.json").exists()
-    assert json.loads(settings_path().read_text())["keep_history"] is False
 
 
 async def test_compare_shows_both_models_side_by_side(tiny_model_dir: Path) -> None:
@@ -116,8 +132,10 @@ async def test_compare_shows_both_models_side_by_side(tiny_model_dir: Path) -> N
         await pilot.press(*"the [MASK] is here.")
         await settle(pilot)
         compare = plain(app, "#fills-compare")
-        assert "change vs" in compare and compare.count("%") == 5
+        assert "pp vs" in compare and compare.count("%") == 5  # the change is in percentage points
         assert compare.count("=") >= 5  # the same model: nothing rose or fell
+        rows = [line for line in compare.splitlines() if line.endswith("=")]
+        assert len({len(row) for row in rows}) == 1  # aligned columns
 
 
 async def test_a_bad_model_is_a_notification_not_a_crash(tiny_model_dir: Path) -> None:
@@ -241,7 +259,10 @@ async def test_start_and_cancel_a_tiny_run(tiny_model_dir: Path, corpus_jsonl: P
         run = runstore.list_runs()[0][0]
         await wait_for(lambda: "running" in plain(app, "#run-title"), 10, pilot)
         app.query_one("#runs", DataTable).focus()
-        await pilot.press("x")
+        await pilot.press("x")  # asks first, naming the run; the safe button has focus
+        await pilot.pause()
+        assert run.run_id in str(app.screen.query_one(".dialog-title").render())
+        await pilot.press("tab", "enter")
         await wait_for(lambda: run.status() == "cancelled", 60, pilot)
         await wait_for(lambda: "cancelled" in plain(app, "#run-title"), 10, pilot)
         assert "perplexity" in plain(app, "#run-ppl")

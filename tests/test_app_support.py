@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlm_tui.app.render import bar, chunk_text, fills_text
+from mlm_tui.app.render import FATE_STYLES, SPECIAL_STYLE, bar, chunk_text, fills_text
 from mlm_tui.fill import Fill, FillResult, MaskFills
 from mlm_tui.history import History
 from mlm_tui.home import history_path, settings_path
@@ -42,22 +42,27 @@ def test_settings_of_the_wrong_type_keep_their_defaults() -> None:
 
 
 def test_history_persists_dedupes_and_clears() -> None:
-    history = History()
+    history = History(persist=True)
     for sentence in ("a [MASK].", "b [MASK].", "a [MASK].", "  "):
         history.add(sentence)
-    assert History().items == ["b [MASK].", "a [MASK]."]
+    assert History(persist=True).items == ["b [MASK].", "a [MASK]."]
     history.clear()
     assert not history_path().exists()
-    assert History().items == []
+    assert History(persist=True).items == []
 
 
-def test_history_kept_nowhere_when_persistence_is_off() -> None:
-    History().add("secret [MASK].")
-    history = History(persist=False)
+def test_history_is_off_disk_by_default_and_an_old_file_is_kept_unused() -> None:
+    History(persist=True).add("stored [MASK].")
+    history = History()  # the default: memory only
+    assert history.items == []
+    history.add("secret [MASK].")
+    assert json.loads(history_path().read_text()) == ["stored [MASK]."]
+    history.set_persist(True)  # opting in merges what is stored under this session's sentences
+    assert json.loads(history_path().read_text()) == ["stored [MASK].", "secret [MASK]."]
     history.set_persist(False)
     history.add("another secret [MASK].")
-    assert not history_path().exists()
-    assert history.items == ["another secret [MASK]."]
+    assert json.loads(history_path().read_text()) == ["stored [MASK].", "secret [MASK]."]
+    assert history.items[-1] == "another secret [MASK]."
 
 
 def test_train_argv_uses_the_cli_flags() -> None:
@@ -80,13 +85,33 @@ def test_thread_split_leaves_training_the_most() -> None:
     assert app + train == 16 and train > app >= 1
 
 
-def test_bar_and_literal_special_tokens() -> None:
+def test_bar() -> None:
     assert bar(0.0).strip() == "" and bar(1.0) == "█" * 20 and len(bar(0.33)) == 20
-    text = chunk_text(["[CLS]", "hydro", "##lysis", "[SEP]", "[CLS]", "rain"],
-                      [True, False, False, True, True, False], [False, True, True, False, False, False])
-    assert text.plain == "[CLS] hydrolysis [SEP] [CLS] rain"
-    styled = {text.plain[s.start:s.end] for s in text.spans}
-    assert "[CLS]" in styled and "hydro" in styled
+
+
+def test_chunk_text_is_the_tokenizers_decoding_with_specials_and_fates_styled() -> None:
+    from transformers import AutoTokenizer
+
+    from mlm_tui.chunking import decode
+    from mlm_tui.starter import base_encoder_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(base_encoder_dir())
+    ids = tokenizer("[CLS] version 2.0, see www.apache.org on hydrolysis [SEP] [CLS] rain",
+                    add_special_tokens=False)["input_ids"]
+    special = [i in tokenizer.all_special_ids for i in ids]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    fates: list[tuple[str, str] | None] = [None] * len(ids)
+    fates[tokens.index("apache")] = ("mask", "")
+    fates[tokens.index("rain")] = ("random", "snow")
+    fates[tokens.index("see")] = ("kept", "")
+    text = chunk_text(lambda part: decode(tokenizer, part), ids, special, fates)
+    whole = decode(tokenizer, ids)
+    assert text.plain == whole.replace("rain", "rain→snow")  # the text is the CLI's, plus the replacement
+    assert "2. 0," in whole  # the tokenizer's own clean-up, not pieces joined by spaces
+    styled = {text.plain[s.start:s.end]: s.style for s in text.spans}
+    assert styled["apache"] == FATE_STYLES["mask"] and styled["see"] == FATE_STYLES["kept"]
+    assert styled["rain"] == styled["→snow"] == FATE_STYLES["random"]
+    assert styled["[CLS]"] == styled["[SEP]"] == SPECIAL_STYLE
 
 
 def test_fill_text_shows_percentages_and_changes() -> None:
@@ -95,5 +120,5 @@ def test_fill_text_shows_percentages_and_changes() -> None:
     other = FillResult("b", "x [MASK]", [MaskFills(1, [Fill("dog", 2, 0.5, "x dog"),
                                                        Fill("eel", 3, 0.2, "x eel")])], best="x dog")
     plain = fills_text(other, "b", baseline=main).plain
-    assert "50.0%" in plain and "▲40.0" in plain and "new" in plain
+    assert "50.0%" in plain and "▲40.0pp" in plain and "new" in plain
     assert "31.2%" in fills_text(main, "a").plain

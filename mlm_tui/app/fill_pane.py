@@ -32,9 +32,9 @@ COMPARE_DEPTH = 50
 
 
 class ModelLoaded(Message):
-    def __init__(self, role: str, ref: str, handle: ModelHandle | None, error: str | None) -> None:
+    def __init__(self, role: str, token: int, handle: ModelHandle | None, error: str | None) -> None:
         super().__init__()
-        self.role, self.ref, self.handle, self.error = role, ref, handle, error
+        self.role, self.token, self.handle, self.error = role, token, handle, error
 
 
 class FillAnswer(Message):
@@ -48,8 +48,9 @@ class FillPane(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "history(-1)", "Older", tooltip="previous sentence from history"),
         Binding("down", "history(1)", "Newer", show=False),
-        Binding("ctrl+r", "pick_history", "History"),
-        Binding("enter", "keep", "Keep", show=False),
+        Binding("ctrl+r", "pick_history", "History", tooltip="pick a sentence typed in this session"),
+        Binding("enter", "keep", "Keep", show=False, tooltip="add the sentence to the history"),
+        Binding("escape", "cancel_load", "Stop loading", tooltip="stop waiting for a model that loads"),
     ]
 
     def __init__(self, history: History, **kwargs: Any) -> None:
@@ -57,7 +58,8 @@ class FillPane(Vertical):
         self.history = history
         self.handles: dict[str, ModelHandle | None] = {"main": None, "compare": None}
         self.refs: dict[str, str | None] = {"main": None, "compare": None}
-        self.loading: set[str] = set()
+        self.loading: dict[str, int] = {}  # role -> the load's token; a result with another token is dropped
+        self._load_token = 0
         self.request = 0
         self._timer: Timer | None = None
         self._history_pos: int | None = None
@@ -88,29 +90,49 @@ class FillPane(Vertical):
             self.refresh_fills()
             return
         self.refs[role] = ref
-        self.loading.add(role)
+        self._load_token += 1
+        self.loading[role] = self._load_token
         self._show_model_line()
-        self._load_worker(ref, role)
+        self.refresh_bindings()
+        self._load_worker(ref, role, self._load_token)
 
     @work(thread=True, group="load-model")
-    def _load_worker(self, ref: str, role: str) -> None:
+    def _load_worker(self, ref: str, role: str, token: int) -> None:
         from mlm_tui.app.heavy import import_torch, load_model
 
         try:
             handle = load_model(ref)
         except Exception as exc:  # any failure to load is a message in the app, never a crash
-            self.post_message(ModelLoaded(role, ref, None, first_line(exc)))
+            self.post_message(ModelLoaded(role, token, None, first_line(exc)))
             return
         from mlm_tui.launcher import thread_split
 
         import_torch().set_num_threads(thread_split()[0])  # leave the other cores to a training process
-        self.post_message(ModelLoaded(role, ref, handle, None))
+        self.post_message(ModelLoaded(role, token, handle, None))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_load":
+            return bool(self.loading)  # escape does nothing else here, and the footer shows it only then
+        return True
+
+    def action_cancel_load(self) -> None:
+        """Stop waiting: the loading thread may finish unseen, its result is dropped."""
+        for role in list(self.loading):
+            del self.loading[role]
+            handle = self.handles[role]
+            self.app.notify(f"Stopped loading {self.refs[role]}; "
+                            + (f"still using {handle.name}." if handle else "no model loaded."), markup=False)
+            self.refs[role] = handle.name if handle else None
+        self.refresh_bindings()
+        self._show_model_line()
+        self.refresh_fills()
 
     @on(ModelLoaded)
     def _model_loaded(self, event: ModelLoaded) -> None:
-        if self.refs[event.role] != event.ref:
-            return  # another model was asked for meanwhile
-        self.loading.discard(event.role)
+        if self.loading.get(event.role) != event.token:
+            return  # another model was asked for meanwhile, or the user stopped waiting
+        del self.loading[event.role]
+        self.refresh_bindings()
         if event.error is not None:
             self.app.notify(event.error, title="Model not loaded", severity="error", timeout=8, markup=False)
             self.refs[event.role] = self.handles[event.role].name if self.handles[event.role] else None
@@ -126,7 +148,7 @@ class FillPane(Vertical):
             ref = self.refs[role]
             if ref is None:
                 continue
-            state = " (loading…)" if role in self.loading else ""
+            state = " (loading… esc: stop)" if role in self.loading else ""
             parts.append(f"{label}: {short_ref(ref)}{state}")
         self.query_one("#model-line", Static).update(Text(" · ".join(parts) or "no model"))
 
@@ -148,7 +170,7 @@ class FillPane(Vertical):
             self._clear_results()
             return
         if self.handles["main"] is None:
-            self._hint("The model is loading; fills appear when it is ready." if self.loading else
+            self._hint("The model is loading; fills appear when it is ready." if "main" in self.loading else
                        "No model: switch model with ctrl+l.")
             return
         request = self.request
@@ -182,12 +204,12 @@ class FillPane(Vertical):
             return
         self._hint("")
         main_title = short_ref(self.refs["main"] or "")
-        width = 10 if event.compare is not None else 20  # two columns fit side by side at 80 columns
-        self.query_one("#fills-main", Static).update(fills_text(event.main, main_title, bar_width=width))
+        compact = event.compare is not None  # two columns side by side still fit 80 columns
+        self.query_one("#fills-main", Static).update(fills_text(event.main, main_title, compact=compact))
         if event.compare is not None:
-            title = f"{short_ref(self.refs['compare'] or '')}  (change vs {main_title})"
+            title = f"{short_ref(self.refs['compare'] or '')} (pp vs {main_title})"
             self.query_one("#fills-compare", Static).update(
-                fills_text(event.compare, title, event.main, bar_width=width))
+                fills_text(event.compare, title, event.main, compact=True))
 
     def _hint(self, text: str) -> None:
         self.query_one("#fill-hint", Static).update(Text(text))
@@ -217,7 +239,7 @@ class FillPane(Vertical):
         from mlm_tui.app.prompt import PickScreen
 
         if not self.history.items:
-            self.app.notify("No sentences in the history yet (enter keeps one).")
+            self.app.notify("No sentences in the history yet (enter in the sentence keeps one).")
             return
 
         def chosen(sentence: str | None) -> None:

@@ -6,7 +6,7 @@ would otherwise be parsed as style tags and vanish.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +18,13 @@ if TYPE_CHECKING:
 BAR_WIDTH = 20
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 SPECIAL_STYLE = "bold magenta"
-MASKED_STYLE = "bold black on yellow"
 TOP_K = 5
+
+
+def printable(text: str) -> str:
+    """Text from data (file names, config fields, corpus text) with control characters shown escaped, so
+    an escape sequence never drives the terminal and a newline never breaks a one-line cell."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def short_ref(ref: str) -> str:
@@ -40,9 +45,14 @@ def percent(score: float) -> str:
 
 
 def fills_text(result: FillResult, title: str, baseline: FillResult | None = None,
-               top_k: int = TOP_K, bar_width: int = BAR_WIDTH) -> Text:
-    """Each mask's top fills with bars and percentages; against a baseline, how each fill rose or fell."""
-    out = Text()
+               top_k: int = TOP_K, compact: bool = False) -> Text:
+    """Each mask's top fills with bars and percentages; against a baseline, how each fill rose or fell.
+
+    Every line has fixed-width columns and never wraps (`compact` narrows them so that two columns fit
+    side by side in 80 terminal columns): a wrapped ▲ would break the alignment people compare by.
+    """
+    token_width, bar_width = (11, 6) if compact else (14, BAR_WIDTH)
+    out = Text(no_wrap=True, overflow="ellipsis")
     out.append(title, style="bold")
     out.append("\n")
     out.append(result.best, style="italic")
@@ -53,47 +63,83 @@ def fills_text(result: FillResult, title: str, baseline: FillResult | None = Non
         if baseline is not None and n < len(baseline.masks):
             before = {f.token_id: f.score for f in baseline.masks[n].fills}
         for fill in mask.fills[:top_k]:
-            out.append(f"  {fill.token[:14]:<14} ")
+            out.append(f" {fill.token[:token_width]:<{token_width}} ")
             out.append(bar(fill.score, bar_width), style="green")
             out.append(f" {percent(fill.score)}")
             if baseline is not None:
-                out.append("  ")
+                out.append(" ")
                 out.append_text(_change(fill.score, before.get(fill.token_id)))
             out.append("\n")
     return out
 
 
 def _change(score: float, before: float | None) -> Text:
+    """The change in percentage points (pp), right-aligned in 7 cells."""
     if before is None:
-        return Text("new", style="bold cyan")
+        return Text(f"{'new':>7}", style="bold cyan")
     delta = (score - before) * 100
     if abs(delta) < 0.05:
-        return Text("=", style="dim")
-    return Text(f"▲{delta:.1f}" if delta > 0 else f"▼{-delta:.1f}", style="green" if delta > 0 else "red")
+        return Text(f"{'=':>7}", style="dim")
+    arrow = "▲" if delta > 0 else "▼"
+    return Text(f"{arrow}{abs(delta):.1f}pp".rjust(7), style="green" if delta > 0 else "red")
 
 
-def chunk_text(tokens: Sequence[str], special: Sequence[bool], masked: Sequence[bool] | None = None) -> Text:
-    """A chunk as readable text: word pieces joined, special tokens and masked positions highlighted.
+def ppl_change(before: object, after: object) -> str:
+    """`31.28 → 27.22 (-13.0%)`, or what is known of it; '' when nothing is."""
+    def number(value: object) -> float | None:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
-    WordPiece continuations (`##ing`) attach to the previous token; SentencePiece/byte-level word starts
-    (`▁`, `Ġ`) begin a new word. Specials stand alone so `[SEP] [CLS]` marks a document boundary.
-    """
+    b, a = number(before), number(after)
+    if b is None and a is None:
+        return ""
+    text = f"{b:.2f}" if b is not None else "–"
+    if a is not None:
+        text += f" → {a:.2f}"
+        if b:
+            text += f" ({(a - b) / b * 100:+.1f}%)"
+    return text
+
+
+# How the collator treats each chosen position (the course's 80/10/10 rule), as the preview shows it.
+FATE_STYLES = {"mask": "bold black on yellow", "random": "bold white on red", "kept": "bold underline green"}
+FATE_LEGEND = (("mask", "→ [MASK] (80%)"), ("random", "→ a random token (10%)"), ("kept", "kept as is (10%)"))
+
+
+def fate_legend() -> Text:
     out = Text()
-    marked_starts = any(t[:1] in ("▁", "Ġ") for t in tokens)
-    for i, token in enumerate(tokens):
-        piece, space = token, True
-        if token.startswith("##"):
-            piece, space = token[2:], False
-        elif token[:1] in ("▁", "Ġ"):
-            piece = token[1:]
-        elif not special[i] and marked_starts:
-            space = False  # a byte-level vocabulary: a piece without a marker continues its word
-        if i and (space or special[i] or special[i - 1]):
-            out.append(" ")
-        if special[i]:
-            out.append(token, style=SPECIAL_STYLE)
-        elif masked is not None and masked[i]:
-            out.append(piece, style=MASKED_STYLE)
-        else:
-            out.append(piece)
+    for fate, label in FATE_LEGEND:
+        out.append(" word ", style=FATE_STYLES[fate])
+        out.append(f" {label}   ")
+    return out
+
+
+def chunk_text(decode: Callable[[list[int]], str], ids: Sequence[int], special: Sequence[bool],
+               fates: Sequence[tuple[str, str] | None] | None = None) -> Text:
+    """A chunk as the tokenizer's own `decode` writes it (as `mlm-tui chunks --show` does), with special
+    tokens highlighted and, for a masking preview, each chosen token styled by its fate; a token replaced
+    by a random one is followed by `→replacement`.
+
+    Each token's span is found by decoding growing prefixes: the text is exactly `decode(ids)`, and a
+    prefix whose decoding is not a prefix of the whole (rare clean-up effects) only leaves that token
+    unstyled.
+    """
+    full = decode(list(ids))
+    out = Text()
+    done = 0  # characters of `full` already appended
+    for i in range(len(ids)):
+        prefix = decode(list(ids[: i + 1])) if i + 1 < len(ids) else full
+        if not full.startswith(prefix) or len(prefix) <= done:
+            continue  # this token's text joins the next one's span, unstyled
+        end = len(prefix)
+        start = done
+        while start < end and full[start] == " ":
+            start += 1  # the space before a word is not the word
+        out.append(full[done:start])
+        fate = fates[i] if fates is not None else None
+        style = SPECIAL_STYLE if special[i] else FATE_STYLES[fate[0]] if fate is not None else ""
+        out.append(full[start:end], style=style)
+        if fate is not None and fate[0] == "random" and not special[i]:
+            out.append(f"→{fate[1]}", style=FATE_STYLES["random"])
+        done = end
+    out.append(full[done:])
     return out

@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Log, ProgressBar, Sparkline, Static
 
+from mlm_tui.app.render import printable, short_ref
 from mlm_tui.cli import format_duration
 from mlm_tui.errors import UsageError
 from mlm_tui.training import TrainConfig
@@ -28,6 +29,7 @@ LOG_TAIL = 300
 # (field, label, default, kind): the course's defaults; blank optional fields let the trainer choose.
 FORM: list[tuple[str, str, str, str]] = [
     ("corpus", "Corpus", "", "text"),
+    ("text_field", "Text column", "text", "text"),
     ("model", "Model", "starter", "text"),
     ("chunk_size", "Chunk size", "128", "integer"),
     ("mlm_probability", "Mask prob.", "0.15", "number"),
@@ -40,6 +42,15 @@ FORM: list[tuple[str, str, str, str]] = [
     ("test_size", "Test chunks", "", "integer"),
     ("seed", "Seed", "42", "integer"),
 ]
+
+
+class MarkedCheckbox(Checkbox):
+    """A checkbox whose mark is a ✓ or nothing, so on and off differ without colour (a monochrome
+    terminal, or a colour-blind user, sees the same X either way with Textual's default)."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]
+        return "✓" if self.value else " "
 
 
 @dataclass
@@ -73,22 +84,54 @@ class DeviceFound(Message):
 
 
 def _ppl(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, int | float) else "–"
+    return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else "–"
+
+
+def _change(before: Any, after: Any) -> str:
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (before, after))
+    return f"{(after - before) / before * 100:+.1f}%" if numbers and before else "–"
+
+
+# (key, title, shown at every width): below WIDE_COLUMNS terminal columns only the essential ones stay.
+RUN_COLUMNS = [("run", "run", True), ("status", "status", True), ("model", "model", False),
+               ("corpus", "corpus", False), ("steps", "steps", False), ("before", "ppl before", False),
+               ("after", "after", True), ("change", "change", True)]
+WIDE_COLUMNS = 100
+
+
+class RunsTable(DataTable[str]):
+    """The run store as a table. Its single-letter keys act on the selected run, and only here: they
+    can never fire from text typed into the form or Fill, and cancel asks first."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("l", "load_run('main')", "Load", tooltip="load the run's model into Fill"),
+        Binding("k", "load_run('compare')", "Compare", tooltip="compare the run's model in Fill"),
+        Binding("x", "cancel_run", "Cancel", tooltip="cancel the selected run (asks first)"),
+    ]
+
+    def action_load_run(self, role: str) -> None:
+        self.pane.action_load_run(role)
+
+    def action_cancel_run(self) -> None:
+        self.pane.action_cancel_run()
+
+    @property
+    def pane(self) -> TrainPane:
+        return self.query_ancestor(TrainPane)
 
 
 class TrainPane(Horizontal):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+s", "start", "Start run"),
-        Binding("x", "cancel_run", "Cancel run"),
-        Binding("l", "load_run('main')", "Load model"),
-        Binding("k", "load_run('compare')", "Compare"),
+        Binding("ctrl+s", "start", "Start run", tooltip="start a run with this form"),
     ]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.selected: str | None = None
         self._shown_log: tuple[str | None, int] = (None, 0)
-        self._row_ids: list[str] = []
+        self._rows: list[tuple[str, ...]] = []
+        self._columns: list[str] = []
+        self._summaries: list[dict[str, Any]] = []
         self._problems_seen: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -97,11 +140,10 @@ class TrainPane(Horizontal):
                 with Horizontal(classes="form-row"):
                     yield Label(label, classes="form-label")
                     yield Input(default, id=f"t-{name}", type=kind)
-            yield Checkbox("Whole-word masking", id="t-whole_word_mask")
+            yield MarkedCheckbox("Whole-word masking", id="t-whole_word_mask")
             yield Button("Start run (ctrl+s)", id="start", variant="primary")
         with Vertical(id="run-side"):
-            table: DataTable[str] = DataTable(id="runs", cursor_type="row")
-            yield table
+            yield RunsTable(id="runs", cursor_type="row")
             yield Static(Text("No run selected."), id="run-title")
             with Vertical(id="run-progress-row"):
                 yield ProgressBar(id="run-progress", show_eta=False)
@@ -111,15 +153,15 @@ class TrainPane(Horizontal):
             yield Log(id="run-log", max_lines=LOG_TAIL)
 
     def on_mount(self) -> None:
-        self.query_one("#runs", DataTable).add_columns("run", "status", "step", "ppl before", "after")
         self.query_one("#t-batch_size", Input).placeholder = "auto"
         self.query_one("#t-test_size", Input).placeholder = "auto"
         self.query_one("#t-train_size", Input).placeholder = "all"
         self.query_one("#t-max_steps", Input).placeholder = "from epochs"
         self.query_one("#run-progress-row").display = False  # until a run is shown
-        self.set_defaults(self.app.data, self.app.model_ref)
+        self._default_corpus = ""
+        self._set_value(self.query_one("#t-model", Input), self.app.model_ref)  # type: ignore[attr-defined]
+        self.set_defaults(self.app.data, self.app.text_field)  # type: ignore[attr-defined]
         self._device_worker()  # imports torch: this pane mounts lazily, after the first paint
-        self.poll()
         self.set_interval(POLL_S, self.poll)
 
     # -- device-sensible defaults -------------------------------------------------------------------
@@ -137,12 +179,24 @@ class TrainPane(Horizontal):
         self.query_one("#t-batch_size", Input).placeholder = f"auto: {64 if gpu else 16} on {event.device}"
         self.query_one("#t-test_size", Input).placeholder = f"auto: {1000 if gpu else 200}"
 
-    def set_defaults(self, corpus: str | None, model: str | None) -> None:
-        """Fill the corpus and model fields from what the other panes have open, unless the user typed."""
-        for name, value in (("corpus", corpus), ("model", model)):
-            box = self.query_one(f"#t-{name}", Input)
-            if value and box.value in ("", "starter"):
-                box.value = value
+    def set_defaults(self, corpus: str | None, text_field: str | None) -> None:
+        """Take the corpus open in Chunks (and its text column) while the user has not typed one.
+
+        The Model field is the user's alone once the pane is up: loading a model into Fill does not
+        change what the next run trains.
+        """
+        box = self.query_one("#t-corpus", Input)
+        if corpus and box.value in ("", self._default_corpus):
+            self._default_corpus = corpus
+            self._set_value(box, corpus)
+            if text_field:
+                self._set_value(self.query_one("#t-text_field", Input), text_field)
+
+    @staticmethod
+    def _set_value(box: Input, value: str) -> None:
+        """Set a field and show its end: a long path's file name matters more than its first folders."""
+        box.value = value
+        box.cursor_position = len(value)
 
     # -- starting -----------------------------------------------------------------------------------
     def request(self) -> TrainConfig:
@@ -215,22 +269,15 @@ class TrainPane(Horizontal):
 
     @work(thread=True, exclusive=True, group="runs-poll")
     def _poll_worker(self, selected: str | None) -> None:
+        """The selected run's details (the list of runs comes from the app's own watch)."""
         from mlm_tui import runstore
 
-        runs, problems = runstore.list_runs()
-        summaries, detail = [], None
-        for run in runs:
-            try:
-                summaries.append(run.summary())
-            except runstore.CorruptRun as exc:
-                problems.append(f"skipped run {exc}")
-        if selected is None and summaries:
-            selected = summaries[0]["run_id"]
+        problems: list[str] = []
+        detail = None
         run = runstore.find_run(selected) if selected else None
         if run is not None:
             try:
-                summary = next((s for s in summaries if s["run_id"] == run.run_id), run.summary())
-                detail = RunView(run.run_id, summary, run.state(), run.config())
+                detail = RunView(run.run_id, run.summary(), run.state(), run.config())
                 detail.losses = [row["loss"] for row in run.metrics() if "loss" in row]
                 try:
                     detail.log = run.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL:]
@@ -238,39 +285,66 @@ class TrainPane(Horizontal):
                     detail.log = []
             except runstore.CorruptRun as exc:
                 problems.append(str(exc))
-        self.post_message(RunsPolled(summaries, detail, problems))
+        self.post_message(RunsPolled([], detail, problems))
 
     @on(RunsPolled)
     def _polled(self, event: RunsPolled) -> None:
-        for problem in event.problems:
+        self._report(event.problems)
+        if event.detail is not None and event.detail.run_id == self.selected:
+            self._show_detail(event.detail)
+
+    def _report(self, problems: list[str]) -> None:
+        for problem in problems:
             if problem not in self._problems_seen:
                 self._problems_seen.add(problem)
                 self.app.notify(problem, severity="warning", markup=False)
-        self._show_table(event.summaries)
-        if event.detail is not None:
-            self._show_detail(event.detail)
 
-    def _show_table(self, summaries: list[dict[str, Any]]) -> None:
-        table = self.query_one("#runs", DataTable)
-        ids = [s["run_id"] for s in summaries]
-        rows = [(s["run_id"], s["status"], str(s["steps"]), _ppl(s["perplexity_before"]),
-                 _ppl(s["perplexity_after"])) for s in summaries]
-        if ids != self._row_ids:
-            table.clear()
+    def show_runs(self, summaries: list[dict[str, Any]], problems: list[str]) -> None:
+        """The app's latest look at the run store (newest first)."""
+        self._report(problems)
+        self._summaries = summaries
+        if self.selected is None and summaries:
+            self.selected = summaries[0]["run_id"]
+            self.poll()
+        self._show_table()
+
+    def on_resize(self) -> None:
+        self._show_table()
+
+    def _show_table(self) -> None:
+        """Rebuild the table when anything in it changed, so each column fits its longest value (a status
+        that grows from `running` to `cancelled` is never cut), keeping the cursor on the selected run."""
+        table = self.query_one("#runs", RunsTable)
+        wide = self.app.size.width >= WIDE_COLUMNS
+        columns = [key for key, _title, essential in RUN_COLUMNS if essential or wide]
+        rows = [self._row(s, columns) for s in self._summaries]
+        if columns == self._columns and rows == self._rows:
+            return
+        with self.prevent(DataTable.RowHighlighted):
+            table.clear(columns=columns != self._columns)
+            if columns != self._columns:
+                titles = dict((key, title) for key, title, _ in RUN_COLUMNS)
+                for key in columns:
+                    table.add_column(titles[key], key=key)
             for row in rows:
                 table.add_row(*row, key=row[0])
-            self._row_ids = ids
+            ids = [row[0] for row in rows]
             if self.selected in ids:
                 table.move_cursor(row=ids.index(self.selected), animate=False)
-            return
-        for row in rows:
-            for column, value in zip(table.ordered_columns[1:], row[1:], strict=True):
-                if table.get_cell(row[0], column.key) != value:
-                    table.update_cell(row[0], column.key, value)
+        self._columns, self._rows = columns, rows
+
+    @staticmethod
+    def _row(summary: dict[str, Any], columns: list[str]) -> tuple[str, ...]:
+        before, after = summary["perplexity_before"], summary["perplexity_after"]
+        values = {"run": summary["run_id"], "status": summary["status"],
+                  "model": short_ref(summary.get("model") or "–"),
+                  "corpus": short_ref(summary.get("corpus") or "–"), "steps": str(summary["steps"]),
+                  "before": _ppl(before), "after": _ppl(after), "change": _change(before, after)}
+        return tuple(printable(values[key]) for key in columns)
 
     @on(DataTable.RowHighlighted, "#runs")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        run_id = event.row_key.value
+        run_id = event.row_key.value if event.row_key is not None else None
         if run_id and run_id != self.selected:
             self.selected = run_id
             self.poll()
@@ -283,14 +357,15 @@ class TrainPane(Horizontal):
         total = state.get("total_steps") or (config.get("plan") or {}).get("steps")
         step = state.get("step", 0)
         title = Text(f"{view.run_id} · {status}", style="bold")
-        title.append(f" · {config.get('model')} on {config.get('corpus')}", style="")
+        title.append(f" · {printable(str(config.get('model')))} on {printable(str(config.get('corpus')))}",
+                     style="")
         words = " whole words" if config.get("whole_word_mask") else ""
         batch = (config.get("plan") or {}).get("batch_size")
         title.append(f"\nchunk {config.get('chunk_size')} · mask {config.get('mlm_probability')}{words} · "
                      f"lr {config.get('learning_rate')} · wd {config.get('weight_decay')} · batch {batch}",
                      style="dim")
         if state.get("message") and status != "running":
-            title.append(f"\n{state['message']}", style="red" if status == "failed" else "")
+            title.append(f"\n{printable(str(state['message']))}", style="red" if status == "failed" else "")
         self.query_one("#run-title", Static).update(title)
         self.query_one("#run-progress-row").display = True
         self.query_one("#run-progress", ProgressBar).update(total=total or None, progress=step)
@@ -323,7 +398,8 @@ class TrainPane(Horizontal):
         return run
 
     def action_cancel_run(self) -> None:
-        from mlm_tui import launcher
+        """Cancel the selected run, once the user confirmed it in a dialog that names the run."""
+        from mlm_tui.app.confirm import ConfirmScreen
 
         run = self._selected_run()
         if run is None:
@@ -331,8 +407,20 @@ class TrainPane(Horizontal):
         if run.status() != "running":
             self.app.notify(f"Run {run.run_id} is {run.status()}: nothing to cancel.")
             return
-        launcher.cancel(run)
-        self.app.notify(f"Cancelling {run.run_id}: it stops after this step and saves a checkpoint.")
+        config = run.config()
+        detail = (f"{printable(str(config.get('model')))} on {printable(str(config.get('corpus')))}, step "
+                  f"{run.state().get('step', 0)}. It stops after the current step and saves a checkpoint; "
+                  f"it can be resumed later.")
+
+        def confirmed(yes: bool | None) -> None:
+            from mlm_tui import launcher
+
+            if yes and run.status() == "running":
+                launcher.cancel(run)
+                self.app.notify(f"Cancelling {run.run_id}: it stops after this step and saves a checkpoint.")
+
+        self.app.push_screen(ConfirmScreen(f"Cancel run {run.run_id}?", detail, f"Cancel {run.run_id}",
+                                           keep="Keep it running"), confirmed)
 
     def action_load_run(self, role: str) -> None:
         run = self._selected_run()

@@ -1,30 +1,50 @@
 """The workbench app: three panes (Fill, Chunks, Train) in tabs, a footer of keys and a command palette.
 
-The app object owns what the panes share (settings, the history, which model and corpus are open) and
-the actions reachable from everywhere; each pane owns its widgets and workers.
+The app object owns what the panes share (settings, the history, which model and corpus are open), the
+keys that work from everywhere, and the watch over the run store that tells the user when a run ends.
+
+Focus rules, because the keyboard is the whole interface: a pane key (F1-F3, ctrl+o, the palette's pane
+commands, a tab click) always shows that pane and focuses its first widget (Fill the sentence, Chunks the
+chunk view, Train the runs table). Focus is only ever moved to the pane that is wanted *now*: a focus
+scheduled for a pane the user has already left is dropped, since focusing a widget in a hidden tab
+would switch back to it (Textual's TabbedContent follows focus).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from textual import on
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.lazy import Lazy
+from textual.message import Message
+from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, TabbedContent, TabPane
 
-from mlm_tui.app.chunks_pane import ChunksPane
+from mlm_tui.app.chunks_pane import ChunksPane, ChunkView
 from mlm_tui.app.commands import WorkbenchCommands
 from mlm_tui.app.fill_pane import FillPane
 from mlm_tui.app.prompt import PromptScreen
-from mlm_tui.app.train_pane import TrainPane
+from mlm_tui.app.train_pane import RunsTable, TrainPane
 from mlm_tui.history import History
 from mlm_tui.settings import load_settings, save_settings
 
 PANES = ("fill", "chunks", "train")
 FOCUS = {"fill": "#sentence", "chunks": "#chunk-box", "train": "#runs"}
+RUNS_POLL_S = 1.0
+ENDED = {"completed": "information", "failed": "error", "cancelled": "warning", "interrupted": "warning"}
+# Actions that open a dialog or move between panes: not while a dialog is already up.
+GLOBAL_ACTIONS = {"show_pane", "open_corpus", "switch_model", "compare_model", "help", "change_theme"}
+
+
+class RunsListed(Message):
+    """The run store as the poll worker found it: summaries newest first, and unreadable runs."""
+
+    def __init__(self, summaries: list[dict[str, Any]], problems: list[str]) -> None:
+        super().__init__()
+        self.summaries, self.problems = summaries, problems
 
 
 class WorkbenchApp(App[None]):
@@ -32,21 +52,28 @@ class WorkbenchApp(App[None]):
     TITLE = "mlm-tui"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f1", "show_pane('fill')", "Fill"),
-        Binding("f2", "show_pane('chunks')", "Chunks"),
-        Binding("f3", "show_pane('train')", "Train"),
-        Binding("ctrl+o", "open_corpus", "Corpus"),
-        Binding("ctrl+l", "switch_model", "Model"),
-        Binding("f4", "compare_model", "Compare"),  # not ctrl+b: that is the tmux prefix
-        Binding("ctrl+t", "change_theme", "Theme"),
+        # priority: no focused widget (a table, an input) may take these keys for itself
+        Binding("f1", "show_pane('fill')", "Fill", priority=True),
+        Binding("f2", "show_pane('chunks')", "Chunks", priority=True),
+        Binding("f3", "show_pane('train')", "Train", priority=True),
+        Binding("ctrl+o", "open_corpus", "Corpus", tooltip="open a corpus in Chunks", priority=True),
+        Binding("ctrl+l", "switch_model", "Model", tooltip="load another model into Fill", priority=True),
+        Binding("f4", "compare_model", "Compare", tooltip="a second model's fills beside the first",
+                priority=True),
+        # not priority: a text input takes `?` as a character; help is then in the footer and palette
+        Binding("question_mark", "help", "Help", tooltip="the workflow and every key"),
+        Binding("ctrl+t", "change_theme", "Theme", show=False, tooltip="pick a theme (remembered)"),
     ]
 
-    def __init__(self, model: str = "starter", data: str | None = None) -> None:
+    def __init__(self, model: str = "starter", data: str | None = None, text_field: str = "text") -> None:
         super().__init__()
         self.model_ref = model
         self.data = data
+        self.text_field = text_field
         self.settings, self.settings_problem = load_settings()
         self.history = History(persist=self.settings.keep_history, limit=self.settings.history_size)
+        self._wanted_pane = "fill"
+        self._run_status: dict[str, str] | None = None  # None until the first look at the run store
 
     def compose(self) -> ComposeResult:
         with TabbedContent(initial="fill"):
@@ -56,7 +83,7 @@ class WorkbenchApp(App[None]):
                 yield Lazy(ChunksPane(id="chunks-pane"))
             with TabPane("Train", id="train"):
                 yield Lazy(TrainPane(id="train-pane"))
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         from mlm_tui.themes import load_themes
@@ -71,6 +98,12 @@ class WorkbenchApp(App[None]):
         # paint, so the screen is up at once and says that the model is loading. The hidden Chunks and
         # Train panes are `Lazy` for the same reason and start their own work when they mount.
         self.call_after_refresh(lambda: self.query_one(FillPane).load(self.model_ref))
+        self.set_interval(RUNS_POLL_S, self._poll_runs)
+        self._poll_runs()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Pane keys and dialogs wait while a dialog (prompt, confirmation, help, palette) is open."""
+        return not (action in GLOBAL_ACTIONS and isinstance(self.screen, ModalScreen))
 
     def watch_theme(self, theme: str) -> None:
         """Remember the theme, whether chosen with ctrl+t, the palette or Textual's own picker."""
@@ -85,31 +118,67 @@ class WorkbenchApp(App[None]):
             self.notify(f"could not save the settings: {exc}", severity="error", markup=False)
 
     # -- panes ------------------------------------------------------------------------------------------
+    @property
+    def pane(self) -> str:
+        """The pane on show."""
+        return self.query_one(TabbedContent).active
+
     def action_show_pane(self, pane: str) -> None:
+        self._wanted_pane = pane
         self.query_one(TabbedContent).active = pane
         self._focus_pane(pane)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self._focus_pane(event.pane.id or "fill")
+        pane = event.pane.id or "fill"
+        self._wanted_pane = pane  # a click on a tab is a wish too
+        self._focus_pane(pane)
 
-    def _focus_pane(self, pane: str) -> None:
+    def _focus_pane(self, pane: str, tries: int = 20) -> None:
+        """Focus the pane's first widget once it is mounted (Chunks and Train mount on first show)."""
         if pane == "train":
-            chunks = self.query_one(ChunksPane)
-            self.query_one(TrainPane).set_defaults(chunks.corpus, self.query_one(FillPane).refs["main"])
-        self.call_after_refresh(lambda: self.query_one(FOCUS[pane]).focus())
+            self._train_defaults()
+
+        def focus() -> None:
+            tabs = self.query_one(TabbedContent)
+            if self._wanted_pane != pane or tabs.active != pane:
+                return  # the user has moved on: focusing here would drag them back
+            widget = self.query(FOCUS[pane]).first() if self.query(FOCUS[pane]) else None
+            if widget is None:
+                if tries:
+                    self._focus_pane(pane, tries - 1)
+                return
+            widget.focus()
+
+        self.call_after_refresh(focus)
+
+    def _train_defaults(self) -> None:
+        if self.query(TrainPane):
+            chunks = self.query(ChunksPane).first() if self.query(ChunksPane) else None
+            self.query_one(TrainPane).set_defaults(chunks.corpus if chunks else self.data,
+                                                   chunks.text_field if chunks else self.text_field)
+
+    def action_help(self) -> None:
+        from mlm_tui.app.fill_pane import FillPane as Fill
+        from mlm_tui.app.help import HelpScreen
+
+        sections = [("Everywhere", self.BINDINGS), ("Fill (F1)", Fill.BINDINGS),
+                    ("Chunks (F2)", ChunksPane.BINDINGS + ChunkView.BINDINGS),
+                    ("Train (F3): the form", TrainPane.BINDINGS),
+                    ("Train (F3): the runs table", RunsTable.BINDINGS)]
+        self.push_screen(HelpScreen(sections))
 
     # -- corpus and models --------------------------------------------------------------------------
     def action_open_corpus(self) -> None:
-        chunks = self.query_one(ChunksPane)
+        self.action_show_pane("chunks")
 
         def opened(path: str | None) -> None:
             if path:
                 self.action_show_pane("chunks")
-                chunks.open(path)
+                self.query_one(ChunksPane).open(path)
 
-        self.push_screen(PromptScreen("Open corpus: file, folder or hub dataset", chunks.corpus_path_hint(),
-                                      paths=True), opened)
+        hint = self.query_one(ChunksPane).corpus_path_hint() if self.query(ChunksPane) else ""
+        self.push_screen(PromptScreen("Open corpus: file, folder or hub dataset", hint, paths=True), opened)
 
     def action_switch_model(self) -> None:
         self._ask_model("Model (directory, run id, starter or hub id)", "main")
@@ -136,46 +205,101 @@ class WorkbenchApp(App[None]):
     def action_stop_compare(self) -> None:
         self.query_one(FillPane).load(None, "compare")
 
+    # -- runs ending, wherever they were started ------------------------------------------------------
+    def _poll_runs(self) -> None:
+        self._runs_worker()
+
+    @work(thread=True, exclusive=True, group="runs-list")
+    def _runs_worker(self) -> None:
+        from mlm_tui import runstore
+
+        summaries, problems = runstore.list_summaries()
+        self.post_message(RunsListed(summaries, problems))
+
+    @on(RunsListed)
+    def _runs_listed(self, event: RunsListed) -> None:
+        status = {s["run_id"]: s["status"] for s in event.summaries}
+        if self._run_status is not None:
+            for summary in event.summaries:
+                before = self._run_status.get(summary["run_id"])
+                now = summary["status"]
+                if now in ENDED and before != now and (before is not None or now != "interrupted"):
+                    self._run_ended(summary)
+        self._run_status = status
+        if self.query(TrainPane):
+            self.query_one(TrainPane).show_runs(event.summaries, event.problems)
+
+    def _run_ended(self, summary: dict[str, Any]) -> None:
+        from mlm_tui.app.render import ppl_change
+
+        status = summary["status"]
+        detail = ppl_change(summary.get("perplexity_before"), summary.get("perplexity_after"))
+        self.notify(f"{summary['run_id']} {status}" + (f": perplexity {detail}" if detail else ""),
+                    title=f"Run {status}", severity=ENDED[status], timeout=10, markup=False)  # type: ignore[arg-type]
+        if self.settings.bell:
+            self.bell()
+
     # -- history and settings -----------------------------------------------------------------------
     def action_clear_history(self) -> None:
         self.history.clear()
-        self.notify("Sentence history cleared.")
+        self.notify("Sentence history cleared, and its file deleted.")
 
     def action_toggle_keep_history(self) -> None:
         self.settings.keep_history = not self.settings.keep_history
         self.history.set_persist(self.settings.keep_history)
         self._save_settings()
-        self.notify("Sentences are kept across restarts." if self.settings.keep_history else
-                    "No sentence history is kept on disk (and the stored one was deleted).")
+        self.notify("Sentences are now kept on disk across restarts." if self.settings.keep_history else
+                    "Sentences are no longer written to disk (a stored history file is kept but unused; "
+                    "'Clear sentence history' deletes it).")
+
+    def action_toggle_bell(self) -> None:
+        self.settings.bell = not self.settings.bell
+        self._save_settings()
+        self.notify("The terminal bell rings when a run ends." if self.settings.bell else
+                    "No bell when a run ends (a notification only).")
 
     def palette_commands(self) -> list[tuple[str, str, Callable[[], object]]]:
-        keep = self.settings.keep_history
-        return [
+        keep, bell = self.settings.keep_history, self.settings.bell
+        commands: list[tuple[str, str, Callable[[], object]]] = [
             ("Fill", "Show the Fill pane (F1)", lambda: self.action_show_pane("fill")),
             ("Chunks", "Show the Chunks pane (F2)", lambda: self.action_show_pane("chunks")),
             ("Train", "Show the Train pane (F3)", lambda: self.action_show_pane("train")),
+            ("Help", "The workflow and every key (?)", self.action_help),
             ("Open corpus", "Tokenize a corpus and browse its chunks (ctrl+o)", self.action_open_corpus),
             ("Switch model", "Load another model for fills (ctrl+l)", self.action_switch_model),
             ("Compare with model", "Show a second model's fills side by side (F4)",
              self.action_compare_model),
             ("Stop comparing", "Drop the compare model", self.action_stop_compare),
             ("Change theme", "Pick a theme; the choice is remembered (ctrl+t)", self.action_change_theme),
-            ("Sentence history", "Pick a sentence tried before (ctrl+r)",
+            ("Sentence history", "Pick a sentence tried in this session (ctrl+r)",
              self.query_one(FillPane).action_pick_history),
-            ("Clear sentence history", "Forget every sentence typed in Fill", self.action_clear_history),
-            ("Keep no sentence history" if keep else "Keep sentence history",
-             "Confidential text: store no sentences on disk" if keep else
-             "Remember sentences across restarts",
+            ("Clear sentence history", "Forget every sentence typed in Fill and delete the history file",
+             self.action_clear_history),
+            ("Keep no sentence history on disk" if keep else "Keep sentence history on disk",
+             "Confidential text: write no sentences to disk" if keep else
+             "Remember sentences across restarts (written to the state folder)",
              self.action_toggle_keep_history),
-            ("Chunk size", "Change the chunk size in Chunks", self.query_one(ChunksPane).action_chunk_size),
-            ("Tokenizer", "Change the tokenizer in Chunks", self.query_one(ChunksPane).action_tokenizer),
-            ("Masking preview", "Toggle the collator's masks in Chunks",
-             self.query_one(ChunksPane).action_toggle_masking),
-            ("Start run", "Start a fine-tuning run with the Train form (ctrl+s)",
-             self.query_one(TrainPane).action_start),
-            ("Cancel run", "Ask the selected run to stop (x in Train)",
-             self.query_one(TrainPane).action_cancel_run),
+            ("Bell off when a run ends" if bell else "Bell when a run ends",
+             "Ring the terminal bell as well as the notification", self.action_toggle_bell),
         ]
+        if self.query(ChunksPane):
+            chunks = self.query_one(ChunksPane)
+            commands += [
+                ("Chunk size", "Change the chunk size in Chunks (c)", chunks.action_chunk_size),
+                ("Tokenizer", "Change the tokenizer in Chunks (t)", chunks.action_tokenizer),
+                ("Masking preview", "Show what the collator does to the chunk (m in Chunks)",
+                 chunks.action_toggle_masking),
+                ("Text column", "Pick the corpus column that holds the text (f in Chunks)",
+                 chunks.action_text_field),
+            ]
+        if self.query(TrainPane):
+            train = self.query_one(TrainPane)
+            commands += [
+                ("Start run", "Start a fine-tuning run with the Train form (ctrl+s)", train.action_start),
+                ("Cancel run", "Ask the selected run to stop, after confirming (x in the runs table)",
+                 train.action_cancel_run),
+            ]
+        return commands
 
     # -- leaving ------------------------------------------------------------------------------------
     async def action_quit(self) -> None:

@@ -1,0 +1,75 @@
+"""The help screen: the workflow in four steps, then every key of every pane.
+
+The key tables are read from the panes' own `BINDINGS`, so help can never disagree with what a key does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Label, Static
+
+WORKFLOW = """\
+1. Fill (F1): type a sentence with [MASK]; the top fills appear as you type.
+2. Chunks (F2): open your corpus (ctrl+o) and see how it is cut into pieces and chunks.
+3. Train (F3): fill in the form and start a run (ctrl+s); it is its own process and keeps
+   going if you quit. Watch loss and perplexity; cancel it from the runs table.
+4. Compare: pick a finished run in the runs table and press l (load) or k (compare);
+   Fill then shows the base model and the run side by side."""
+
+Section = tuple[str, Sequence[BindingType]]
+
+
+def key_label(key: str) -> str:
+    """A binding's keys as a person types them: `right,n` → `→ / n`."""
+    names = {"right": "→", "left": "←", "up": "↑", "down": "↓", "question_mark": "?", "escape": "esc",
+             "space": "space", "delete": "del"}
+    return " / ".join(names.get(k.strip(), k.strip()) for k in key.split(","))
+
+
+def _bindings(items: Iterable[BindingType]) -> Iterable[Binding]:
+    for item in items:
+        if isinstance(item, Binding):
+            yield item
+        else:
+            yield Binding(*item)
+
+
+def keys_table(title: str, bindings: Sequence[BindingType]) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", show_header=False, box=None,
+                  padding=(0, 2, 0, 0))
+    table.add_column("key", style="bold", no_wrap=True)
+    table.add_column("action")
+    for binding in _bindings(bindings):
+        description = binding.tooltip or binding.description
+        if description:
+            table.add_row(key_label(binding.key), description)
+    return table
+
+
+class HelpScreen(ModalScreen[None]):
+    """Workflow and keys; any of escape, q, ? or F1 closes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss(None)", "Close")]
+
+    def __init__(self, sections: Sequence[Section]) -> None:
+        super().__init__()
+        self.sections = sections
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog", id="help"):
+            yield Label("mlm-tui: the workflow", classes="dialog-title")
+            yield Static(Text(WORKFLOW))
+            for title, bindings in self.sections:
+                yield Static(keys_table(title, bindings), classes="help-keys")
+            yield Label("esc: close · ↑/↓: scroll", classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#help").focus()
