@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "open the workbench.")
     parser.add_argument("--model", default="starter", help="model: directory, run id, starter or hub id")
     parser.add_argument("--data", help="corpus to open in the Chunks pane")
+    parser.add_argument("--text-field", default="text", help="the corpus column that holds the text")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chunks", help="tokenize a corpus and cut it into chunks; print the counts")
     p.add_argument("corpus")
     p.add_argument("--chunk-size", type=int, default=128)
-    p.add_argument("--text-field", default="text")
+    p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
     p.add_argument("--show", type=int, default=0, metavar="N", help="print the first N chunks decoded")
     common(p)
 
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", nargs="?")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted or cancelled run")
     p.add_argument("--chunk-size", type=int, default=128)
-    p.add_argument("--text-field", default="text")
+    p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
     p.add_argument("--mlm-probability", type=_fraction, default=0.15)
     p.add_argument("--whole-word-mask", action="store_true")
     p.add_argument("--batch-size", type=_positive_int)
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="masked-LM perplexity of a model on a corpus (fixed-seed masking)")
     p.add_argument("corpus")
     p.add_argument("--chunk-size", type=int, default=128)
-    p.add_argument("--text-field", default="text")
+    p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
     p.add_argument("--test-size", type=_positive_int, help="evaluate on this many chunks (seeded sample)")
     common(p)
     return parser
@@ -318,7 +319,7 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
 def cmd_workbench(args: argparse.Namespace) -> None:
     from mlm_tui.app.main import run_app
 
-    run_app(model=args.model, data=args.data)
+    run_app(model=args.model, data=args.data, text_field=args.text_field)
 
 
 COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": cmd_runs, "eval": cmd_eval}

@@ -66,7 +66,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog", id="help"):
             yield Label("mlm-tui: the workflow", classes="dialog-title")
-            yield Static(Text(WORKFLOW))
+            yield Static(Text(WORKFLOW), id="help-workflow")
             for title, bindings in self.sections:
                 yield Static(keys_table(title, bindings), classes="help-keys")
             yield Label("esc: close · ↑/↓: scroll", classes="dialog-hint")

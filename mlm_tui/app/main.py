@@ -9,5 +9,5 @@ from __future__ import annotations
 from mlm_tui.app.workbench import WorkbenchApp
 
 
-def run_app(model: str | None = None, data: str | None = None) -> None:
-    WorkbenchApp(model=model or "starter", data=data).run()
+def run_app(model: str | None = None, data: str | None = None, text_field: str = "text") -> None:
+    WorkbenchApp(model=model or "starter", data=data, text_field=text_field).run()

@@ -5,9 +5,9 @@ keys that work from everywhere, and the watch over the run store that tells the 
 
 Focus rules, because the keyboard is the whole interface: a pane key (F1-F3, ctrl+o, the palette's pane
 commands, a tab click) always shows that pane and focuses its first widget (Fill the sentence, Chunks the
-chunk view, Train the runs table). Focus is only ever moved to the pane that is wanted *now*: a focus
-scheduled for a pane the user has already left is dropped, since focusing a widget in a hidden tab
-would switch back to it (Textual's TabbedContent follows focus).
+chunk view, Train the runs table). Only those change the pane: Textual's TabbedContent would also follow
+focus into a hidden pane (a focus scheduled earlier, or one Textual moves off a widget being hidden), and
+that is what once stranded users in Train with their typing going to the runs table.
 """
 
 from __future__ import annotations
@@ -47,6 +47,13 @@ class RunsListed(Message):
         self.summaries, self.problems = summaries, problems
 
 
+class Panes(TabbedContent):
+    """Tabs that change only on the user's request, never by following focus (see the module's doc)."""
+
+    def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        event.stop()
+
+
 class WorkbenchApp(App[None]):
     CSS_PATH = "workbench.tcss"
     TITLE = "mlm-tui"
@@ -76,7 +83,7 @@ class WorkbenchApp(App[None]):
         self._run_status: dict[str, str] | None = None  # None until the first look at the run store
 
     def compose(self) -> ComposeResult:
-        with TabbedContent(initial="fill"):
+        with Panes(initial="fill"):
             with TabPane("Fill", id="fill"):
                 yield FillPane(self.history, id="fill-pane")
             with TabPane("Chunks", id="chunks"):
@@ -125,7 +132,10 @@ class WorkbenchApp(App[None]):
 
     def action_show_pane(self, pane: str) -> None:
         self._wanted_pane = pane
-        self.query_one(TabbedContent).active = pane
+        tabs = self.query_one(TabbedContent)
+        if tabs.active != pane:
+            self.screen.set_focus(None)  # nothing stays focused in the pane being hidden
+        tabs.active = pane
         self._focus_pane(pane)
 
     @on(TabbedContent.TabActivated)

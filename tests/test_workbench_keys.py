@@ -1,0 +1,381 @@
+"""The workbench under the keyboard: every pane key from every pane and every focused widget, typing that
+never acts on a run, corpora that fail to open, and the keys' help — while a real run trains in its own
+process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widget import Widget
+from rich.console import Console
+from rich.text import Text
+from textual.widgets import Input, Static, TabbedContent
+
+from mlm_tui.app.workbench import FOCUS, PANES, WorkbenchApp
+
+SIZE = (120, 40)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLM_TUI_HOME", str(home))
+    return home
+
+
+async def settle(pilot: Pilot, seconds: float = 0.3) -> None:
+    await pilot.pause(seconds)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, pilot: Pilot) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await pilot.pause(0.25)
+        await asyncio.sleep(0)
+
+
+def plain(app: WorkbenchApp, selector: str) -> str:
+    return str(app.query_one(selector).render())
+
+
+def notifications(app: WorkbenchApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def focusables(app: WorkbenchApp, pane: str) -> list[Widget]:
+    """Every widget of a pane that a person can put the focus on (tab, click)."""
+    root = app.query_one(f"#{pane}")
+    return [w for w in root.query("*") if w.focusable or (w.can_focus and w.display and not w.disabled)]
+
+
+@pytest.fixture
+def real_run(tiny_model_dir: Path, corpus_jsonl: Path) -> Iterator[str]:
+    """A run training in its own process (as the Train pane starts one) for the length of a test."""
+    from mlm_tui import launcher, runstore
+    from mlm_tui.training import TrainConfig
+
+    config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
+                         max_steps=1_000_000, test_size=4, train_size=40, save_steps=1_000_000)
+    found = launcher.wait_for_run(launcher.launch(config), timeout=120)
+    assert not isinstance(found, str), found
+    deadline = time.monotonic() + 120
+    while found.state().get("step", 0) < 1:
+        assert time.monotonic() < deadline and found.status() == "running"
+        time.sleep(0.25)
+    yield found.run_id
+    run = runstore.find_run(found.run_id)
+    assert run is not None
+    if run.status() == "running":
+        launcher.cancel(run)
+        deadline = time.monotonic() + 60
+        while run.is_live() and time.monotonic() < deadline:
+            time.sleep(0.25)
+
+
+async def press_pane_key(pilot: Pilot, target: str, how: str) -> None:
+    if how == "key":
+        await pilot.press({"fill": "f1", "chunks": "f2", "train": "f3"}[target])
+    else:  # the command palette's pane commands
+        await pilot.press("ctrl+p", *target)
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+    await pilot.pause()
+    await pilot.pause()
+
+
+async def test_pane_keys_work_from_every_pane_and_widget_and_typing_lands_in_fill(
+        tiny_model_dir: Path, corpus_jsonl: Path, real_run: str) -> None:
+    from mlm_tui import runstore
+
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await wait_for(lambda: app.query("#runs") and app.query_one("#runs").row_count > 0, 10, pilot)
+        tabs = app.query_one(TabbedContent)
+        for source in PANES:
+            await press_pane_key(pilot, source, "key")
+            widgets = focusables(app, source)
+            for n, widget in enumerate(widgets):
+                for target in PANES:
+                    # the palette is slower to drive: from the pane's first and last widget only
+                    for how in ("key", "palette") if n in (0, len(widgets) - 1) else ("key",):
+                        await press_pane_key(pilot, source, "key")
+                        widget.focus()
+                        await pilot.pause()
+                        if source == "train":
+                            await pilot.press("up")  # the keys that once stranded the user in Train
+                        await press_pane_key(pilot, target, how)
+                        where = f"{how} to {target} from {widget!r} in {source}"
+                        assert tabs.active == target, where
+                        assert app.focused is app.query_one(FOCUS[target]), where
+            await press_pane_key(pilot, "fill", "key")
+            await pilot.press("ctrl+u", *f"typed after {source} [MASK].")
+            assert app.query_one("#sentence", Input).value == f"typed after {source} [MASK]."
+        run = runstore.find_run(real_run)
+        assert run is not None and run.status() == "running"  # no key above touched the run
+
+
+async def test_letters_typed_at_the_runs_table_never_cancel_a_run(
+        tiny_model_dir: Path, real_run: str) -> None:
+    from mlm_tui import runstore
+
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f3")
+        await wait_for(lambda: app.query_one("#runs").row_count > 0, 10, pilot)
+        await settle(pilot)
+        assert app.focused is app.query_one("#runs")
+        await pilot.press(*"the next word is x then y and yes")  # 'x' asks; no letter answers
+        await pilot.pause()
+        assert real_run in str(app.screen.query_one(".dialog-title").render())
+        run = runstore.find_run(real_run)
+        assert run is not None and run.status() == "running" and not (run.dir / "cancel").exists()
+        await pilot.press("enter")  # the focused button is the safe one
+        await pilot.pause()
+        assert not app.screen.query(".dialog-title")
+        assert run.status() == "running" and app.query_one(FillPaneRef).refs["main"] == str(tiny_model_dir)
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("tab", "enter")  # the deliberate answer: move to "Cancel" and press it
+        await wait_for(lambda: run.status() == "cancelled", 60, pilot)
+        await wait_for(lambda: any(f"{real_run} cancelled" in m for m in notifications(app)), 10, pilot)
+
+
+async def test_a_failed_open_keeps_the_open_corpus_whole_and_offers_text_columns(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    good = tmp_path / "notes.txt"
+    good.write_text("\n".join(f"The enzyme number {i} cleaves the bond." for i in range(60)))
+    tickets = tmp_path / "tickets.csv"
+    tickets.write_text("id,body,votes\n" + "".join(f'{i},"Login fails on page {i}, please help.",{i}\n'
+                                                    for i in range(80)))
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(good))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        def stats() -> list[list[str]]:
+            table = app.query_one("#stats")
+            return [list(table.get_row_at(i)) for i in range(table.row_count)]
+
+        line, before, body = plain(app, "#corpus-line"), stats(), plain(app, "#chunk-body")
+        assert "notes.txt" in line
+        await pilot.press("ctrl+o")
+        app.screen.query_one("#prompt-input", Input).value = str(tickets)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert any("no text field 'text'" in m for m in notifications(app))
+        # the previous corpus stays, whole and under its own name, while the user picks a column
+        assert plain(app, "#corpus-line") == line and stats() == before
+        assert plain(app, "#chunk-body") == body
+        options = app.screen.query_one("#pick-list")
+        assert [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)] == \
+            ["id", "body", "votes"]  # a CSV's columns are all text
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        assert "tickets.csv · column body" in plain(app, "#corpus-line")
+        assert "Login fails" in plain(app, "#chunk-body").replace("login", "Login")
+        await pilot.press("f3")
+        await settle(pilot)
+        assert app.query_one("#t-corpus", Input).value == str(tickets)
+        assert app.query_one("#t-text_field", Input).value == "body"
+
+
+async def test_a_missing_corpus_changes_nothing_on_show(tiny_model_dir: Path, corpus_jsonl: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        title = plain(app, "#chunk-title")
+        await pilot.press("ctrl+o")
+        app.screen.query_one("#prompt-input", Input).value = str(corpus_jsonl.parent / "nope.jsonl")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "corpus.jsonl" in plain(app, "#corpus-line") and "nope" not in plain(app, "#corpus-line")
+        assert plain(app, "#chunk-title") == title
+        await pilot.press("f3")
+        await settle(pilot)
+        assert app.query_one("#t-corpus", Input).value == str(corpus_jsonl)
+
+
+async def test_masking_preview_shows_each_fate_with_a_legend(tiny_model_dir: Path, corpus_jsonl: Path) -> None:
+    from mlm_tui.app.render import FATE_STYLES
+
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        assert not app.query_one("#fate-legend").display
+        await pilot.press("m")
+        legend = plain(app, "#fate-legend")
+        assert "[MASK]" in legend and "random" in legend and "kept" in legend
+        title = plain(app, "#chunk-title")
+        body = app.query_one("#chunk-body", Static).content
+        assert isinstance(body, Text)
+        styles = [span.style for span in body.spans]
+        counts = {fate: styles.count(style) for fate, style in FATE_STYLES.items()}
+        # the title's counts are the styled tokens' counts (a random one also styles its replacement)
+        assert f"{counts['mask']} → [MASK], {counts['random'] // 2} random, {counts['kept']} kept" in title
+        pane = app.query_one("#chunks-pane")
+        fates, _ = pane._preview([int(t) for t in pane._chunks()[pane.index]])
+        assert sum(1 for f in fates if f) == counts["mask"] + counts["random"] // 2 + counts["kept"]
+
+
+async def test_chunks_read_as_the_cli_prints_them(tiny_model_dir: Path, corpus_jsonl: Path, cli) -> None:
+    code, out, _ = cli("chunks", corpus_jsonl, "--model", tiny_model_dir, "--show", 2)
+    assert code == 0
+    cli_chunks = out.split("--- chunk 1 ---\n")[1].split("\n\n--- chunk 2 ---\n")
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        assert plain(app, "#chunk-body").replace("\n", " ") == cli_chunks[0].strip()
+        assert "chunk 1 of" in plain(app, "#chunk-title")
+        await pilot.press("right")
+        assert plain(app, "#chunk-body").replace("\n", " ") == cli_chunks[1].strip()
+        assert "chunk 2 of" in plain(app, "#chunk-title")
+
+
+async def test_help_opens_with_question_mark_except_in_a_text_input(tiny_model_dir: Path,
+                                                                   corpus_jsonl: Path) -> None:
+    from mlm_tui.app.help import HelpScreen
+
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")  # the sentence has focus: `?` is a character
+        assert app.query_one("#sentence", Input).value == "?"
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("f2")
+        await settle(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        console = Console(width=120)
+        with console.capture() as captured:
+            for table in app.screen.query(".help-keys"):
+                console.print(table.content)
+        text = captured.get()
+        workflow = str(app.screen.query_one("#help-workflow").render())
+        assert all(step in workflow for step in ("1. Fill (F1)", "2. Chunks (F2)", "3. Train (F3)", "4. Compare"))
+        for action in ("next chunk", "cancel the selected run (asks first)", "start a run with this form"):
+            assert action in text
+        await pilot.press("f3")  # pane keys wait while a dialog is up
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("ctrl+p", *"help")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_the_chunk_views_arrows_are_next_and_prev_not_scrolling(tiny_model_dir: Path,
+                                                                     corpus_jsonl: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        assert app.focused is app.query_one("#chunk-box")
+        await pilot.press("right", "right", "left")
+        assert "chunk 2 of" in plain(app, "#chunk-title")
+        keys = {binding.binding.key: binding.binding.description for binding in app.active_bindings.values()}
+        assert keys.get("right") == "Next" and keys.get("left") == "Prev"
+
+
+async def test_a_model_load_can_be_stopped_with_escape(tiny_model_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from mlm_tui.app import heavy
+
+    release = threading.Event()
+    real_load = heavy.load_model
+
+    def slow_load(ref: str):  # a hub that does not answer
+        if ref == "slow/model":
+            release.wait(30)
+        return real_load(ref)
+
+    monkeypatch.setattr(heavy, "load_model", slow_load)
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+l")
+        app.screen.query_one("#prompt-input", Input).value = "slow/model"
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert "slow/model (loading… esc: stop)" in plain(app, "#model-line")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert plain(app, "#model-line") == f"model: {tiny_model_dir.name}"
+        await pilot.press(*"the [MASK] works.")
+        await pilot.pause(0.5)
+        assert "%" in plain(app, "#fills-main")  # the old model still fills
+        release.set()
+        await settle(pilot)
+        assert plain(app, "#model-line") == f"model: {tiny_model_dir.name}"  # the late result is dropped
+
+
+async def test_loading_a_run_into_fill_leaves_the_train_form_alone(tiny_model_dir: Path, corpus_jsonl: Path,
+                                                                   cli) -> None:
+    code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32, "--max-steps",
+                         2, "--batch-size", 4, "--test-size", 4, "--json")
+    assert code == 0, err
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f3")
+        await wait_for(lambda: app.query_one("#runs").row_count == 1, 10, pilot)
+        await settle(pilot)
+        form_model = app.query_one("#t-model", Input).value
+        await pilot.press("l")
+        await settle(pilot)
+        assert app.query_one(TabbedContent).active == "fill"
+        assert app.query_one(FillPaneRef).refs["main"] != str(tiny_model_dir)
+        assert app.query_one("#t-model", Input).value == form_model
+
+
+async def test_a_run_ending_anywhere_is_a_notification_on_any_pane(tiny_model_dir: Path, corpus_jsonl: Path,
+                                                                   fresh_home: Path) -> None:
+    import subprocess
+    import sys
+
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    app.settings.bell = True
+    bells: list[int] = []
+    app.bell = lambda: bells.append(1)  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f2")
+        # a run started from a CLI in another terminal
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mlm_tui.cli", "train", str(corpus_jsonl), "--model", str(tiny_model_dir),
+            "--chunk-size", "32", "--max-steps", "2", "--batch-size", "4", "--test-size", "4",
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert await process.wait() == 0
+        await wait_for(lambda: any("completed" in m for m in notifications(app)), 15, pilot)
+        assert bells == [1]
+        assert app.query_one(TabbedContent).active == "chunks"
+
+
+FillPaneRef = "#fill-pane"
