@@ -17,7 +17,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from mlm_tui import atomic
 from mlm_tui.errors import MlmError, UsageError, first_line
+from mlm_tui.textsafe import printable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,7 +139,8 @@ def _version() -> str:
 
 # -- output ---------------------------------------------------------------------------------------------
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line on stderr; whatever data it quotes (file names, run fields) is shown escaped."""
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def format_duration(seconds: float) -> str:
@@ -167,7 +170,7 @@ def print_event(event: dict[str, Any]) -> None:
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(data))
+        print(atomic.dumps(data))
     else:
         print(text)
 
@@ -181,7 +184,8 @@ def cmd_fill(args: argparse.Namespace) -> None:
     lines = []
     for n, mask in enumerate(result.masks, 1):
         lines.append(f"mask {n} (token {mask.index}):")
-        lines += [f"  {f.score * 100:5.1f}%  {f.token:<15} {f.sequence}" for f in mask.fills]
+        lines += [f"  {f.score * 100:5.1f}%  {printable(f.token):<15} {printable(f.sequence)}"
+                  for f in mask.fills]
     _emit(args, result.to_dict(), "\n".join(lines))
 
 
@@ -200,7 +204,7 @@ def cmd_chunks(args: argparse.Namespace) -> None:
     tokenizer, splits = _tokenizer_and_splits(args)
     stats = {name: s.stats(args.chunk_size) for name, s in splits.items()}
     data: dict[str, Any] = {"corpus": args.corpus, "chunk_size": args.chunk_size, "splits": stats}
-    lines = [f"{args.corpus}, chunks of {args.chunk_size} tokens"]
+    lines = [f"{printable(args.corpus)}, chunks of {args.chunk_size} tokens"]
     for name, s in stats.items():
         lines.append(f"  {name:<12} {s['documents']:>9,} documents {s['tokens']:>12,} tokens "
                      f"{s['chunks']:>10,} chunks {s['dropped_tokens']:>5} dropped")
@@ -208,7 +212,7 @@ def cmd_chunks(args: argparse.Namespace) -> None:
         first = next(iter(splits.values())).chunks(args.chunk_size)[: args.show]
         examples = [tokenizer.decode([int(t) for t in chunk]) for chunk in first]
         data["examples"] = examples
-        lines += [f"\n--- chunk {i} ---\n{text}" for i, text in enumerate(examples)]
+        lines += [f"\n--- chunk {i} ---\n{printable(text)}" for i, text in enumerate(examples)]
     _emit(args, data, "\n".join(lines))
 
 
@@ -254,7 +258,8 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
     lines = [f"{'run':<21} {'status':<11} {'steps':>6} {'ppl before':>10} {'after':>8}  model / corpus"]
     lines += [f"{r['run_id']:<21} {r['status']:<11} {r['steps']:>6} {ppl(r['perplexity_before']):>10} "
-              f"{ppl(r['perplexity_after']):>8}  {r['model']} / {r['corpus']}" for r in rows]
+              f"{ppl(r['perplexity_after']):>8}  {printable(r['model'])} / {printable(r['corpus'])}"
+              for r in rows]
     _emit(args, {"runs": rows}, "\n".join(lines) if rows else "no runs yet")
 
 
@@ -279,13 +284,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
     from mlm_tui import runstore
+    from mlm_tui.home import threads_from_env
     from mlm_tui.training import TrainConfig, Trainer
 
-    threads = os.environ.get("MLM_TUI_THREADS")
+    threads = threads_from_env()
     if threads:
         import torch
 
-        torch.set_num_threads(max(1, int(threads)))
+        torch.set_num_threads(threads)
     if args.resume:
         run = runstore.find_run(args.resume)
         if run is None:
@@ -310,7 +316,8 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
     if not result:
         return  # a secondary process of `accelerate launch`: the main process reports
     _emit(args, result, f"run {result['run_id']} completed: perplexity {result['perplexity_before']:.2f} -> "
-          f"{result['perplexity_after']:.2f} in {result['steps']} steps; model at {result['model_path']}")
+          f"{result['perplexity_after']:.2f} in {result['steps']} steps; model at "
+          f"{printable(result['model_path'])}")
 
 
 def cmd_workbench(args: argparse.Namespace) -> None:
