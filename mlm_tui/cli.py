@@ -332,11 +332,17 @@ COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     want_json = "--json" in argv
+    _fill_closed_std_streams()
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         args = build_parser().parse_args(argv)
         from mlm_tui.home import configure_hf_environment
 
         configure_hf_environment()
+        if args.command in COMMANDS:
+            # SIGTERM unwinds like Ctrl+C, so that what cleans up after an interrupt (the token cache's
+            # temporary file, a half-written state file) runs for it too; `train` sets its own handler.
+            signal.signal(signal.SIGTERM, _terminate)
         COMMANDS.get(args.command, cmd_workbench)(args)
         sys.stdout.flush()
         return 0
@@ -344,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         return _closed_stdout()
     except MlmError as exc:
         return _fail(str(exc), exc.exit_code, want_json)
+    except Terminated:
+        return _fail("terminated", 143, want_json)
     except KeyboardInterrupt:
         return _fail("interrupted", 130, want_json)
     except Exception as exc:
@@ -352,16 +360,46 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MLM_TUI_DEBUG"):
             raise
         return _fail(f"{type(exc).__name__}: {first_line(exc)[:200]}", 1, want_json)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that cleanup on the way out runs as for Ctrl+C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def _fail(message: str, code: int, want_json: bool) -> int:
     try:
-        say(f"error: {message}" if code != 130 else message)
+        say(f"error: {message}" if code not in (130, 143) else message)
         if want_json:
             print(json.dumps({"error": message}), flush=True)
     except BrokenPipeError:
         return _closed_stdout()
     return code
+
+
+def _fill_closed_std_streams() -> None:
+    """Started with stdout or stderr closed (`mlm-tui runs >&-`): write them to /dev/null, quietly.
+
+    Python leaves such a stream as None, which print() ignores but a flush does not; and the next file
+    the process opens would get the free descriptor, so a stray write to "stdout" would land in a run's
+    state file. /dev/null takes the descriptor first.
+    """
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - the process's stream until it exits
 
 
 def _closed_stdout() -> int:
