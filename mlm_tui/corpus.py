@@ -340,10 +340,22 @@ def _column(ds: Any, text_field: str, where: str) -> list[str]:
     return [t for t in values if isinstance(t, str) and t.strip()]
 
 
-def _load_hub(name: str, text_field: str) -> dict[str, list[str]]:
+def check_hub_dataset(name: str) -> bool:
+    """Whether a hub dataset can be read now: True when cached, False when it must be downloaded (the Hub
+    answered a quick probe); else one line at once (HF_HUB_OFFLINE) or within ~2 s (no network)."""
+    from mlm_tui import hub
     from mlm_tui.home import configure_hf_environment
 
     configure_hf_environment()
+    cached = hub.is_cached(name, "dataset")
+    why = hub.unavailable_reason()  # also for a cached one: no network means reading the cache only
+    if why is not None and not cached:
+        raise UsageError(f"no corpus file, folder or cached hub dataset called {name!r}, and {why}")
+    return cached
+
+
+def _load_hub(name: str, text_field: str) -> dict[str, list[str]]:
+    check_hub_dataset(name)
     import datasets
 
     datasets.disable_progress_bars()
