@@ -73,6 +73,8 @@ def starter_path() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not (path / "model.safetensors").is_file():
+                for stale in models_dir().glob(".starter-*"):  # dead assemblers: we hold the lock
+                    shutil.rmtree(stale, ignore_errors=True)
                 assemble(path, checksum)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
