@@ -440,7 +440,8 @@ def test_the_hub_probe_gives_up_within_two_seconds(monkeypatch):
     from mlm_tui import hub
 
     def hang(*args, **kwargs):
-        time.sleep(30)
+        time.sleep(5)
+        raise TimeoutError("timed out")
 
     monkeypatch.setattr(socket, "create_connection", hang)
     start = time.monotonic()
