@@ -8,6 +8,7 @@ live fills and repeated API calls pay one forward pass each, not a load.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -43,9 +44,13 @@ class ResolvedRef:
 
 
 def _inside(folder: Path, name: str, named_by: Path) -> Path:
-    """`folder / name`, refusing a name that leads out of the folder (`../x.bin`, an absolute path)."""
-    path = (folder / name).resolve() if isinstance(name, str) else folder
-    if folder.resolve() not in path.parents:
+    """`folder / name`, refusing a name that leads out of the folder (`../x.bin`, an absolute path).
+
+    Judged on the names, as transformers does: in the hub cache every file is a link into `blobs/`.
+    """
+    folder = Path(os.path.abspath(folder))
+    path = Path(os.path.abspath(folder / name)) if isinstance(name, str) else folder
+    if folder not in path.parents:
         raise UsageError(f"{named_by} names a weights file outside its folder ({name!r}); not loading it")
     return path
 
@@ -276,8 +281,6 @@ def _damage_advice(path: Path) -> str:
 
 def _load_error(resolved: ResolvedRef, exc: Exception) -> MlmError:
     if resolved.kind == "hub":
-        import os
-
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached or has no such model"
         return UsageError(f"model {resolved.hub_id!r} is not in the local cache and {why}")

@@ -450,11 +450,17 @@ def test_the_hub_probe_gives_up_within_two_seconds(monkeypatch):
 
 
 def test_a_cached_hub_model_loads_without_network(tiny_model_dir, tmp_path):
+    """Laid out as huggingface_hub caches it: files in blobs/, the snapshot's names links to them."""
     env = {**no_network_env(), "HF_HOME": str(tmp_path / "hf")}
-    snapshot = tmp_path / "hf" / "hub" / "models--someone--tiny" / "snapshots" / "0123abc"
-    shutil.copytree(tiny_model_dir, snapshot)
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text(snapshot.name)
+    repo = tmp_path / "hf" / "hub" / "models--someone--tiny"
+    snapshot = repo / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for n, file in enumerate(sorted(tiny_model_dir.iterdir())):
+        shutil.copy(file, repo / "blobs" / f"blob{n}")
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", f"blob{n}"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(snapshot.name)
     proc = cli_process("fill", "a [MASK] day", "--model", "someone/tiny", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["masks"][0]["fills"] and proc.stderr == ""
