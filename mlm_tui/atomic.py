@@ -1,8 +1,13 @@
-"""Atomic writes for run state and settings: a reader sees the old file or the new one, never half."""
+"""Atomic writes for run state and settings: a reader sees the old file or the new one, never half.
+
+Everything the tool writes or prints as JSON goes through `dumps`: strict JSON only, so that any parser
+(jq, JavaScript, Go) reads it; Python's default would write NaN and Infinity, which they reject.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -23,8 +28,33 @@ def write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def finite(obj: Any, where: str = "") -> tuple[Any, list[str]]:
+    """`obj` with every NaN or infinite float replaced by None, and one line per replaced value naming it."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, [f"{where or 'value'} was {obj} (not a number); written as null"]
+    if isinstance(obj, dict):
+        out, notes = {}, []
+        for key, value in obj.items():
+            out[key], more = finite(value, f"{where}.{key}" if where else str(key))
+            notes += more
+        return out, notes
+    if isinstance(obj, list | tuple):
+        items = [finite(value, f"{where}[{i}]") for i, value in enumerate(obj)]
+        return [value for value, _ in items], [note for _, more in items for note in more]
+    return obj, []
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON of `obj`: non-finite numbers become null and, in an object, a `warnings` list says why."""
+    obj, notes = finite(obj)
+    if notes and isinstance(obj, dict):
+        previous = obj.get("warnings")
+        obj["warnings"] = (previous if isinstance(previous, list) else []) + notes
+    return json.dumps(obj, allow_nan=False, **kwargs)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(path, (dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path) -> Any:

@@ -50,7 +50,9 @@ def save(run: Run, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, s
 
     final = run.checkpoints_dir / f"step-{step:07d}"
     tmp = run.checkpoints_dir / f".tmp-step-{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    # This process holds the run's lock, so every half-written checkpoint here is a dead writer's.
+    for stale in run.checkpoints_dir.glob(".tmp-step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         _write_model(model, tokenizer, tmp)

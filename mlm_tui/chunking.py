@@ -12,6 +12,7 @@ of being stored per token.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -220,16 +221,45 @@ def _npy_header(n_tokens: int) -> bytes:
     return buf.getvalue()
 
 
+TMP_PREFIX = ".tmp-"
+
+
 def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file renamed into place: a reader never sees half a cache file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+    """Write through a temporary file renamed into place: a reader never sees half a cache file.
+
+    The writer holds a lock on its temporary file until it is renamed or removed, so that a file left by
+    a process that died (kill -9, power loss) is told apart from one being written now: see `sweep`.
+    """
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".npy")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:
+            break
+        os.close(fd)  # a sweep took it between its creation and our lock: make another
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # before the lock goes with the file's closing
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sweep(folder: Path) -> None:
+    """Remove the temporary files of writers that died: those whose lock nobody holds. Never by age: a
+    slow writer in another pane holds its lock and keeps its file."""
+    for tmp in folder.glob(f"{TMP_PREFIX}*"):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue  # gone already
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            tmp.unlink(missing_ok=True)
+        except OSError:  # BlockingIOError: its writer is alive
+            pass
+        finally:
+            os.close(fd)
 
 
 class _CacheUnwritable(Exception):
@@ -288,8 +318,10 @@ def tokenize_corpus(corpus_ref: str, tokenizer: Any, text_field: str = "text",
                     status: Callable[[str], None] | None = None) -> dict[str, TokenizedSplit]:
     """Every split of a corpus, tokenized; served from the cache when files and tokenizer are unchanged."""
     from mlm_tui.corpus import corpus_files, split_streams, stat_key
+    from mlm_tui.home import chunks_cache_dir
 
     files = corpus_files(corpus_ref)
+    sweep(chunks_cache_dir())
     keys: dict[str, str] = {}
     total = 0
     out: dict[str, TokenizedSplit] = {}

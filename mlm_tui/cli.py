@@ -17,7 +17,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from mlm_tui import atomic
 from mlm_tui.errors import MissingTextField, MlmError, UsageError, first_line
+from mlm_tui.textsafe import printable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,7 +140,8 @@ def _version() -> str:
 
 # -- output ---------------------------------------------------------------------------------------------
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line on stderr; whatever data it quotes (file names, run fields) is shown escaped."""
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def format_duration(seconds: float) -> str:
@@ -168,7 +171,7 @@ def print_event(event: dict[str, Any]) -> None:
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(data))
+        print(atomic.dumps(data))
     else:
         print(text)
 
@@ -182,7 +185,8 @@ def cmd_fill(args: argparse.Namespace) -> None:
     lines = []
     for n, mask in enumerate(result.masks, 1):
         lines.append(f"mask {n} (token {mask.index}):")
-        lines += [f"  {f.score * 100:5.1f}%  {f.token:<15} {f.sequence}" for f in mask.fills]
+        lines += [f"  {f.score * 100:5.1f}%  {printable(f.token):<15} {printable(f.sequence)}"
+                  for f in mask.fills]
     _emit(args, result.to_dict(), "\n".join(lines))
 
 
@@ -201,7 +205,7 @@ def cmd_chunks(args: argparse.Namespace) -> None:
     tokenizer, splits = _tokenizer_and_splits(args)
     stats = {name: s.stats(args.chunk_size) for name, s in splits.items()}
     data: dict[str, Any] = {"corpus": args.corpus, "chunk_size": args.chunk_size, "splits": stats}
-    lines = [f"{args.corpus}, chunks of {args.chunk_size} tokens"]
+    lines = [f"{printable(args.corpus)}, chunks of {args.chunk_size} tokens"]
     for name, s in stats.items():
         lines.append(f"  {name:<12} {s['documents']:>9,} documents {s['tokens']:>12,} tokens "
                      f"{s['chunks']:>10,} chunks {s['dropped_tokens']:>5} dropped")
@@ -211,7 +215,7 @@ def cmd_chunks(args: argparse.Namespace) -> None:
         first = next(iter(splits.values())).chunks(args.chunk_size)[: args.show]
         examples = [decode(tokenizer, [int(t) for t in chunk]) for chunk in first]
         data["examples"] = examples
-        lines += [f"\n--- chunk {i} ---\n{text}" for i, text in enumerate(examples, 1)]
+        lines += [f"\n--- chunk {i} ---\n{printable(text)}" for i, text in enumerate(examples, 1)]
     _emit(args, data, "\n".join(lines))
 
 
@@ -257,7 +261,8 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
     lines = [f"{'run':<21} {'status':<11} {'steps':>6} {'ppl before':>10} {'after':>8}  model / corpus"]
     lines += [f"{r['run_id']:<21} {r['status']:<11} {r['steps']:>6} {ppl(r['perplexity_before']):>10} "
-              f"{ppl(r['perplexity_after']):>8}  {r['model']} / {r['corpus']}" for r in rows]
+              f"{ppl(r['perplexity_after']):>8}  {printable(r['model'])} / {printable(r['corpus'])}"
+              for r in rows]
     _emit(args, {"runs": rows}, "\n".join(lines) if rows else "no runs yet")
 
 
@@ -282,13 +287,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
     from mlm_tui import runstore
+    from mlm_tui.home import threads_from_env
     from mlm_tui.training import TrainConfig, Trainer
 
-    threads = os.environ.get("MLM_TUI_THREADS")
+    threads = threads_from_env()
     if threads:
         import torch
 
-        torch.set_num_threads(max(1, int(threads)))
+        torch.set_num_threads(threads)
     if args.resume:
         run = runstore.find_run(args.resume)
         if run is None:
@@ -313,7 +319,8 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
     if not result:
         return  # a secondary process of `accelerate launch`: the main process reports
     _emit(args, result, f"run {result['run_id']} completed: perplexity {result['perplexity_before']:.2f} -> "
-          f"{result['perplexity_after']:.2f} in {result['steps']} steps; model at {result['model_path']}")
+          f"{result['perplexity_after']:.2f} in {result['steps']} steps; model at "
+          f"{printable(result['model_path'])}")
 
 
 def cmd_workbench(args: argparse.Namespace) -> None:
@@ -328,11 +335,17 @@ COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     want_json = "--json" in argv
+    _fill_closed_std_streams()
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         args = build_parser().parse_args(argv)
         from mlm_tui.home import configure_hf_environment
 
         configure_hf_environment()
+        if args.command in COMMANDS:
+            # SIGTERM unwinds like Ctrl+C, so that what cleans up after an interrupt (the token cache's
+            # temporary file, a half-written state file) runs for it too; `train` sets its own handler.
+            signal.signal(signal.SIGTERM, _terminate)
         COMMANDS.get(args.command, cmd_workbench)(args)
         sys.stdout.flush()
         return 0
@@ -342,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{exc}; pick one with --text-field", exc.exit_code, want_json)
     except MlmError as exc:
         return _fail(str(exc), exc.exit_code, want_json)
+    except Terminated:
+        return _fail("terminated", 143, want_json)
     except KeyboardInterrupt:
         return _fail("interrupted", 130, want_json)
     except Exception as exc:
@@ -350,16 +365,46 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MLM_TUI_DEBUG"):
             raise
         return _fail(f"{type(exc).__name__}: {first_line(exc)[:200]}", 1, want_json)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that cleanup on the way out runs as for Ctrl+C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def _fail(message: str, code: int, want_json: bool) -> int:
     try:
-        say(f"error: {message}" if code != 130 else message)
+        say(f"error: {message}" if code not in (130, 143) else message)
         if want_json:
             print(json.dumps({"error": message}), flush=True)
     except BrokenPipeError:
         return _closed_stdout()
     return code
+
+
+def _fill_closed_std_streams() -> None:
+    """Started with stdout or stderr closed (`mlm-tui runs >&-`): write them to /dev/null, quietly.
+
+    Python leaves such a stream as None, which print() ignores but a flush does not; and the next file
+    the process opens would get the free descriptor, so a stray write to "stdout" would land in a run's
+    state file. /dev/null takes the descriptor first.
+    """
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - the process's stream until it exits
 
 
 def _closed_stdout() -> int:

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,14 @@ def corpus_files(ref: str) -> dict[str, list[Path]] | None:
         if ref.startswith((".", "/", "~")) or path.suffix.lower() in FORMATS:
             raise UsageError(f"no such corpus file or folder: {ref}")
         return None
-    if path.is_file():
+    if not path.is_dir():
+        _require_regular(path)
         if path.suffix.lower() not in FORMATS:
             raise UsageError(f"{ref}: unsupported corpus format (use {', '.join(FORMATS)})")
         return {"train": [path]}
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in FORMATS and not p.is_dir())
+    for f in files:
+        _require_regular(f)
     if not files:
         raise UsageError(f"{ref}: the folder holds no corpus files ({', '.join(FORMATS)})")
     splits: dict[str, list[Path]] = {}
@@ -50,6 +54,16 @@ def corpus_files(ref: str) -> dict[str, list[Path]] | None:
                     None)
         splits.setdefault(name or "train", []).append(f)
     return splits
+
+
+def _require_regular(path: Path) -> None:
+    """Refuse a FIFO, a device or a socket (or a link to one): reading it would block or never end."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:  # a dangling link, no permission
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{path}: not a regular file (a pipe, device or socket); copy the data to a file")
 
 
 def stat_key(files: dict[str, list[Path]]) -> str:
@@ -108,8 +122,10 @@ def iter_documents(path: Path, text_field: str = "text") -> Iterator[list[str]]:
     except UsageError:
         raise
     except Exception as exc:  # Arrow raises several types for a malformed file; say which file
+        # The slow scans run only now, to name the first broken line.
+        _check_utf8(path)
         if kind == "json":
-            _check_json(path)  # the slow scan runs only now, to name the first broken line
+            _check_json(path)
         raise UsageError(f"{path}: could not read it as {kind} ({_first_line(exc)})") from None
 
 
@@ -127,19 +143,37 @@ def batched(docs: list[str]) -> Iterator[list[str]]:
 def _text_batches(path: Path) -> Iterator[list[str]]:
     batch: list[str] = []
     size = 0
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    batch.append(line.rstrip("\r\n"))
-                    size += len(line)
-                    if size >= BLOCK_BYTES:
-                        yield batch
-                        batch, size = [], 0
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text (is it a binary file?)") from None
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, number, exc) from None
+            if line.strip():
+                batch.append(line.rstrip("\r\n"))
+                size += len(line)
+                if size >= BLOCK_BYTES:
+                    yield batch
+                    batch, size = [], 0
     if batch:
         yield batch
+
+
+def _not_utf8(path: Path, number: int, exc: UnicodeDecodeError) -> UsageError:
+    """Undecodable bytes are refused, not replaced: a silently changed corpus would train on mojibake."""
+    byte, column = exc.object[exc.start], exc.start + 1
+    return UsageError(f"{path}: line {number} is not UTF-8 text (byte 0x{byte:02x} at column {column}); "
+                      "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+
+
+def _check_utf8(path: Path) -> None:
+    """Name the first line that is not UTF-8, if any (run only after a reader failed on the file)."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path, number, exc) from None
 
 
 def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
@@ -170,15 +204,9 @@ def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
                 read = pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False)
                 yield from pa_json.read_json(pa.py_buffer(data), read, parse).to_batches()
     elif kind == "csv":
-        import pyarrow.csv as pa_csv
-
         with open(path, encoding="utf-8", errors="replace", newline="") as fh:
             _require_field(next(csv.reader(fh), []), text_field, str(path))
-        yield from pa_csv.open_csv(
-            path, read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=True),  # multi-line tickets, comments...
-            convert_options=pa_csv.ConvertOptions(include_columns=[text_field],
-                                                  column_types={text_field: pa.string()}))
+        yield from _csv_batches(path, text_field)
     else:
         import pyarrow.parquet as pa_parquet
 
@@ -189,6 +217,50 @@ def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
         # Rows per batch from the file's size per row: compressed, so a batch holds a few blocks of text.
         rows = max(1, BLOCK_BYTES * parquet.metadata.num_rows // max(1, path.stat().st_size))
         yield from parquet.iter_batches(batch_size=rows, columns=[text_field])
+
+
+CSV_MAX_BLOCK = 1 << 30  # Arrow's limit is 2 GB; a cell beyond this is not text anyone trains on
+
+
+def _csv_batches(path: Path, text_field: str) -> Iterator[Any]:
+    """The CSV's text column, a block at a time, whatever the size of a cell.
+
+    Arrow's streaming reader needs every row to fit in one block. Blocks stay small (memory), and when a
+    row does not fit (one ticket of several MB), reading starts again with blocks 16 times larger, past
+    the rows already given out.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    parse = pa_csv.ParseOptions(newlines_in_values=True)  # multi-line tickets, comments...
+    try:  # the type Arrow infers from the first block: numbers there mean the wrong column
+        inferred = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
+                                   parse_options=parse,
+                                   convert_options=pa_csv.ConvertOptions(include_columns=[text_field]))
+        kind = str(inferred.schema.field(text_field).type)
+        if kind in ("binary", "large_binary"):  # what Arrow makes of bytes that are not UTF-8
+            _check_utf8(path)
+        _require_text(kind, text_field, str(path))
+    except pa.ArrowInvalid:
+        pass  # a first row longer than a block: a cell that size is text, and the reader below copes
+    convert = pa_csv.ConvertOptions(include_columns=[text_field], column_types={text_field: pa.string()})
+    block, done = BLOCK_BYTES, 0
+    while True:
+        skip = done
+        try:
+            for batch in pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=block),
+                                         parse_options=parse, convert_options=convert):
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                batch, skip = batch.slice(skip), 0
+                done += batch.num_rows
+                yield batch
+            return
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc) or block >= CSV_MAX_BLOCK:
+                raise
+            block = min(block * 16, CSV_MAX_BLOCK)
 
 
 def _first_json_row(path: Path) -> dict[str, Any] | None:
@@ -211,6 +283,13 @@ def _require_field(names: list[str], text_field: str, where: str,
         columns = [n for n in (names if text_columns is None else text_columns) if n]
         listed = ", ".join(columns) or "none"
         raise MissingTextField(f"{where}: no text field {text_field!r} (text fields: {listed})", columns)
+
+
+def _require_text(kind: str, text_field: str, where: str) -> None:
+    """Refuse a column of numbers, dates or lists by its type, instead of calling the corpus empty."""
+    if kind in ("string", "large_string", "string_view", "null"):
+        return
+    raise UsageError(f"{where}: the text field {text_field!r} holds {kind}, not text")
 
 
 def _load_with_datasets(path: Path, kind: str, text_field: str) -> list[str]:
@@ -237,20 +316,17 @@ def _is_json_array(path: Path) -> bool:
 
 
 def _check_json(path: Path) -> None:
-    """Find the first broken line of a JSON-lines file so the message can name it."""
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        try:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise UsageError(f"{path}: line {number} is not a JSON object")
-        except UnicodeDecodeError:
-            raise UsageError(f"{path}: not UTF-8 text") from None
+    """Find the first broken line of a JSON-lines file (its bytes are UTF-8) so the message can name it."""
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise UsageError(f"{path}: line {number} is not a JSON object")
 
 
 def _column(ds: Any, text_field: str, where: str) -> list[str]:
@@ -258,15 +334,34 @@ def _column(ds: Any, text_field: str, where: str) -> list[str]:
     features = getattr(ds, "features", None) or {}
     text_columns = [n for n, f in features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
     _require_field(ds.column_names, text_field, where, text_columns if features else None)
+    schema = getattr(ds, "schema", None)  # an Arrow batch; a Dataset describes its columns as features
+    if schema is not None:
+        kind = str(schema.field(text_field).type)
+    else:
+        feature = ds.features[text_field]
+        kind = str(getattr(feature, "dtype", feature))
+    _require_text(kind, text_field, where)
     values = ds[text_field]
     values = values.to_pylist() if hasattr(values, "to_pylist") else values
     return [t for t in values if isinstance(t, str) and t.strip()]
 
 
-def _load_hub(name: str, text_field: str) -> dict[str, list[str]]:
+def check_hub_dataset(name: str) -> bool:
+    """Whether a hub dataset can be read now: True when cached, False when it must be downloaded (the Hub
+    answered a quick probe); else one line at once (HF_HUB_OFFLINE) or within ~2 s (no network)."""
+    from mlm_tui import hub
     from mlm_tui.home import configure_hf_environment
 
     configure_hf_environment()
+    cached = hub.is_cached(name, "dataset")
+    why = hub.unavailable_reason()  # also for a cached one: no network means reading the cache only
+    if why is not None and not cached:
+        raise UsageError(f"no corpus file, folder or cached hub dataset called {name!r}, and {why}")
+    return cached
+
+
+def _load_hub(name: str, text_field: str) -> dict[str, list[str]]:
+    check_hub_dataset(name)
     import datasets
 
     datasets.disable_progress_bars()

@@ -12,7 +12,7 @@ import torch
 
 from mlm_tui.errors import RunCancelled, UsageError
 from mlm_tui.heads import MaskedOnlyMLM
-from mlm_tui.masking import TokenTables, fixed_masks
+from mlm_tui.masking import IGNORE, TokenTables, fixed_masks
 
 EVAL_SEED = 1234
 
@@ -41,6 +41,10 @@ class EvalSet:
         if len(chunks) == 0:
             raise UsageError("no chunks to evaluate on: the text is shorter than one chunk")
         inputs, labels = fixed_masks(chunks, tables, probability, seed, whole_word)
+        if not bool((labels != IGNORE).any()):  # its perplexity would be 0/0: refuse it before any work
+            raise UsageError(f"the test set has no masked token ({len(chunks)} chunks of {chunks.shape[1]} "
+                             f"tokens at --mlm-probability {probability}): raise --mlm-probability or "
+                             "--chunk-size, or add test text")
         return cls(inputs, labels)
 
     def __len__(self) -> int:

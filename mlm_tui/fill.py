@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from mlm_tui.errors import UsageError
+from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
     from mlm_tui.models import ModelHandle
@@ -55,6 +56,11 @@ def fill(handle: ModelHandle, text: str, top_k: int = 5) -> FillResult:
     tok = handle.tokenizer
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes that were not UTF-8 reach Python as lone surrogates
+        where = f"{printable(text[exc.start])} at character {exc.start + 1}"
+        raise UsageError(f"the text is not UTF-8 ({where}); give it in UTF-8") from None
     prepared = normalise(text, tok.mask_token)
     enc = tok(prepared, return_tensors="pt")
     ids = enc["input_ids"]

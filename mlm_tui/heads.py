@@ -49,11 +49,18 @@ class MaskedOnlyMLM(nn.Module):
         self.head = mlm_head(model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> Any:
-        if self.head is None:
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-            return out.loss, (labels != -100).sum()
-        hidden = encoder_hidden(self.model, input_ids=input_ids, attention_mask=attention_mask)
+        """(mean loss over the masked tokens, their count).
+
+        A batch with no masked token (a small --mlm-probability or --chunk-size makes them) has a loss of
+        zero, not the 0/0 = NaN of a mean over nothing; it still runs the whole graph, so its zero
+        gradients take part in every process's all-reduce, and training counts it like any other batch.
+        """
         select = labels != -100
-        logits = self.head(hidden[select])
-        loss = nn.functional.cross_entropy(logits.float(), labels[select])
-        return loss, select.sum()
+        if self.head is None:
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[select]
+        else:
+            hidden = encoder_hidden(self.model, input_ids=input_ids, attention_mask=attention_mask)
+            logits = self.head(hidden[select])
+        count = select.sum()
+        total = nn.functional.cross_entropy(logits.float(), labels[select], reduction="sum")
+        return total / count.clamp(min=1), count

