@@ -158,7 +158,7 @@ CORPUS_ERRORS = [
     ("binary.jsonl", 2, "binary"),
     ("broken.jsonl", 2, "line 3"),
     ("notes.md", 2, "unsupported corpus format"),
-    ("body.jsonl", 2, "no text field 'text' (fields: body)"),
+    ("body.jsonl", 2, "no text field 'text' (text fields: body); pick one with --text-field"),
     ("no_such_user/no_such_dataset", 2, "hub dataset"),
 ]
 
