@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mlm_tui.errors import UsageError, first_line
+from mlm_tui.errors import FieldError, UsageError, first_line
 
 FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SPLIT_NAMES = ("train", "validation", "test", "unsupervised")
@@ -204,8 +204,8 @@ def _first_json_row(path: Path) -> list[str] | None:
 def _require_field(names: list[str], text_field: str, where: str) -> None:
     if text_field not in names:
         cols = ", ".join(n for n in names if n) or "none"
-        raise UsageError(f"{where}: no text field {text_field!r} (fields: {cols}); "
-                         "pick one with --text-field")
+        raise FieldError("text_field", f"{where}: no text field {text_field!r} (fields: {cols}); "
+                         "pick one as the {field}")
 
 
 def _load_with_datasets(path: Path, kind: str, text_field: str) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlm_tui.errors import MlmError, UsageError
+from mlm_tui.errors import FieldError, MlmError, UsageError
 from mlm_tui.home import configure_hf_environment, quiet_transformers
 
 if TYPE_CHECKING:
@@ -48,9 +48,10 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False) -> None:
     if any((path / name).is_file() for name in PICKLE_FILES):
         if allow_pickle:
             return
-        raise UsageError(
+        raise FieldError(
+            "allow_pickle",
             f"{path} holds pickle weights only (pytorch_model.bin), which can run code when loaded; "
-            "convert them to safetensors, or pass --allow-pickle if you trust the source"
+            "convert them to safetensors, or allow them with {field} if you trust the source",
         )
     raise UsageError(f"{path} has no model weights (model.safetensors)")
 

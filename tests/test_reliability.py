@@ -17,7 +17,8 @@ import pytest
 
 from mlm_tui import checkpoints, runstore
 from mlm_tui.errors import RunCancelled
-from mlm_tui.training import TrainConfig, Trainer
+from mlm_tui.run_settings import TrainConfig
+from mlm_tui.training import FineTune
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +120,7 @@ def test_resume_continues_steps_and_metrics(cli, tiny_model_dir, corpus_jsonl):
         if event["event"] == "step" and event["step"] == 5:
             raise RuntimeError("power cut")
 
-    trainer = Trainer(config(corpus_jsonl, tiny_model_dir, save_steps=2), on_event=die_at_step_5)
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, save_steps=2), on_event=die_at_step_5)
     with pytest.raises(RuntimeError):
         trainer.run()
     run = trainer.run_record
@@ -141,7 +142,7 @@ def test_resume_continues_steps_and_metrics(cli, tiny_model_dir, corpus_jsonl):
 
 def test_a_run_cancelled_before_its_first_step_resumes_from_the_start(cli, tiny_model_dir, corpus_jsonl):
     """Ctrl+C while the starting perplexity is measured: no checkpoint yet, so resume starts at step 0."""
-    trainer = Trainer(config(corpus_jsonl, tiny_model_dir, max_steps=3),
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=3),
                       should_stop=lambda: trainer.run_record is not None)
     with pytest.raises(RunCancelled, match=r"evaluation cancelled; resume with: mlm-tui train --resume \d"):
         trainer.run()
@@ -159,7 +160,7 @@ def test_cancel_file_stops_a_run_like_ctrl_c(tiny_model_dir, corpus_jsonl):
         if event["event"] == "step" and event["step"] == 2:
             (trainer.run_record.dir / "cancel").touch()
 
-    trainer = Trainer(config(corpus_jsonl, tiny_model_dir), on_event=cancel_at_step_2)
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir), on_event=cancel_at_step_2)
     with pytest.raises(RunCancelled, match="cancelled at step 2"):
         trainer.run()
     assert trainer.run_record.status() == "cancelled"
@@ -271,7 +272,7 @@ def test_a_tampered_checkpoint_cannot_run_code_on_resume(cli, tiny_model_dir, co
     import torch
 
     stop = []
-    trainer = Trainer(config(corpus_jsonl, tiny_model_dir, max_steps=4), should_stop=lambda: bool(stop),
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=4), should_stop=lambda: bool(stop),
                       on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
     with pytest.raises(RunCancelled):
         trainer.run()

@@ -18,9 +18,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Log, ProgressBar, Sparkline, Static
 
-from mlm_tui.cli import format_duration
-from mlm_tui.errors import UsageError
-from mlm_tui.training import TrainConfig
+from mlm_tui.errors import MlmError, UsageError
+from mlm_tui.progress import format_duration
+from mlm_tui.run_settings import TrainConfig
 
 POLL_S = 1.0
 LOG_TAIL = 300
@@ -183,21 +183,12 @@ class TrainPane(Horizontal):
 
     @work(thread=True, group="launch")
     def _launch_worker(self, request: TrainConfig) -> None:
-        from textual.worker import get_current_worker
-
         from mlm_tui import launcher
 
-        worker = get_current_worker()
         try:
-            launched = launcher.launch(request)
-        except OSError as exc:
-            self.post_message(Launched(None, f"could not start mlm-tui train: {exc}"))
-            return
-        found = launcher.wait_for_run(launched, cancelled=lambda: worker.is_cancelled)
-        if isinstance(found, str):
-            self.post_message(Launched(None, found))
-        else:
-            self.post_message(Launched(found.run_id, None))
+            self.post_message(Launched(launcher.launch(request), None))
+        except MlmError as exc:
+            self.post_message(Launched(None, str(exc)))
 
     @on(Launched)
     def _launched(self, event: Launched) -> None:
@@ -221,7 +212,7 @@ class TrainPane(Horizontal):
         summaries, detail = [], None
         for run in runs:
             try:
-                summaries.append(run.summary())
+                summaries.append(run.info().summary())
             except runstore.CorruptRun as exc:
                 problems.append(f"skipped run {exc}")
         if selected is None and summaries:
@@ -229,7 +220,7 @@ class TrainPane(Horizontal):
         run = runstore.find_run(selected) if selected else None
         if run is not None:
             try:
-                summary = next((s for s in summaries if s["run_id"] == run.run_id), run.summary())
+                summary = next((s for s in summaries if s["run_id"] == run.run_id), run.info().summary())
                 detail = RunView(run.run_id, summary, run.state(), run.config())
                 detail.losses = [row["loss"] for row in run.metrics() if "loss" in row]
                 try:
