@@ -142,14 +142,21 @@ def test_resume_continues_steps_and_metrics(cli, tiny_model_dir, corpus_jsonl):
 
 def test_a_run_cancelled_before_its_first_step_resumes_from_the_start(cli, tiny_model_dir, corpus_jsonl):
     """Ctrl+C while the starting perplexity is measured: no checkpoint yet, so resume starts at step 0."""
-    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=3),
-                      should_stop=lambda: trainer.run_record is not None)
+    measuring = []
+
+    def on_event(event: dict) -> None:
+        if "measuring perplexity before" in event.get("message", ""):
+            measuring.append(1)
+
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=3), on_event=on_event,
+                       should_stop=lambda: bool(measuring))
     with pytest.raises(RunCancelled, match=r"evaluation cancelled; resume with: mlm-tui train --resume \d"):
         trainer.run()
     run = trainer.run_record
     assert run.status() == "cancelled" and checkpoints.latest_checkpoint(run) is None
     code, out, err = cli("train", "--resume", run.run_id, "--json")
     assert code == 0, err
+    assert f"run {run.run_id} has no checkpoint left: it starts again from step 0" in err
     assert json.loads(out)["steps"] == 3 and step_rows(run) == [1, 2, 3]
 
 
