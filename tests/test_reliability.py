@@ -216,12 +216,16 @@ def test_secondary_processes_train_but_write_nothing(cli, tiny_model_dir, corpus
     assert sorted(p.name for p in runstore.runs_dir().iterdir()) == before
 
 
-def test_two_process_launch_trains_one_run(cli, tiny_model_dir, corpus_jsonl):
-    """`torchrun`/`accelerate launch` with two CPU processes: one run, one result, one copy of progress."""
+def torchrun(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mlm_tui.cli", *argv]
+
+
+def test_two_process_launch_trains_one_run_and_resumes_it(cli, tiny_model_dir, corpus_jsonl):
+    """`torchrun` with two CPU processes (gloo): one run, one result, one copy of progress; a cancel stops
+    both at the same step, the checkpoint holds both processes' random state, and both resume from it."""
     env = {**os.environ, "MLM_TUI_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
-                           "mlm_tui.cli", *train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "4",
-                                                      "--save-steps", "2", "--test-size", "8", "--json")],
+    proc = subprocess.run(torchrun(*train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "4", "--save-steps",
+                                               "2", "--test-size", "8", "--json")),
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -230,7 +234,136 @@ def test_two_process_launch_trains_one_run(cli, tiny_model_dir, corpus_jsonl):
     run = runstore.find_run(result["run_id"])
     assert run.status() == "completed" and step_rows(run) == [1, 2, 3, 4]
 
+    run_id = runstore.new_run_id()  # chosen up front, as the workbench's launcher does
+    argv = train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "100000", "--save-steps", "2",
+                      "--logging-steps", "1", "--test-size", "8", f"--run-id={run_id}")
+    proc = subprocess.Popen(torchrun(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while (run := runstore.find_run(run_id)) is None or not checkpoints.steps(run):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.2)
+        (run.dir / "cancel").touch()
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert run.status() == "cancelled"
+    stopped = run.info().step
+    from safetensors.torch import load_file
 
+    saved = load_file(checkpoints.latest_checkpoint(run) / "rng_state.safetensors")
+    assert {"0.cpu", "1.cpu"} <= set(saved)
+    proc = subprocess.run(torchrun("train", "--resume", run_id, f"--max-steps={stopped + 2}", "--json"),
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"resumed at step {stopped} of {stopped + 2}" in proc.stderr
+    assert json.loads(proc.stdout)["steps"] == stopped + 2
+    assert run.status() == "completed" and step_rows(run) == list(range(1, stopped + 3))
+
+
+def losses(run: runstore.Run) -> dict[int, float]:
+    return {row["step"]: row["loss"] for row in run.metrics() if "loss" in row}
+
+
+def test_a_resumed_run_has_the_losses_of_an_uninterrupted_one(tiny_model_dir, corpus_jsonl):
+    """Same seed, fp32 on the CPU: the data order, the masks and the dropout draws all carry over."""
+    settings = {"max_steps": 6, "precision": "fp32", "device": "cpu", "save_steps": 100}
+    straight = FineTune(config(corpus_jsonl, tiny_model_dir, **settings))
+    straight.run()
+    stop = []
+    cut = FineTune(config(corpus_jsonl, tiny_model_dir, **settings), should_stop=lambda: bool(stop),
+                   on_event=lambda e: stop.append(1) if e["event"] == "step" and e["step"] == 3 else None)
+    with pytest.raises(RunCancelled, match="cancelled at step 3"):
+        cut.run()
+    FineTune.resuming(cut.run_record).run()
+    want, got = losses(straight.run_record), losses(cut.run_record)
+    assert sorted(got) == sorted(want) == [1, 2, 3, 4, 5, 6]
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=1e-4), step
+    assert len(set(want.values())) == 6  # the losses differ from step to step: the comparison means something
+
+
+def test_resume_applies_some_flags_and_refuses_others_and_a_changed_corpus(cli, tiny_model_dir, corpus_jsonl):
+    stop = []
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir), should_stop=lambda: bool(stop),
+                       on_event=lambda e: stop.append(1) if e["event"] == "step" and e["step"] == 2 else None)
+    with pytest.raises(RunCancelled):
+        trainer.run()
+    run = trainer.run_record
+    code, out, err = cli("train", "--resume", run.run_id, "--max-steps", "4", "--chunk-size", "64", "--json")
+    assert code == 2 and json.loads(out)["error"] == (
+        "--chunk-size cannot change when resuming a run: it would change its data order and masks (start a "
+        "new run)")
+    assert run.status() == "cancelled"  # a refused resume leaves the run as it was
+    with open(corpus_jsonl, "a") as fh:
+        fh.write(json.dumps({"text": "One more document, written after the run started."}) + "\n")
+    code, _, err = cli("train", "--resume", run.run_id)
+    assert code == 2 and f"the corpus {corpus_jsonl} changed since run {run.run_id} read it" in err
+    assert err.rstrip().endswith("resume on it anyway with --accept-changed-corpus")
+    assert run.status() == "cancelled"
+    code, out, err = cli("train", "--resume", run.run_id, "--max-steps", "4", "--eval-steps", "2",
+                         "--batch-size", "4", "--accept-changed-corpus", "--json")  # batch 4: as recorded
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 4 and step_rows(run) == [1, 2, 3, 4]
+    info = run.info()
+    assert (info.config.max_steps, info.config.eval_steps, info.total_steps) == (4, 2, 4)
+    (resume,) = info.resumes
+    assert resume["changes"] == {"max_steps": 4, "eval_steps": 2} and resume["corpus_changed"]["to"]
+
+
+def test_a_run_is_preparing_with_its_tokenizing_progress_before_it_trains(tiny_model_dir, corpus_jsonl):
+    seen = []
+
+    def on_event(event: dict) -> None:
+        if event.get("message", "").startswith("tokenized"):
+            seen.append(trainer.run_record.info())
+
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=1), on_event=on_event)
+    trainer.run()
+    (info,) = seen
+    size = corpus_jsonl.stat().st_size
+    assert (info.status, info.step, info.tokenize_done, info.tokenize_total) == ("preparing", 0, size, size)
+    assert trainer.run_record.info().tokenize_done is None  # gone once it trains
+
+
+def test_a_corpus_that_cannot_be_read_leaves_a_failed_run_that_says_why(cli, tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "fine"}\n{"text": oops}\n')
+    before = {r.run_id for r in runstore.list_runs()[0]}
+    code, _, err = cli(*train_argv(broken, tiny_model_dir))
+    assert code == 2 and "line 2 is not valid JSON" in err
+    (run,) = [r for r in runstore.list_runs()[0] if r.run_id not in before]
+    info = run.info()
+    assert info.status == "failed" and "line 2 is not valid JSON" in info.message
+
+
+def wait_until_done(run_id: str, timeout: float = 240) -> runstore.RunInfo:
+    """Follow a launched run to its end; it must never look `interrupted` on the way."""
+    deadline = time.monotonic() + timeout
+    while (info := runstore.find_run(run_id).info()).status in ("preparing", "running"):
+        assert time.monotonic() < deadline, info
+        time.sleep(0.1)
+    return info
+
+
+def test_a_launched_run_exists_at_once_and_its_values_stay_values(tiny_model_dir, tmp_path, monkeypatch):
+    """The launcher names the run before its process starts; a corpus called `-notes.jsonl` and a text
+    field called `--resume=x` reach the process as values, never as options."""
+    from mlm_tui import launcher
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLM_TUI_THREADS", "1")
+    docs = [f"Rain fell over the valley while the farmers worked, day {i}." for i in range(120)]
+    Path("-notes.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    settings = {"model": str(tiny_model_dir), "chunk_size": 16, "batch_size": 4, "max_steps": 2, "test_size": 4}
+    run_id = launcher.launch(TrainConfig(corpus="-notes.jsonl", **settings))
+    assert runstore.find_run(run_id).info().status == "preparing"
+    info = wait_until_done(run_id)
+    assert (info.status, info.step, info.corpus) == ("completed", 2, "-notes.jsonl"), info.message
+
+    run_id = launcher.launch(TrainConfig(corpus="-notes.jsonl", text_field="--resume=x", **settings))
+    info = wait_until_done(run_id)
+    assert info.status == "failed" and "no text field '--resume=x'" in info.message
 # -- safety ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pickle_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
