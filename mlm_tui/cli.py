@@ -247,8 +247,8 @@ def cmd_runs_delete(args: argparse.Namespace) -> None:
     what = "the checkpoints of run" if done.checkpoints_only else "run"
     lines = [f"deleted {what} {done.run_id} ({format_bytes(done.freed_bytes)} freed)"]
     if done.named_by:
-        lines.append(f"note: {', '.join(done.named_by)} started from its model (their own checkpoints and "
-                     "models are kept)")
+        lines.append(f"note: started from its model (their own checkpoints and models are kept): "
+                     f"{', '.join(done.named_by)}")
     _emit(args, asdict(done), "\n".join(lines))
 
 

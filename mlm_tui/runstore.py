@@ -1,6 +1,6 @@
 """The run store: one folder per fine-tune run, readable by any process while the run goes on.
 
-    runs/<run_id>/config.json     settings, library versions, corpus fingerprint (written once)
+    runs/<run_id>/config.json     settings, library versions, corpus fingerprint, plan, resumes
                   state.json      status, progress and results (rewritten atomically)
                   metrics.jsonl   one line per logged step or evaluation (appended)
                   log.txt         the run's human-readable log

@@ -212,6 +212,12 @@ class FineTune:
             raise FieldError("accept_changed_corpus", f"the corpus {self.config.corpus} changed since run "
                              f"{run.run_id} read it, so the data would not be the same; resume on it anyway "
                              "with {field}")
+        from mlm_tui.checkpoints import steps
+
+        done = steps(run)
+        if done and self.config.max_steps is not None and self.config.max_steps < done[-1]:
+            raise FieldError("max_steps", f"{{field}} {self.config.max_steps} is before step {done[-1]}, "
+                             f"where run {run.run_id} resumes")
         prior = run.state()
         self.accelerator.wait_for_everyone()
         if self.is_main:
@@ -397,6 +403,9 @@ class FineTune:
             if self.resume_checkpoint is not None:
                 start_step, rng = checkpoints.restore(self.resume_checkpoint, parts.optimizer,
                                                       parts.scheduler, self.accelerator.process_index)
+                if start_step > plan.steps:  # epochs that end before it (max steps were refused earlier)
+                    raise FieldError("epochs", f"{{field}} {self.config.epochs} end at step {plan.steps}, "
+                                     f"before step {start_step}, where the run resumes")
                 if rng is not None:
                     checkpoints.set_rng_state(rng)
                 else:
@@ -552,7 +561,7 @@ class FineTune:
             except OSError as exc:
                 raise MlmError(f"could not write the checkpoint at step {step} ({exc.strerror or exc}); "
                                "earlier checkpoints are intact") from None
-            run.update_state(train_runtime=runtime, checkpoint_step=step)
+            run.update_state(step=step, train_runtime=runtime, checkpoint_step=step)
             self.emit("checkpoint", step=step)
         self.accelerator.wait_for_everyone()
 

@@ -164,7 +164,7 @@ def test_runs_show_and_delete(cli, tiny_model_dir, corpus_jsonl):
     based.release()
     code, out, err = cli("runs", "delete", run_id, "--checkpoints-only")
     assert code == 0, err
-    assert f"deleted the checkpoints of run {run_id}" in out and f"note: {based.run_id} started from" in out
+    assert f"deleted the checkpoints of run {run_id}" in out and f"note: started from its model (their own checkpoints and models are kept): {based.run_id}" in out
     code, out, _ = cli("runs", "show", run_id, "--json")
     assert json.loads(out)["checkpoints"] == [] and Path(json.loads(out)["model_path"], "config.json").is_file()
     code, out, _ = cli("fill", "a [MASK] day", "--model", run_id, "--json")  # the final model is kept
