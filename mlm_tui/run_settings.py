@@ -202,7 +202,10 @@ def _setting(name: str) -> Setting:
 
 
 def flag(name: str) -> str:
-    """The command-line flag of a setting (or of any option, by its dest name)."""
+    """The command-line name of a setting (or of any option, by its dest name): `--chunk-size`, `CORPUS`."""
+    f = TrainConfig.__dataclass_fields__.get(name)
+    if f is not None and f.default is MISSING:
+        return name.upper()  # a positional argument
     return "--" + name.replace("_", "-")
 
 
@@ -256,7 +259,7 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = given_settings(args)
     if "corpus" not in given:
-        raise FieldError("corpus", "missing: give a CORPUS (or --resume RUN_ID)")
+        raise FieldError("corpus", "give a {field} (or --resume RUN_ID)")
     config = TrainConfig(**given)
     config.validate()
     return config

@@ -340,6 +340,14 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _last_line(path: Path) -> str | None:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1][:300] if lines else None
+
+
 @dataclass
 class RunInfo:
     """A run as its files describe it now. Values of the wrong type (a hand-edited file) come out as None;
@@ -390,6 +398,9 @@ class RunInfo:
         end = finished if finished is not None else time.time() if status in LIVE else _number(
             state.get("updated"))
         resumes = raw.get("resumes")
+        message = _text(state.get("message"))
+        if status == "interrupted" and message is None:
+            message = _last_line(run.dir / "output.txt")  # a launched process that died before it said why
         return cls(
             run_id=run.run_id, status=status, step=_count(state.get("step")) or 0,
             total_steps=_count(state.get("total_steps")), created=_text(raw.get("created")),
@@ -399,7 +410,7 @@ class RunInfo:
             perplexity_before=_number(state.get("perplexity_before")),
             perplexity_after=_number(state.get("perplexity_after")),
             best_perplexity=_number(state.get("best_perplexity")), loss=_number(state.get("loss")),
-            message=_text(state.get("message")),
+            message=message,
             tokenize_done=_count(tokenize.get("done")), tokenize_total=_count(tokenize.get("total")),
             tokens_per_s=_number(state.get("tokens_per_s")), eta=_number(state.get("eta")),
             train_runtime=_number(state.get("train_runtime")), started=started, finished=finished,

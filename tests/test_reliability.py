@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -217,15 +218,17 @@ def test_secondary_processes_train_but_write_nothing(cli, tiny_model_dir, corpus
 
 
 def torchrun(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mlm_tui.cli", *argv]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mlm_tui.cli",
+            *argv]
 
 
 def test_two_process_launch_trains_one_run_and_resumes_it(cli, tiny_model_dir, corpus_jsonl):
     """`torchrun` with two CPU processes (gloo): one run, one result, one copy of progress; a cancel stops
     both at the same step, the checkpoint holds both processes' random state, and both resume from it."""
     env = {**os.environ, "MLM_TUI_THREADS": "1"}
-    proc = subprocess.run(torchrun(*train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "4", "--save-steps",
-                                               "2", "--test-size", "8", "--json")),
+    first = train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "4", "--save-steps", "2", "--test-size",
+                       "8", "--json")
+    proc = subprocess.run(torchrun(*first),
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -355,7 +358,8 @@ def test_a_launched_run_exists_at_once_and_its_values_stay_values(tiny_model_dir
     monkeypatch.setenv("MLM_TUI_THREADS", "1")
     docs = [f"Rain fell over the valley while the farmers worked, day {i}." for i in range(120)]
     Path("-notes.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    settings = {"model": str(tiny_model_dir), "chunk_size": 16, "batch_size": 4, "max_steps": 2, "test_size": 4}
+    settings = {"model": str(tiny_model_dir), "chunk_size": 16, "batch_size": 4, "max_steps": 2,
+                "test_size": 4}
     run_id = launcher.launch(TrainConfig(corpus="-notes.jsonl", **settings))
     assert runstore.find_run(run_id).info().status == "preparing"
     info = wait_until_done(run_id)
@@ -427,3 +431,19 @@ def test_a_tampered_checkpoint_cannot_run_code_on_resume(cli, tiny_model_dir, co
     code, _, err = cli("train", "--resume", run.run_id)
     assert code == 1 and "cannot be restored" in err and "Traceback" not in err
     assert not marker.exists()
+
+
+def test_a_launched_run_whose_process_dies_while_preparing_is_interrupted(tiny_model_dir, corpus_jsonl):
+    from mlm_tui import launcher
+
+    run_id = launcher.launch(TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir)))
+    run = runstore.find_run(run_id)
+    assert run.info().status == "preparing"
+    pid = run.state()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while run.status() != "interrupted":
+        assert time.monotonic() < deadline, run.status()
+        time.sleep(0.05)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)  # the launcher's child: reap it

@@ -19,11 +19,12 @@ from mlm_tui.run_settings import (
 )
 
 # A value other than the default for every setting: a new setting without one fails the round trip below.
-CHANGED = {"corpus": "c.jsonl", "model": "m", "chunk_size": 64, "mlm_probability": 0.2, "whole_word_mask": True,
-           "batch_size": 8, "learning_rate": 1e-4, "weight_decay": 0.0, "warmup_steps": 5, "epochs": 2.5,
-           "max_steps": None, "train_size": 100, "test_size": 20, "seed": 7, "device": "cpu", "precision": "fp32",
-           "gradient_accumulation": 2, "eval_steps": 10, "save_steps": 20, "logging_steps": 3,
-           "text_field": "body", "freeze_embeddings": True, "allow_pickle": True}
+CHANGED = {"corpus": "c.jsonl", "model": "m", "chunk_size": 64, "mlm_probability": 0.2,
+           "whole_word_mask": True, "batch_size": 8, "learning_rate": 1e-4, "weight_decay": 0.0,
+           "warmup_steps": 5, "epochs": 2.5, "max_steps": None, "train_size": 100, "test_size": 20, "seed": 7,
+           "device": "cpu", "precision": "fp32", "gradient_accumulation": 2, "eval_steps": 10,
+           "save_steps": 20, "logging_steps": 3, "text_field": "body", "freeze_embeddings": True,
+           "allow_pickle": True}
 
 
 def parse(argv: list[str]) -> TrainConfig:
@@ -45,7 +46,8 @@ def test_every_setting_is_in_the_form_and_a_filled_form_is_the_config() -> None:
               for name, value in CHANGED.items()}
     config, errors = config_from_form(values)
     assert errors == {} and config == TrainConfig(**CHANGED)
-    assert {n for n, f in boxes.items() if not f.advanced} >= {"corpus", "model", "chunk_size", "learning_rate"}
+    basic = {n for n, f in boxes.items() if not f.advanced}
+    assert basic >= {"corpus", "model", "chunk_size", "learning_rate"}
     assert {"warmup_steps", "precision", "device", "gradient_accumulation", "eval_steps", "save_steps",
             "text_field", "freeze_embeddings"} <= {n for n, f in boxes.items() if f.advanced}
 
@@ -100,7 +102,8 @@ def test_values_that_look_like_options_stay_values() -> None:
 
 def test_only_what_was_given_counts_as_given() -> None:
     assert given_settings(build_parser().parse_args(["train", "--resume", "x"])) == {}
-    given = given_settings(build_parser().parse_args(["--model", "m", "train", "--resume", "x", "--seed", "1"]))
+    argv = ["--model", "m", "train", "--resume", "x", "--seed", "1"]
+    given = given_settings(build_parser().parse_args(argv))
     assert given == {"model": "m", "seed": 1}
 
 
