@@ -97,7 +97,8 @@ class TrainConfig:
     gradient_accumulation: int = setting(1, "Accumulation", "micro-batches per optimizer step", "integer",
                                          check=_at_least(1), advanced=True)
     eval_steps: int | None = setting(None, "Eval steps", "measure perplexity every N steps", "integer",
-                                     check=_at_least(1), advanced=True, on_resume=True, blank="at the end")
+                                     check=_at_least(1), advanced=True, on_resume=True,
+                                     blank="before and after only")
     save_steps: int | None = setting(None, "Save steps", "checkpoint every N steps", "integer",
                                      check=_at_least(1), advanced=True, on_resume=True,
                                      blank="min(500, steps)")
@@ -229,6 +230,7 @@ def _parse_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+METAVAR: dict[Kind, str] = {"integer": "N", "number": "X", "text": "TEXT", "path": "PATH"}
 PARSE: dict[Kind, Callable[[str], Any]] = {"integer": _parse_int, "number": _parse_float, "text": str,
                                            "path": str, "choice": str}
 
@@ -248,7 +250,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             target.add_argument(flag(f.name), action="store_const", const=True, help=s.help, **kwargs)
         else:
             target.add_argument(flag(f.name), type=PARSE[s.kind], choices=s.choices or None,
-                                help=f"{s.help} (default: {note})", **kwargs)
+                                metavar=METAVAR.get(s.kind), help=f"{s.help} (default: {note})", **kwargs)
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:

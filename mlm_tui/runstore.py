@@ -151,7 +151,8 @@ class Run:
         with open(self.log_path, "a", encoding="utf-8") as fh:
             fh.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
-    def _acquire(self) -> None:
+    def acquire(self) -> None:
+        """Become the run's writer until `release()`; refused while another process holds the lock."""
         fh = open(self.dir / "lock", "a")  # noqa: SIM115 - kept open for as long as the lock is held
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -167,7 +168,7 @@ class Run:
         A run fresh from `create_run` already holds its lock: this keeps it, and releases it at the end.
         """
         if self._lock_file is None:
-            self._acquire()
+            self.acquire()
         try:
             yield
         finally:
@@ -240,7 +241,7 @@ def create_run(config: dict[str, Any], run_id: str | None = None) -> Run:
             if run_id is not None:
                 raise UsageError(f"run {run_id} already exists") from None
     run = Run(chosen, base / chosen)
-    run._acquire()
+    run.acquire()
     config = {**config, "run_id": chosen, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic.write_json(run.dir / "state.json", {"status": "preparing", "step": 0, "pid": os.getpid(),
                                                "host": os.uname().nodename, "started": time.time()})
@@ -262,7 +263,7 @@ def claim_run(run_id: str, config: dict[str, Any]) -> Run:
     run = Run(run_id, path)
     fd = os.environ.pop(LOCK_FD_ENV, "")
     if not (fd.isdigit() and run._adopt(int(fd))):
-        run._acquire()
+        run.acquire()
     try:
         if run.state().get("status") != "preparing":
             raise UsageError(f"run {run_id} has already started (resume it with mlm-tui train --resume)")
@@ -464,7 +465,7 @@ def delete_run(run: Run, checkpoints_only: bool = False) -> Deleted:
     run is renamed out of the store first, so no reader ever lists a half-deleted one.
     """
     try:
-        run._acquire()
+        run.acquire()
     except UsageError:
         raise UsageError(f"run {run.run_id} is {run.status()}: cancel it before deleting it") from None
     try:

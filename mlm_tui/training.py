@@ -221,7 +221,7 @@ class FineTune:
         prior = run.state()
         self.accelerator.wait_for_everyone()
         if self.is_main:
-            run._acquire()  # from here on the run is this process's: a failure is recorded in it
+            run.acquire()  # from here on the run is this process's: a failure is recorded in it
             (run.dir / "cancel").unlink(missing_ok=True)  # the request that stopped it is done
         return prior
 
