@@ -65,8 +65,7 @@ def cancel(run: runstore.Run) -> None:
     a live run on this host, so a recycled pid is never signalled.
     """
     (run.dir / "cancel").touch()
-    state = run.state()
-    pid = state.get("pid")
-    if isinstance(pid, int) and state.get("host") in (None, os.uname().nodename) and run.is_live():
+    info = run.info()
+    if info.pid is not None and info.host in (None, os.uname().nodename) and run.is_live():
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(info.pid, signal.SIGTERM)

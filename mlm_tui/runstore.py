@@ -383,6 +383,9 @@ class RunInfo:
     bytes: int
     model_path: Path | None  # the final model, once written
     resumes: list[dict[str, Any]]  # each resume: when, at which step, what changed
+    corpus_fingerprint: str | None  # of the corpus the run last read (see `corpus.fingerprint`)
+    pid: int | None  # of the training process, the last one that ran it
+    host: str | None
 
     @classmethod
     def read(cls, run: Run) -> RunInfo:
@@ -420,6 +423,8 @@ class RunInfo:
             bytes=disk_bytes(run.dir),
             model_path=run.model_path if (run.model_path / "config.json").is_file() else None,
             resumes=[r for r in resumes if isinstance(r, dict)] if isinstance(resumes, list) else [],
+            corpus_fingerprint=_text(raw.get("corpus_fingerprint")), pid=_count(state.get("pid")),
+            host=_text(state.get("host")),
         )
 
     def summary(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlm_tui.errors import FieldError, MlmError, RunCancelled, UsageError
 from mlm_tui.run_settings import Plan, TrainConfig
-from mlm_tui.runstore import Run
+from mlm_tui.runstore import Run, RunInfo
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,6 +122,7 @@ class FineTune:
         self.changes = dict(changes or {})
         self.accept_changed_corpus = accept_changed_corpus
         self.resume_checkpoint: Path | None = None
+        self.prior: RunInfo | None = None  # what a resumed run recorded before this process took it over
         self.run_record: Run | None = run or resume
         self.is_main = True
         self._tokenize_written = 0.0
@@ -154,9 +155,9 @@ class FineTune:
     # -- the phases -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self._start_accelerator()
-        prior = self._check_resume()
+        self.prior = self._check_resume()
         try:
-            return self._run(prior)
+            return self._run()
         except BaseException as exc:
             if self.is_main and self.run_record is not None and self.run_record.owns_lock():
                 raise self._record_failure(exc) from None
@@ -165,7 +166,7 @@ class FineTune:
             if self.is_main and self.run_record is not None:
                 self.run_record.release()
 
-    def _run(self, prior: dict[str, Any]) -> dict[str, Any]:
+    def _run(self) -> dict[str, Any]:
         source, tokenizer = self._open_model()
         self._open_record(source)
         train_chunks, test_chunks = self._data(tokenizer)
@@ -174,8 +175,8 @@ class FineTune:
         self._record_start(plan)
         parts = self._build(source, tokenizer, test_chunks, train_chunks, plan)
         start_step = self._restore(parts, plan)
-        ppl_before = self._measure_before(parts, plan, prior)
-        step, runtime = self._loop(parts, plan, start_step, prior)
+        ppl_before = self._measure_before(parts, plan)
+        step, runtime = self._loop(parts, plan, start_step)
         return self._finish(parts, plan, step, runtime, ppl_before)
 
     def _start_accelerator(self) -> None:
@@ -191,34 +192,31 @@ class FineTune:
         self.is_main = self.accelerator.is_main_process
         set_seed(cfg.seed)
 
-    def _check_resume(self) -> dict[str, Any]:
+    def _check_resume(self) -> RunInfo | None:
         """Refuse a resume that would surprise (a live or finished run, a changed corpus) before the run is
-        touched; return its state. Every process reads it before anyone writes, so all take the same
+        touched; return what it recorded. Every process reads it before anyone writes, so all take the same
         branches (skipping the "before" evaluation, say): a branch taken by one process only would hang
         DDP."""
         run = self.resume_run
         if run is None:
-            return {}
+            return None
         from mlm_tui.corpus import fingerprint
 
-        status = run.status()
-        if status in ("preparing", "running", "completed"):
-            raise UsageError(f"run {run.run_id} is {status}: only interrupted, cancelled or failed runs "
-                             "resume")
-        recorded = run.config().get("corpus_fingerprint")
+        prior = run.info()
+        if prior.status in ("preparing", "running", "completed"):
+            raise UsageError(f"run {run.run_id} is {prior.status}: only interrupted, cancelled or failed "
+                             "runs resume")
+        recorded = prior.corpus_fingerprint
         self.corpus_fingerprint = fingerprint(self.config.corpus)
         self.corpus_changed = recorded is not None and recorded != self.corpus_fingerprint
         if self.corpus_changed and not self.accept_changed_corpus:
             raise FieldError("accept_changed_corpus", f"the corpus {self.config.corpus} changed since run "
                              f"{run.run_id} read it, so the data would not be the same; resume on it anyway "
                              "with {field}")
-        from mlm_tui.checkpoints import steps
-
-        done = steps(run)
+        done = prior.checkpoints
         if done and self.config.max_steps is not None and self.config.max_steps < done[-1]:
             raise FieldError("max_steps", f"{{field}} {self.config.max_steps} is before step {done[-1]}, "
                              f"where run {run.run_id} resumes")
-        prior = run.state()
         self.accelerator.wait_for_everyone()
         if self.is_main:
             run.acquire()  # from here on the run is this process's: a failure is recorded in it
@@ -324,7 +322,7 @@ class FineTune:
     def _resolved(self, name: str, plan_key: str) -> int:
         """A device-dependent setting left blank: a resumed run keeps what it resolved to when it started
         (its batch and test set must not change with the device it resumes on)."""
-        recorded = Plan.from_record(self.resume_run.config().get("plan")) if self.resume_run else None
+        recorded = self.prior.plan if self.prior is not None else None
         if getattr(self.config, name) is None and recorded is not None:
             return int(getattr(recorded, plan_key))
         return int(self.config.on_device(name, self.device))
@@ -418,9 +416,8 @@ class FineTune:
             return start_step
         return 0
 
-    def _measure_before(self, parts: _Parts, plan: Plan, prior: dict[str, Any]) -> float:
-
-        ppl_before = prior.get("perplexity_before")
+    def _measure_before(self, parts: _Parts, plan: Plan) -> float:
+        ppl_before = self.prior.perplexity_before if self.prior is not None else None
         if ppl_before is None:
             self.emit("status", message=f"measuring perplexity before training on {len(parts.evalset)} test "
                       "chunks")
@@ -450,13 +447,13 @@ class FineTune:
             stop = bool(self.accelerator.reduce(flag, "sum").item() > 0)
         return stop
 
-    def _loop(self, parts: _Parts, plan: Plan, step: int, prior: dict[str, Any]) -> tuple[int, float]:
+    def _loop(self, parts: _Parts, plan: Plan, step: int) -> tuple[int, float]:
         """Train from `step` to the end of the plan; return the last step and the training time."""
         import torch
 
         tokens_per_step = self._tokens_per_step(plan)
-        runtime = float(prior.get("train_runtime", 0.0))
-        self.best = prior.get("best_perplexity")
+        runtime = (self.prior.train_runtime or 0.0) if self.prior is not None else 0.0
+        self.best = self.prior.best_perplexity if self.prior is not None else None
         self._loss_sum = torch.zeros((), device=self.accelerator.device)
         self._loss_n, self._tokens_since, self._last_log = 0, 0, time.perf_counter()
         self._orders: dict[int, torch.Tensor] = {}
