@@ -49,8 +49,9 @@ def baseline(model_dir: str, chunks: list[list[int]], steps: int, precision: str
 
 
 def ours(corpus: str, steps: int, precision: str) -> tuple[float, float]:
+    from mlm_tui.run_settings import TrainConfig
     from mlm_tui.runstore import find_run
-    from mlm_tui.training import TrainConfig, train
+    from mlm_tui.training import train
 
     result = train(TrainConfig(corpus=corpus, model="starter", batch_size=BATCH, chunk_size=CHUNK,
                                max_steps=steps, device="cpu", precision=precision, test_size=16,

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mlm_tui.errors import UsageError
+from mlm_tui.errors import FieldError, UsageError
 
 Progress = Callable[[int, int], None]  # (characters read, corpus bytes; 0 when not known)
 
@@ -77,9 +77,10 @@ class TokenizedSplit:
 def check_chunk_size(chunk_size: int, tokenizer: Any) -> None:
     limit = model_max_length(tokenizer)
     if chunk_size < 2:
-        raise UsageError(f"--chunk-size must be at least 2 (got {chunk_size})")
+        raise FieldError("chunk_size", f"must be at least 2 (got {chunk_size})")
     if limit and chunk_size > limit:
-        raise UsageError(f"--chunk-size {chunk_size} is beyond this model's maximum of {limit} tokens")
+        raise FieldError("chunk_size", f"{{field}} {chunk_size} is beyond this model's maximum of {limit} "
+                         "tokens")
 
 
 def model_max_length(tokenizer: Any) -> int | None:

@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, NoReturn
 
 from mlm_tui import atomic
-from mlm_tui.errors import MissingTextField, MlmError, UsageError, first_line
+from mlm_tui.errors import FieldError, MlmError, UsageError, first_line
+from mlm_tui.progress import format_bytes, format_duration, print_event, say
+from mlm_tui.run_settings import add_train_arguments, config_from_args, flag, given_settings, resumable
 from mlm_tui.textsafe import printable
 
 
@@ -37,38 +39,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _float(text: str, *, allow_zero: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = "zero or more" if allow_zero else "positive"
-        raise argparse.ArgumentTypeError(f"must be {bound} (got {text})")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    return _float(text, allow_zero=False)
-
-
-def _non_negative_float(text: str) -> float:
-    return _float(text, allow_zero=True)
-
-
-def _fraction(text: str) -> float:
-    value = _positive_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (got {text})")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mlm-tui", description="Masked-LM domain adaptation workbench. With no command: "
                      "open the workbench.")
-    parser.add_argument("--model", default="starter", help="model: directory, run id, starter or hub id")
+    parser.add_argument("--model", help="model: directory, run id, starter or hub id (default: starter)")
     parser.add_argument("--data", help="corpus to open in the Chunks pane")
-    parser.add_argument("--text-field", default="text", help="the corpus column that holds the text")
+    parser.add_argument("--text-field", help="the corpus column that holds the text (default: text)")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
@@ -94,34 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
 
     p = sub.add_parser("train", help="fine-tune a model on a corpus (a run in the run store)")
-    p.add_argument("corpus", nargs="?")
-    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted or cancelled run")
-    p.add_argument("--chunk-size", type=int, default=128)
-    p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
-    p.add_argument("--mlm-probability", type=_fraction, default=0.15)
-    p.add_argument("--whole-word-mask", action="store_true")
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--learning-rate", type=_positive_float, default=2e-5)
-    p.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
-    p.add_argument("--warmup-steps", type=int, default=0)
-    steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--epochs", type=_positive_float, default=3.0)
-    steps.add_argument("--max-steps", type=_positive_int)
-    p.add_argument("--train-size", type=_positive_int, help="chunks to train on (down-sampled, seeded)")
-    p.add_argument("--test-size", type=_positive_int, help="test chunks for perplexity")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto: bf16 on CUDA (else fp16) and on CPUs with native bf16, else fp32")
-    p.add_argument("--gradient-accumulation", type=_positive_int, default=1)
-    p.add_argument("--eval-steps", type=_positive_int)
-    p.add_argument("--save-steps", type=_positive_int)
-    p.add_argument("--logging-steps", type=_positive_int)
-    p.add_argument("--freeze-embeddings", action="store_true", help="keep the word embeddings fixed")
-    common(p)
-
-    p = sub.add_parser("runs", help="list the runs in the run store")
+    add_train_arguments(p)
+    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted, cancelled or failed run; "
+                   f"only {', '.join(flag(n) for n in resumable())} may change")
+    p.add_argument("--accept-changed-corpus", action="store_true",
+                   help="with --resume: continue although the corpus changed since the run read it")
+    p.add_argument("--run-id", help=argparse.SUPPRESS)  # chosen by a launcher (see launcher.launch)
     common(p, model=False)
+
+    p = sub.add_parser("runs", help="list the runs in the run store; show or delete one")
+    common(p, model=False)
+    runs = p.add_subparsers(dest="runs_command", parser_class=_Parser, metavar="{show,delete}")
+    q = runs.add_parser("show", help="one run: settings, metrics, checkpoints, disk use, model path")
+    q.add_argument("run_id", metavar="RUN_ID")
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    q = runs.add_parser("delete", help="delete a run (not a live one), or only its checkpoints")
+    q.add_argument("run_id", metavar="RUN_ID")
+    q.add_argument("--checkpoints-only", action="store_true", help="keep the run and its final model")
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
 
     p = sub.add_parser("eval", help="masked-LM perplexity of a model on a corpus (fixed-seed masking)")
     p.add_argument("corpus")
@@ -139,36 +105,6 @@ def _version() -> str:
 
 
 # -- output ---------------------------------------------------------------------------------------------
-def say(message: str) -> None:
-    """A line on stderr; whatever data it quotes (file names, run fields) is shown escaped."""
-    print(printable(message), file=sys.stderr, flush=True)
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rest = divmod(seconds, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
-
-
-def print_event(event: dict[str, Any]) -> None:
-    """Training progress as plain lines on stderr (they read well in a log file and over ssh)."""
-    kind = event["event"]
-    if kind == "status":
-        say(event["message"])
-    elif kind == "plan":
-        eval_note = f", eval every {event['eval_steps']}" if event.get("eval_steps") else ""
-        say(f"device {event['device']} ({event['precision']}), batch {event['batch_size']}, "
-            f"{event['steps']} steps ({event['steps_per_epoch']}/epoch), {event['train_chunks']} train / "
-            f"{event['test_chunks']} test chunks, checkpoint every {event['save_steps']}{eval_note}")
-        for note in event.get("notes", []):
-            say(f"note: {note}")
-    elif kind == "step":
-        say(f"step {event['step']}/{event['total']}  loss {event['loss']:.4f}  "
-            f"{event['tokens_per_s']:.0f} tok/s  ETA {format_duration(event['eta'])}")
-    elif kind == "eval":
-        say(f"perplexity {event['perplexity']:.2f} at step {event['step']}")
-
-
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     if getattr(args, "json", False):
         print(atomic.dumps(data))
@@ -195,13 +131,14 @@ def _tokenizer_and_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any]
 
     tokenizer = open_tokenizer(args.model)
     check_chunk_size(args.chunk_size, tokenizer)
-    splits = tokenize_corpus(args.corpus, tokenizer, args.text_field, status=say if not args.json else None)
+    splits = tokenize_corpus(args.corpus, tokenizer, args.text_field or "text",
+                             status=say if not args.json else None)
     return tokenizer, splits
 
 
 def cmd_chunks(args: argparse.Namespace) -> None:
     if args.show < 0:
-        raise UsageError("--show must be zero or more")
+        raise FieldError("show", f"must be zero or more (got {args.show})")
     tokenizer, splits = _tokenizer_and_splits(args)
     stats = {name: s.stats(args.chunk_size) for name, s in splits.items()}
     data: dict[str, Any] = {"corpus": args.corpus, "chunk_size": args.chunk_size, "splits": stats}
@@ -219,51 +156,108 @@ def cmd_chunks(args: argparse.Namespace) -> None:
     _emit(args, data, "\n".join(lines))
 
 
-def eval_corpus(corpus: str, model: str, chunk_size: int, text_field: str = "text",
-                test_size: int | None = None, allow_pickle: bool = False) -> dict[str, Any]:
-    import numpy as np
-
-    from mlm_tui.chunking import check_chunk_size, tokenize_corpus
-    from mlm_tui.evaluate import EvalSet, perplexity
-    from mlm_tui.masking import TokenTables
-    from mlm_tui.models import load_model
-
-    handle = load_model(model, allow_pickle=allow_pickle)
-    check_chunk_size(chunk_size, handle.tokenizer)
-    splits = tokenize_corpus(corpus, handle.tokenizer, text_field)
-    chunks = np.concatenate([s.chunks(chunk_size) for s in splits.values()])
-    if test_size is not None and test_size < len(chunks):
-        chunks = chunks[np.sort(np.random.default_rng(0).choice(len(chunks), test_size, replace=False))]
-    evalset = EvalSet.build(chunks, TokenTables.from_tokenizer(handle.tokenizer))
-    return perplexity(handle.model, evalset, 32, handle.device).to_dict()
-
-
 def cmd_eval(args: argparse.Namespace) -> None:
-    result = eval_corpus(args.corpus, args.model, args.chunk_size, args.text_field, args.test_size,
+    from mlm_tui.evaluate import eval_corpus
+
+    result = eval_corpus(args.corpus, args.model, args.chunk_size, args.text_field or "text", args.test_size,
                          args.allow_pickle)
     _emit(args, result, f"perplexity {result['perplexity']:.2f} on {result['chunks']} chunks "
           f"({result['masked_tokens']} masked tokens)")
 
 
+def _ppl(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
 def cmd_runs(args: argparse.Namespace) -> None:
-    """List runs, newest first; with --json: `{"runs": [summary, ...]}` (see `runstore.Run.summary`).
+    {None: cmd_runs_list, "show": cmd_runs_show, "delete": cmd_runs_delete}[args.runs_command](args)
 
-    Runs whose files cannot be read get one line each on stderr and are left out.
-    """
-    from mlm_tui.runstore import list_summaries
 
-    rows, problems = list_summaries()
+def cmd_runs_list(args: argparse.Namespace) -> None:
+    """List runs, newest first; with --json: `{"runs": [summary, ...], "total_bytes": n}` (see
+    `runstore.RunInfo.summary`). Runs whose files cannot be read get one line each on stderr, left out."""
+    from mlm_tui.runstore import list_infos
+
+    infos, problems = list_infos()
     for line in problems:
         say(line)
+    total = sum(i.bytes for i in infos)
+    lines = [f"{'run':<21} {'status':<11} {'steps':>11} {'ppl before':>10} {'after':>8} {'disk':>9}  "
+             "model / corpus"]
+    for i in infos:
+        steps = f"{i.step}/{i.total_steps}" if i.total_steps else str(i.step)
+        lines.append(f"{i.run_id:<21} {i.status:<11} {steps:>11} {_ppl(i.perplexity_before):>10} "
+                     f"{_ppl(i.perplexity_after):>8} {format_bytes(i.bytes):>9}  {printable(str(i.model))} / "
+                     f"{printable(str(i.corpus))}")
+    lines.append(f"{len(infos)} runs, {format_bytes(total)}")
+    _emit(args, {"runs": [i.summary() for i in infos], "total_bytes": total},
+          "\n".join(lines) if infos else "no runs yet")
 
-    def ppl(v: Any) -> str:
-        return f"{v:.2f}" if isinstance(v, int | float) else "-"
 
-    lines = [f"{'run':<21} {'status':<11} {'steps':>6} {'ppl before':>10} {'after':>8}  model / corpus"]
-    lines += [f"{r['run_id']:<21} {r['status']:<11} {r['steps']:>6} {ppl(r['perplexity_before']):>10} "
-              f"{ppl(r['perplexity_after']):>8}  {printable(r['model'])} / {printable(r['corpus'])}"
-              for r in rows]
-    _emit(args, {"runs": rows}, "\n".join(lines) if rows else "no runs yet")
+def _run_of(ref: str) -> Any:
+    from mlm_tui.runstore import find_run
+
+    run = find_run(ref)
+    if run is None:
+        raise UsageError(f"no run called {ref!r} (see: mlm-tui runs)")
+    return run
+
+
+def cmd_runs_show(args: argparse.Namespace) -> None:
+    from dataclasses import MISSING, fields
+
+    info = _run_of(args.run_id).info()
+    lines = [f"run        {info.run_id} ({info.status})"]
+    if info.message:
+        lines.append(f"message    {info.message}")
+    lines.append(f"model      {info.model}")
+    lines.append(f"corpus     {info.corpus} (text field {info.text_field!r})")
+    took = f", {format_duration(info.duration)} so far" if info.status in ("preparing", "running") else (
+        f", took {format_duration(info.duration)}" if info.duration is not None else "")
+    lines.append(f"created    {info.created}{took}")
+    if info.status == "preparing" and info.tokenize_done is not None:
+        of = f" of {format_bytes(info.tokenize_total)}" if info.tokenize_total else ""
+        lines.append(f"tokenizing {format_bytes(info.tokenize_done)}{of} read")
+    steps = f"{info.step}/{info.total_steps}" if info.total_steps else str(info.step)
+    speed = f", {info.tokens_per_s:,.0f} tok/s" if info.tokens_per_s else ""
+    loss = f", loss {info.loss:.4f}" if info.loss is not None else ""
+    lines.append(f"steps      {steps}{loss}{speed}")
+    change = ""
+    if info.perplexity_before and info.perplexity_after is not None:
+        change = f" ({(info.perplexity_after / info.perplexity_before - 1) * 100:+.1f}%)"
+    best = f", best {info.best_perplexity:.2f}" if info.best_perplexity is not None else ""
+    lines.append(f"perplexity {_ppl(info.perplexity_before)} -> {_ppl(info.perplexity_after)}{change}{best}")
+    marks = [f"{s}{' (best)' if s == info.best_checkpoint else ''}" for s in info.checkpoints]
+    lines.append(f"checkpoints {', '.join(marks) if marks else 'none'}")
+    lines.append(f"model path {info.model_path or 'none yet'}")
+    lines.append(f"disk       {format_bytes(info.bytes)}")
+    if info.config is not None:
+        changed = [f"{flag(f.name)}={getattr(info.config, f.name)}" for f in fields(info.config)
+                   if f.default is not MISSING and getattr(info.config, f.name) != f.default]
+        lines.append(f"settings   {' '.join(changed) if changed else 'defaults'}")
+    elif info.config_problem:
+        lines.append(f"settings   unreadable: {info.config_problem}")
+    if info.plan is not None:
+        p = info.plan
+        lines.append(f"plan       {p.device} ({p.precision}), batch {p.batch_size} x {p.processes} "
+                     f"process(es), {p.train_chunks} train / {p.test_chunks} test chunks")
+    for r in info.resumes:
+        what = ", ".join(f"{k} {v}" for k, v in (r.get("changes") or {}).items()) or "no changes"
+        corpus = "; corpus changed" if r.get("corpus_changed") else ""
+        lines.append(f"resumed    {r.get('at')}: {what}{corpus}")
+    _emit(args, info.to_dict(), "\n".join(printable(line) for line in lines))
+
+
+def cmd_runs_delete(args: argparse.Namespace) -> None:
+    from mlm_tui.runstore import delete_run
+
+    done = delete_run(_run_of(args.run_id), checkpoints_only=args.checkpoints_only)
+    what = "the checkpoints of run" if done.checkpoints_only else "run"
+    lines = [f"deleted {what} {done.run_id} ({format_bytes(done.freed_bytes)} freed)"]
+    if done.named_by:
+        lines.append(f"note: started from its model (their own checkpoints and models are kept): "
+                     f"{', '.join(done.named_by)}")
+    _emit(args, asdict(done), "\n".join(lines))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -288,34 +282,40 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
     from mlm_tui import runstore
     from mlm_tui.home import threads_from_env
-    from mlm_tui.training import TrainConfig, Trainer
+    from mlm_tui.training import FineTune
 
     threads = threads_from_env()
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    given = given_settings(args)
     if args.resume:
+        if args.run_id:
+            raise UsageError("--run-id starts a new run; it does not go with --resume")
         run = runstore.find_run(args.resume)
         if run is None:
             raise UsageError(f"no run called {args.resume!r} (see: mlm-tui runs)")
-        trainer = Trainer(TrainConfig.from_dict(run.config()), resume=run, on_event=print_event,
-                          should_stop=should_stop)
+        trainer = FineTune.resuming(run, given, accept_changed_corpus=args.accept_changed_corpus,
+                                    on_event=print_event, should_stop=should_stop)
+        result = trainer.run()
     else:
-        if not args.corpus:
-            raise UsageError("mlm-tui train: give a CORPUS (or --resume RUN_ID)")
-        config = TrainConfig(
-            corpus=args.corpus, model=args.model, chunk_size=args.chunk_size,
-            mlm_probability=args.mlm_probability, whole_word_mask=args.whole_word_mask,
-            batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-            warmup_steps=args.warmup_steps, epochs=args.epochs, max_steps=args.max_steps,
-            train_size=args.train_size, test_size=args.test_size, seed=args.seed, device=args.device,
-            precision=args.precision, gradient_accumulation=args.gradient_accumulation,
-            eval_steps=args.eval_steps, save_steps=args.save_steps, logging_steps=args.logging_steps,
-            text_field=args.text_field, freeze_embeddings=args.freeze_embeddings,
-            allow_pickle=args.allow_pickle)
-        trainer = Trainer(config, on_event=print_event, should_stop=should_stop)
-    result = trainer.run()
+        if args.accept_changed_corpus:
+            raise UsageError("--accept-changed-corpus only applies with --resume")
+        # A launched run exists before this process reads anything: it is claimed first, so that any
+        # failure, even a bad setting, is recorded in it. A secondary process of a multi-process launch
+        # leaves the run to the main one (rank 0).
+        claimed = None
+        if args.run_id and os.environ.get("RANK", "0") == "0":
+            claimed = runstore.claim_run(args.run_id, given)
+        try:
+            result = FineTune(config_from_args(args), run=claimed, on_event=print_event,
+                              should_stop=should_stop).run()
+        except BaseException as exc:
+            if claimed is not None and claimed.owns_lock():  # failed before the trainer took the run over
+                claimed.fail("failed", _message(exc))
+                claimed.release()
+            raise
     if not result:
         return  # a secondary process of `accelerate launch`: the main process reports
     _emit(args, result, f"run {result['run_id']} completed: perplexity {result['perplexity_before']:.2f} -> "
@@ -326,7 +326,7 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
 def cmd_workbench(args: argparse.Namespace) -> None:
     from mlm_tui.app.main import run_app
 
-    run_app(model=args.model, data=args.data, text_field=args.text_field)
+    run_app(model=args.model, data=args.data, text_field=args.text_field or "text")
 
 
 COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": cmd_runs, "eval": cmd_eval}
@@ -339,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     try:
         args = build_parser().parse_args(argv)
+        if args.command != "train" and args.model is None:
+            args.model = "starter"  # train reads its defaults from TrainConfig, and must see what was given
         from mlm_tui.home import configure_hf_environment
 
         configure_hf_environment()
@@ -351,10 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except BrokenPipeError:
         return _closed_stdout()
-    except MissingTextField as exc:
-        return _fail(f"{exc}; pick one with --text-field", exc.exit_code, want_json)
     except MlmError as exc:
-        return _fail(str(exc), exc.exit_code, want_json)
+        return _fail(_message(exc), exc.exit_code, want_json)
     except Terminated:
         return _fail("terminated", 143, want_json)
     except KeyboardInterrupt:
@@ -375,6 +375,11 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(signum: int, frame: Any) -> None:
     raise Terminated
+
+
+def _message(exc: BaseException) -> str:
+    """An error as the CLI says it: a bad setting is named by its flag."""
+    return exc.named(flag(exc.field)) if isinstance(exc, FieldError) else first_line(exc)
 
 
 def _fail(message: str, code: int, want_json: bool) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mlm_tui.errors import MissingTextField, UsageError, first_line
+from mlm_tui.errors import FieldError, MissingTextField, UsageError, first_line
 
 FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SPLIT_NAMES = ("train", "validation", "test", "unsupervised")
@@ -282,14 +282,16 @@ def _require_field(names: list[str], text_field: str, where: str,
     if text_field not in names:
         columns = [n for n in (names if text_columns is None else text_columns) if n]
         listed = ", ".join(columns) or "none"
-        raise MissingTextField(f"{where}: no text field {text_field!r} (text fields: {listed})", columns)
+        raise MissingTextField(f"{where}: no text field {text_field!r} (text fields: {listed}); pick one as "
+                               "the {field}", columns)
 
 
 def _require_text(kind: str, text_field: str, where: str) -> None:
     """Refuse a column of numbers, dates or lists by its type, instead of calling the corpus empty."""
     if kind in ("string", "large_string", "string_view", "null"):
         return
-    raise UsageError(f"{where}: the text field {text_field!r} holds {kind}, not text")
+    raise FieldError("text_field", f"{where}: the text field {text_field!r} holds {kind}, not text; pick "
+                     "another as the {field}")
 
 
 def _load_with_datasets(path: Path, kind: str, text_field: str) -> list[str]:

@@ -15,12 +15,30 @@ class UsageError(MlmError):
     exit_code = 2
 
 
-class MissingTextField(UsageError):
+class FieldError(UsageError):
+    """A bad value of one named setting (a `TrainConfig` field, or any option by its dest name).
+
+    The message is worded without a flag so each front end names the setting its own way: the CLI says
+    `--chunk-size`, the Train form marks its Chunk size box. A message may place the name with `{field}`;
+    else the name leads it ("chunk size must be at least 2 (got 0)").
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.template = message if "{field}" in message else "{field} " + message
+        super().__init__(self.named(field.replace("_", " ")))
+
+    def named(self, name: str) -> str:
+        """The message with the setting called `name` (a flag, a form label)."""
+        return self.template.replace("{field}", name)
+
+
+class MissingTextField(FieldError):
     """A corpus without the asked-for text column. `columns` are the ones that hold text, so that the
-    workbench can offer them to pick from and the CLI can name its flag."""
+    workbench can offer them to pick from."""
 
     def __init__(self, message: str, columns: list[str]) -> None:
-        super().__init__(message)
+        super().__init__("text_field", message)
         self.columns = columns
 
 

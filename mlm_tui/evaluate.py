@@ -85,3 +85,19 @@ def _masked_only(model: Any) -> MaskedOnlyMLM:
         return model
     inner = getattr(model, "module", None)
     return inner if isinstance(inner, MaskedOnlyMLM) else MaskedOnlyMLM(model)
+
+
+def eval_corpus(corpus: str, model: str, chunk_size: int, text_field: str = "text",
+                test_size: int | None = None, allow_pickle: bool = False) -> dict[str, Any]:
+    """Perplexity of a model on a whole corpus (every split), or on a seeded sample of `test_size` chunks."""
+    from mlm_tui.chunking import check_chunk_size, tokenize_corpus
+    from mlm_tui.models import load_model
+
+    handle = load_model(model, allow_pickle=allow_pickle)
+    check_chunk_size(chunk_size, handle.tokenizer)
+    splits = tokenize_corpus(corpus, handle.tokenizer, text_field)
+    chunks = np.concatenate([s.chunks(chunk_size) for s in splits.values()])
+    if test_size is not None and test_size < len(chunks):
+        chunks = chunks[np.sort(np.random.default_rng(0).choice(len(chunks), test_size, replace=False))]
+    evalset = EvalSet.build(chunks, TokenTables.from_tokenizer(handle.tokenizer))
+    return perplexity(handle.model, evalset, 32, handle.device).to_dict()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from mlm_tui.errors import UsageError
+from mlm_tui.errors import FieldError, UsageError
 from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def fill(handle: ModelHandle, text: str, top_k: int = 5) -> FillResult:
 
     tok = handle.tokenizer
     if top_k < 1:
-        raise UsageError("--top-k must be at least 1")
+        raise FieldError("top_k", f"must be at least 1 (got {top_k})")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # bytes that were not UTF-8 reach Python as lone surrogates

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlm_tui.errors import MlmError, UsageError, first_line
+from mlm_tui.errors import FieldError, MlmError, UsageError, first_line
 from mlm_tui.home import configure_hf_environment, quiet_transformers
 
 if TYPE_CHECKING:
@@ -92,9 +92,10 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False, local: bool = Tru
     files = weight_files(path)
     pickles = [f for f in files if f.suffix != ".safetensors"]
     if pickles and not allow_pickle:
-        raise UsageError(
+        raise FieldError(
+            "allow_pickle",
             f"{path} would load pickle weights ({pickles[0].name}), which can run code when loaded; "
-            "convert them to safetensors, or pass --allow-pickle if you trust the source"
+            "convert them to safetensors, or allow them with {field} if you trust the source",
         )
     if not local:
         return

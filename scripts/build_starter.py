@@ -179,8 +179,9 @@ def train(more: int | None = None, batch_size: int | None = None, learning_rate:
     many steps from its best model (a fresh schedule, by default a lower peak learning rate). On a GPU a
     larger batch and learning rate pay: the shipped weights had two such stages (see the README)."""
     from mlm_tui import runstore
-    from mlm_tui.cli import print_event
-    from mlm_tui.training import TrainConfig, Trainer
+    from mlm_tui.progress import print_event
+    from mlm_tui.run_settings import TrainConfig
+    from mlm_tui.training import FineTune
 
     marker = BUILD / "run_id"
     run = runstore.find_run(marker.read_text().strip()) if marker.exists() else None
@@ -188,7 +189,7 @@ def train(more: int | None = None, batch_size: int | None = None, learning_rate:
         print(f"run {run.run_id} already completed (--more N continues it)", file=sys.stderr)
         return run.run_id
     if run is not None and run.status() != "completed":
-        trainer = Trainer(TrainConfig.from_dict(run.config()), resume=run, on_event=print_event)
+        trainer = FineTune.resuming(run, on_event=print_event)
     else:
         start = str(best_model_dir()) if run is not None else str(initial_model())
         settings = dict(SETTINGS)
@@ -206,7 +207,7 @@ def train(more: int | None = None, batch_size: int | None = None, learning_rate:
                 marker.write_text(trainer.run_record.run_id)  # so a later session resumes this run
             print_event(event)
 
-        trainer = Trainer(config, on_event=on_event)
+        trainer = FineTune(config, on_event=on_event)
     result = trainer.run()
     print(json.dumps(result), file=sys.stderr)
     return result["run_id"]
@@ -230,7 +231,7 @@ def best_model_dir() -> Path:
 
 
 def evaluate(model_ref: str | None = None) -> dict:
-    from mlm_tui.cli import eval_corpus
+    from mlm_tui.evaluate import eval_corpus
     from mlm_tui.models import load_model
 
     ref = model_ref or str(best_model_dir())
@@ -253,7 +254,8 @@ def evaluate(model_ref: str | None = None) -> dict:
 def domain(model_ref: str | None = None) -> dict:
     """The point of the tool: 150 steps (batch 16, the course's other defaults) on a technical domain
     (FOLDOC, never trained on) must lower perplexity on its held-out documents."""
-    from mlm_tui.training import TrainConfig, train
+    from mlm_tui.run_settings import TrainConfig
+    from mlm_tui.training import train
 
     ref = model_ref or str(best_model_dir())
     result = train(TrainConfig(corpus=str(BUILD / "eval" / "foldoc.jsonl"), model=ref, max_steps=150,

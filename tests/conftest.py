@@ -74,3 +74,16 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Accelerate keeps one mixed-precision setting per process; in-process runs of different precisions
+    (one test asks for fp32, the others take `auto`) each start from a clean slate, as a new process would."""
+    yield
+    import sys
+
+    if "accelerate" in sys.modules:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()

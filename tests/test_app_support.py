@@ -11,9 +11,8 @@ from mlm_tui.app.render import FATE_STYLES, SPECIAL_STYLE, bar, chunk_text, fill
 from mlm_tui.fill import Fill, FillResult, MaskFills
 from mlm_tui.history import History
 from mlm_tui.home import history_path, settings_path
-from mlm_tui.launcher import thread_split, train_argv
+from mlm_tui.launcher import thread_split
 from mlm_tui.settings import Settings, load_settings, save_settings
-from mlm_tui.training import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -63,20 +62,6 @@ def test_history_is_off_disk_by_default_and_an_old_file_is_kept_unused() -> None
     history.add("another secret [MASK].")
     assert json.loads(history_path().read_text()) == ["stored [MASK].", "secret [MASK]."]
     assert history.items[-1] == "another secret [MASK]."
-
-
-def test_train_argv_uses_the_cli_flags() -> None:
-    config = TrainConfig(corpus="c.jsonl", model="m", chunk_size=32, batch_size=4, max_steps=3,
-                         whole_word_mask=True, test_size=None)
-    argv = train_argv(config)
-    assert argv[:2] == ["train", "c.jsonl"]
-    assert "--whole-word-mask" in argv and "--epochs" not in argv
-    assert argv[argv.index("--max-steps") + 1] == "3" and argv[argv.index("--chunk-size") + 1] == "32"
-    assert "--test-size" not in argv
-    from mlm_tui.cli import build_parser
-
-    args = build_parser().parse_args(argv)  # the CLI accepts exactly what the launcher builds
-    assert args.batch_size == 4 and args.learning_rate == 2e-5 and args.weight_decay == 0.01
 
 
 def test_thread_split_leaves_training_the_most() -> None:

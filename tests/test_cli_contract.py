@@ -131,9 +131,52 @@ def test_train_and_runs_json_shapes(cli, tiny_model_dir, corpus_jsonl):
     rows = json.loads(out)["runs"]
     row = next(r for r in rows if r["run_id"] == result["run_id"])
     assert set(row) == {"run_id", "status", "created", "model", "corpus", "perplexity_before",
-                        "perplexity_after", "steps"}
-    assert (row["status"], row["steps"], row["corpus"]) == ("completed", 2, str(corpus_jsonl))
+                        "perplexity_after", "steps", "total_steps", "duration", "bytes"}
+    assert (row["status"], row["steps"], row["total_steps"], row["corpus"]) == ("completed", 2, 2,
+                                                                                str(corpus_jsonl))
     assert row["perplexity_after"] == result["perplexity_after"]
+    run_dir = Path(result["model_path"]).parent
+    assert row["bytes"] == sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+    assert json.loads(out)["total_bytes"] == sum(r["bytes"] for r in rows)
+
+
+def test_runs_show_and_delete(cli, tiny_model_dir, corpus_jsonl):
+    from mlm_tui import runstore
+
+    code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32,
+                         "--max-steps", 4, "--save-steps", 2, "--batch-size", 4, "--test-size", 8, "--json")
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    code, out, err = cli("runs", "show", run_id, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert (shown["run_id"], shown["status"], shown["step"]) == (run_id, "completed", 4)
+    assert shown["total_steps"] == 4
+    assert shown["config"]["chunk_size"] == 32 and shown["config"]["model"] == str(tiny_model_dir)
+    assert shown["plan"]["batch_size"] == 4 and shown["checkpoints"] == [2]
+    assert shown["model_path"] == str(runstore.runs_dir() / run_id / "model")
+    assert shown["bytes"] > 0 and shown["perplexity_after"] > 0
+    code, out, _ = cli("runs", "show", run_id)
+    assert code == 0 and f"model path {shown['model_path']}" in out and "checkpoints 2" in out
+    assert "--chunk-size=32" in out  # the settings that differ from the defaults, as flags
+
+    based = runstore.create_run({"model": run_id, "corpus": str(corpus_jsonl)})  # a run started from it
+    based.fail("failed", "for the test")
+    based.release()
+    code, out, err = cli("runs", "delete", run_id, "--checkpoints-only")
+    assert code == 0, err
+    assert f"deleted the checkpoints of run {run_id}" in out
+    assert f"note: started from its model (their own checkpoints and models are kept): {based.run_id}" in out
+    code, out, _ = cli("runs", "show", run_id, "--json")
+    shown = json.loads(out)
+    assert shown["checkpoints"] == [] and Path(shown["model_path"], "config.json").is_file()
+    code, out, _ = cli("fill", "a [MASK] day", "--model", run_id, "--json")  # the final model is kept
+    assert code == 0
+    code, out, err = cli("runs", "delete", run_id, "--json")
+    assert code == 0, err
+    assert json.loads(out)["named_by"] == [based.run_id] and runstore.find_run(run_id) is None
+    code, _, err = cli("runs", "show", run_id)
+    assert code == 2 and f"no run called '{run_id}'" in err
 
 
 @pytest.fixture
@@ -204,6 +247,10 @@ USAGE_ERRORS = [
     (["train"], "give a CORPUS"),
     (["train", "--resume", "20990101-000000-abcd"], "no run called"),
     (["train", "--resume", "../../etc"], "no run called"),
+    (["train", "{ok}", "--accept-changed-corpus"], "--accept-changed-corpus only applies with --resume"),
+    (["train", "{ok}", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["runs", "show", "20990101-000000-abcd"], "no run called"),
+    (["runs", "delete", "../x"], "no run called"),
     (["fill", "a sentence without a mask"], "no [MASK] in the text"),
     (["fill", "[MASK] [MASK] [MASK]"], "only masks"),
     (["fill", "word " * 300 + "[MASK]"], "this model reads at most 256"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -17,7 +18,8 @@ import pytest
 
 from mlm_tui import checkpoints, runstore
 from mlm_tui.errors import RunCancelled
-from mlm_tui.training import TrainConfig, Trainer
+from mlm_tui.run_settings import TrainConfig
+from mlm_tui.training import FineTune
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +121,7 @@ def test_resume_continues_steps_and_metrics(cli, tiny_model_dir, corpus_jsonl):
         if event["event"] == "step" and event["step"] == 5:
             raise RuntimeError("power cut")
 
-    trainer = Trainer(config(corpus_jsonl, tiny_model_dir, save_steps=2), on_event=die_at_step_5)
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, save_steps=2), on_event=die_at_step_5)
     with pytest.raises(RuntimeError):
         trainer.run()
     run = trainer.run_record
@@ -141,14 +143,21 @@ def test_resume_continues_steps_and_metrics(cli, tiny_model_dir, corpus_jsonl):
 
 def test_a_run_cancelled_before_its_first_step_resumes_from_the_start(cli, tiny_model_dir, corpus_jsonl):
     """Ctrl+C while the starting perplexity is measured: no checkpoint yet, so resume starts at step 0."""
-    trainer = Trainer(config(corpus_jsonl, tiny_model_dir, max_steps=3),
-                      should_stop=lambda: trainer.run_record is not None)
+    measuring = []
+
+    def on_event(event: dict) -> None:
+        if "measuring perplexity before" in event.get("message", ""):
+            measuring.append(1)
+
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=3), on_event=on_event,
+                       should_stop=lambda: bool(measuring))
     with pytest.raises(RunCancelled, match=r"evaluation cancelled; resume with: mlm-tui train --resume \d"):
         trainer.run()
     run = trainer.run_record
     assert run.status() == "cancelled" and checkpoints.latest_checkpoint(run) is None
     code, out, err = cli("train", "--resume", run.run_id, "--json")
     assert code == 0, err
+    assert f"run {run.run_id} has no checkpoint left: it starts again from step 0" in err
     assert json.loads(out)["steps"] == 3 and step_rows(run) == [1, 2, 3]
 
 
@@ -159,7 +168,7 @@ def test_cancel_file_stops_a_run_like_ctrl_c(tiny_model_dir, corpus_jsonl):
         if event["event"] == "step" and event["step"] == 2:
             (trainer.run_record.dir / "cancel").touch()
 
-    trainer = Trainer(config(corpus_jsonl, tiny_model_dir), on_event=cancel_at_step_2)
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir), on_event=cancel_at_step_2)
     with pytest.raises(RunCancelled, match="cancelled at step 2"):
         trainer.run()
     assert trainer.run_record.status() == "cancelled"
@@ -208,12 +217,18 @@ def test_secondary_processes_train_but_write_nothing(cli, tiny_model_dir, corpus
     assert sorted(p.name for p in runstore.runs_dir().iterdir()) == before
 
 
-def test_two_process_launch_trains_one_run(cli, tiny_model_dir, corpus_jsonl):
-    """`torchrun`/`accelerate launch` with two CPU processes: one run, one result, one copy of progress."""
+def torchrun(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mlm_tui.cli",
+            *argv]
+
+
+def test_two_process_launch_trains_one_run_and_resumes_it(cli, tiny_model_dir, corpus_jsonl):
+    """`torchrun` with two CPU processes (gloo): one run, one result, one copy of progress; a cancel stops
+    both at the same step, the checkpoint holds both processes' random state, and both resume from it."""
     env = {**os.environ, "MLM_TUI_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
-                           "mlm_tui.cli", *train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "4",
-                                                      "--save-steps", "2", "--test-size", "8", "--json")],
+    first = train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "4", "--save-steps", "2", "--test-size",
+                       "8", "--json")
+    proc = subprocess.run(torchrun(*first),
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -222,7 +237,137 @@ def test_two_process_launch_trains_one_run(cli, tiny_model_dir, corpus_jsonl):
     run = runstore.find_run(result["run_id"])
     assert run.status() == "completed" and step_rows(run) == [1, 2, 3, 4]
 
+    run_id = runstore.new_run_id()  # chosen up front, as the workbench's launcher does
+    argv = train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "100000", "--save-steps", "2",
+                      "--logging-steps", "1", "--test-size", "8", f"--run-id={run_id}")
+    proc = subprocess.Popen(torchrun(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while (run := runstore.find_run(run_id)) is None or not checkpoints.steps(run):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.2)
+        (run.dir / "cancel").touch()
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert run.status() == "cancelled"
+    stopped = run.info().step
+    from safetensors.torch import load_file
 
+    saved = load_file(checkpoints.latest_checkpoint(run) / "rng_state.safetensors")
+    assert {"0.cpu", "1.cpu"} <= set(saved)
+    proc = subprocess.run(torchrun("train", "--resume", run_id, f"--max-steps={stopped + 2}", "--json"),
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"resumed at step {stopped} of {stopped + 2}" in proc.stderr
+    assert json.loads(proc.stdout)["steps"] == stopped + 2
+    assert run.status() == "completed" and step_rows(run) == list(range(1, stopped + 3))
+
+
+def losses(run: runstore.Run) -> dict[int, float]:
+    return {row["step"]: row["loss"] for row in run.metrics() if "loss" in row}
+
+
+def test_a_resumed_run_has_the_losses_of_an_uninterrupted_one(tiny_model_dir, corpus_jsonl):
+    """Same seed, fp32 on the CPU: the data order, the masks and the dropout draws all carry over."""
+    settings = {"max_steps": 6, "precision": "fp32", "device": "cpu", "save_steps": 100}
+    straight = FineTune(config(corpus_jsonl, tiny_model_dir, **settings))
+    straight.run()
+    stop = []
+    cut = FineTune(config(corpus_jsonl, tiny_model_dir, **settings), should_stop=lambda: bool(stop),
+                   on_event=lambda e: stop.append(1) if e["event"] == "step" and e["step"] == 3 else None)
+    with pytest.raises(RunCancelled, match="cancelled at step 3"):
+        cut.run()
+    FineTune.resuming(cut.run_record).run()
+    want, got = losses(straight.run_record), losses(cut.run_record)
+    assert sorted(got) == sorted(want) == [1, 2, 3, 4, 5, 6]
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=1e-4), step
+    assert len(set(want.values())) == 6  # the losses differ from step to step: the comparison means something
+
+
+def test_resume_applies_some_flags_and_refuses_others_and_a_changed_corpus(cli, tiny_model_dir, corpus_jsonl):
+    stop = []
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir), should_stop=lambda: bool(stop),
+                       on_event=lambda e: stop.append(1) if e["event"] == "step" and e["step"] == 2 else None)
+    with pytest.raises(RunCancelled):
+        trainer.run()
+    run = trainer.run_record
+    code, out, err = cli("train", "--resume", run.run_id, "--max-steps", "4", "--chunk-size", "64", "--json")
+    assert code == 2 and json.loads(out)["error"] == (
+        "--chunk-size cannot change when resuming a run: it would change its data order and masks (start a "
+        "new run)")
+    assert run.status() == "cancelled"  # a refused resume leaves the run as it was
+    with open(corpus_jsonl, "a") as fh:
+        fh.write(json.dumps({"text": "One more document, written after the run started."}) + "\n")
+    code, _, err = cli("train", "--resume", run.run_id)
+    assert code == 2 and f"the corpus {corpus_jsonl} changed since run {run.run_id} read it" in err
+    assert err.rstrip().endswith("resume on it anyway with --accept-changed-corpus")
+    assert run.status() == "cancelled"
+    code, out, err = cli("train", "--resume", run.run_id, "--max-steps", "4", "--eval-steps", "2",
+                         "--batch-size", "4", "--accept-changed-corpus", "--json")  # batch 4: as recorded
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 4 and step_rows(run) == [1, 2, 3, 4]
+    info = run.info()
+    assert (info.config.max_steps, info.config.eval_steps, info.total_steps) == (4, 2, 4)
+    (resume,) = info.resumes
+    assert resume["changes"] == {"max_steps": 4, "eval_steps": 2} and resume["corpus_changed"]["to"]
+
+
+def test_a_run_is_preparing_with_its_tokenizing_progress_before_it_trains(tiny_model_dir, corpus_jsonl):
+    seen = []
+
+    def on_event(event: dict) -> None:
+        if event.get("message", "").startswith("tokenized"):
+            seen.append(trainer.run_record.info())
+
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=1), on_event=on_event)
+    trainer.run()
+    (info,) = seen
+    size = corpus_jsonl.stat().st_size
+    assert (info.status, info.step, info.tokenize_done, info.tokenize_total) == ("preparing", 0, size, size)
+    assert trainer.run_record.info().tokenize_done is None  # gone once it trains
+
+
+def test_a_corpus_that_cannot_be_read_leaves_a_failed_run_that_says_why(cli, tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "fine"}\n{"text": oops}\n')
+    before = {r.run_id for r in runstore.list_runs()[0]}
+    code, _, err = cli(*train_argv(broken, tiny_model_dir))
+    assert code == 2 and "line 2 is not valid JSON" in err
+    (run,) = [r for r in runstore.list_runs()[0] if r.run_id not in before]
+    info = run.info()
+    assert info.status == "failed" and "line 2 is not valid JSON" in info.message
+
+
+def wait_until_done(run_id: str, timeout: float = 240) -> runstore.RunInfo:
+    """Follow a launched run to its end; it must never look `interrupted` on the way."""
+    deadline = time.monotonic() + timeout
+    while (info := runstore.find_run(run_id).info()).status in ("preparing", "running"):
+        assert time.monotonic() < deadline, info
+        time.sleep(0.1)
+    return info
+
+
+def test_a_launched_run_exists_at_once_and_its_values_stay_values(tiny_model_dir, tmp_path, monkeypatch):
+    """The launcher names the run before its process starts; a corpus called `-notes.jsonl` and a text
+    field called `--resume=x` reach the process as values, never as options."""
+    from mlm_tui import launcher
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLM_TUI_THREADS", "1")
+    docs = [f"Rain fell over the valley while the farmers worked, day {i}." for i in range(120)]
+    Path("-notes.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    settings = {"model": str(tiny_model_dir), "chunk_size": 16, "batch_size": 4, "max_steps": 2,
+                "test_size": 4}
+    run_id = launcher.launch(TrainConfig(corpus="-notes.jsonl", **settings))
+    assert runstore.find_run(run_id).info().status == "preparing"
+    info = wait_until_done(run_id)
+    assert (info.status, info.step, info.corpus) == ("completed", 2, "-notes.jsonl"), info.message
+
+    run_id = launcher.launch(TrainConfig(corpus="-notes.jsonl", text_field="--resume=x", **settings))
+    info = wait_until_done(run_id)
+    assert info.status == "failed" and "no text field '--resume=x'" in info.message
 # -- safety ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pickle_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -271,7 +416,7 @@ def test_a_tampered_checkpoint_cannot_run_code_on_resume(cli, tiny_model_dir, co
     import torch
 
     stop = []
-    trainer = Trainer(config(corpus_jsonl, tiny_model_dir, max_steps=4), should_stop=lambda: bool(stop),
+    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=4), should_stop=lambda: bool(stop),
                       on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
     with pytest.raises(RunCancelled):
         trainer.run()
@@ -286,3 +431,19 @@ def test_a_tampered_checkpoint_cannot_run_code_on_resume(cli, tiny_model_dir, co
     code, _, err = cli("train", "--resume", run.run_id)
     assert code == 1 and "cannot be restored" in err and "Traceback" not in err
     assert not marker.exists()
+
+
+def test_a_launched_run_whose_process_dies_while_preparing_is_interrupted(tiny_model_dir, corpus_jsonl):
+    from mlm_tui import launcher
+
+    run_id = launcher.launch(TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir)))
+    run = runstore.find_run(run_id)
+    assert run.info().status == "preparing"
+    pid = run.state()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while run.status() != "interrupted":
+        assert time.monotonic() < deadline, run.status()
+        time.sleep(0.05)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)  # the launcher's child: reap it

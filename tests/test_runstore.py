@@ -114,13 +114,43 @@ def test_truncate_metrics_drops_only_later_steps(store_runs):
     assert [r["step"] for r in run.metrics()] == [0, 1, 2]
 
 
-def test_a_new_run_is_running_from_its_first_file():
-    """The workbench finds a launched run as soon as its files appear; it must not flash `interrupted`."""
+def test_a_new_run_is_preparing_from_its_first_file_and_interrupted_once_its_owner_is_gone():
+    """The workbench shows a launched run at once; it must not flash `interrupted` while it prepares, and a
+    preparing run whose process died is `interrupted` like any other."""
     run = runstore.create_run({"model": "m", "corpus": "c.txt"})
     try:
-        assert runstore.find_run(run.run_id).status() == "running"
+        assert runstore.find_run(run.run_id).status() == "preparing"
         with run.hold_lock():
-            assert runstore.find_run(run.run_id).status() == "running"
-        assert runstore.find_run(run.run_id).status() == "interrupted"  # its owner let go, still `running`
+            assert runstore.find_run(run.run_id).status() == "preparing"
+        assert runstore.find_run(run.run_id).status() == "interrupted"  # its owner let go, still `preparing`
     finally:
         shutil.rmtree(run.dir)
+
+
+def test_a_hand_edited_config_of_the_wrong_type_is_refused_by_field(cli, store_runs):
+    config = json.loads(GOOD_CONFIG) | {"corpus": "c.txt", "chunk_size": "32"}
+    store_runs("20000101-000000-c0c0", json.dumps(config), '{"status": "cancelled"}')
+    code, _, err = cli("train", "--resume", "20000101-000000-c0c0")
+    assert code == 1 and err.count("\n") == 1
+    assert "config.json: chunk_size is '32', not a whole number" in err
+    info = runstore.find_run("20000101-000000-c0c0").info()  # still listed, its settings marked unreadable
+    assert info.config is None and "chunk_size" in info.config_problem
+
+
+def test_deleting_a_live_run_is_refused_and_a_dead_one_goes_at_once(cli, store_runs):
+    path = store_runs("20000101-000000-d0d0", GOOD_CONFIG, '{"status": "running"}')
+    (path / "checkpoints" / "step-0000002").mkdir(parents=True)
+    (path / "checkpoints" / "step-0000002" / "trainer_state.json").write_text('{"step": 2}')
+    run = runstore.find_run("20000101-000000-d0d0")
+    with run.hold_lock():
+        code, _, err = cli("runs", "delete", run.run_id)
+        assert code == 2 and "run 20000101-000000-d0d0 is running: cancel it before deleting it" in err
+        assert path.is_dir()
+    code, out, err = cli("runs", "delete", run.run_id, "--checkpoints-only", "--json")
+    assert code == 0, err
+    assert json.loads(out)["checkpoints_only"] is True and not (path / "checkpoints").exists()
+    assert runstore.find_run(run.run_id).info().checkpoints == []
+    code, out, _ = cli("runs", "delete", run.run_id)
+    assert code == 0 and "deleted run 20000101-000000-d0d0" in out
+    assert not path.exists() and runstore.find_run(run.run_id) is None
+    assert not any(p.name.endswith("d0d0") for p in runstore.runs_dir().iterdir())

@@ -19,9 +19,9 @@ from textual.message import Message
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Log, ProgressBar, Sparkline, Static
 
 from mlm_tui.app.render import printable, short_ref
-from mlm_tui.cli import format_duration
-from mlm_tui.errors import UsageError
-from mlm_tui.training import TrainConfig
+from mlm_tui.errors import MlmError, UsageError
+from mlm_tui.progress import format_duration
+from mlm_tui.run_settings import TrainConfig
 
 POLL_S = 1.0
 LOG_TAIL = 300
@@ -237,21 +237,12 @@ class TrainPane(Horizontal):
 
     @work(thread=True, group="launch")
     def _launch_worker(self, request: TrainConfig) -> None:
-        from textual.worker import get_current_worker
-
         from mlm_tui import launcher
 
-        worker = get_current_worker()
         try:
-            launched = launcher.launch(request)
-        except OSError as exc:
-            self.post_message(Launched(None, f"could not start mlm-tui train: {exc}"))
-            return
-        found = launcher.wait_for_run(launched, cancelled=lambda: worker.is_cancelled)
-        if isinstance(found, str):
-            self.post_message(Launched(None, found))
-        else:
-            self.post_message(Launched(found.run_id, None))
+            self.post_message(Launched(launcher.launch(request), None))
+        except MlmError as exc:
+            self.post_message(Launched(None, str(exc)))
 
     @on(Launched)
     def _launched(self, event: Launched) -> None:
@@ -277,7 +268,7 @@ class TrainPane(Horizontal):
         run = runstore.find_run(selected) if selected else None
         if run is not None:
             try:
-                detail = RunView(run.run_id, run.summary(), run.state(), run.config())
+                detail = RunView(run.run_id, run.info().summary(), run.state(), run.config())
                 detail.losses = [row["loss"] for row in run.metrics() if "loss" in row]
                 try:
                     detail.log = run.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL:]

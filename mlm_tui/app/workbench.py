@@ -223,8 +223,8 @@ class WorkbenchApp(App[None]):
     def _runs_worker(self) -> None:
         from mlm_tui import runstore
 
-        summaries, problems = runstore.list_summaries()
-        self.post_message(RunsListed(summaries, problems))
+        infos, problems = runstore.list_infos()
+        self.post_message(RunsListed([info.summary() for info in infos], problems))
 
     @on(RunsListed)
     def _runs_listed(self, event: RunsListed) -> None:

@@ -1,0 +1,373 @@
+"""The training settings of a run, declared once.
+
+Each `TrainConfig` field carries its flag, help, form label, kind, device-dependent default and whether it
+may change on `--resume`, as `run_mlm.py`'s dataclasses carry theirs for `HfArgumentParser`. The `train`
+subparser, the config read back from its arguments, the Train form of the workbench and the argument list
+of a launched run are all generated from here, so adding a setting is one edit and the front ends cannot
+drift apart. Nothing here imports torch: the workbench builds its form from it at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Literal
+
+from mlm_tui.errors import FieldError
+
+Kind = Literal["text", "path", "integer", "number", "choice", "flag"]
+Check = Callable[[Any], str | None]  # the problem with a value, worded after the setting's name, or None
+
+RESUME_REFUSED = ("cannot change when resuming a run: it would change its data order and masks (start a new "
+                  "run)")
+
+
+def _at_least(minimum: int) -> Check:
+    return lambda v: None if v >= minimum else f"must be at least {minimum} (got {v})"
+
+
+def _positive(v: float) -> str | None:
+    return None if math.isfinite(v) and v > 0 else f"must be positive (got {v})"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if math.isfinite(v) and v >= 0 else f"must be zero or more (got {v})"
+
+
+def _fraction(v: float) -> str | None:
+    return None if 0 < v < 1 else f"must be between 0 and 1 (got {v})"
+
+
+def _by_device(cuda: int, cpu: int) -> Callable[[str], int]:
+    return lambda device: cuda if device == "cuda" else cpu
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the front ends need to know about one training setting."""
+
+    label: str  # the form's label
+    help: str
+    kind: Kind
+    choices: tuple[str, ...] = ()
+    check: Check | None = None
+    advanced: bool = False  # folded away in the form
+    on_resume: bool = False  # may change on --resume: it leaves the data order and the masks as they were
+    auto: Callable[[str], Any] | None = None  # the value a blank takes on a device ("cuda" or "cpu")
+    blank: str = ""  # what a blank means when it is not a device default ("all", "from epochs")
+
+
+def setting(default: Any, label: str, help: str, kind: Kind, **meta: Any) -> Any:
+    return field(default=default, metadata={"setting": Setting(label, help, kind, **meta)})
+
+
+@dataclass
+class TrainConfig:
+    corpus: str = setting(MISSING, "Corpus", "corpus file, folder or hub dataset", "path")
+    model: str = setting("starter", "Model", "model to start from: directory, run id, starter or hub id",
+                         "text")
+    chunk_size: int = setting(128, "Chunk size", "tokens per training chunk", "integer", check=_at_least(2))
+    mlm_probability: float = setting(0.15, "Mask prob.", "share of tokens masked", "number", check=_fraction)
+    whole_word_mask: bool = setting(False, "Whole-word masking", "mask all pieces of a word together", "flag")
+    batch_size: int | None = setting(None, "Batch size", "chunks per step and process", "integer",
+                                     check=_at_least(1), auto=_by_device(64, 16))
+    learning_rate: float = setting(2e-5, "Learn. rate", "peak learning rate (AdamW, linear decay)", "number",
+                                   check=_positive)
+    weight_decay: float = setting(0.01, "Weight decay", "AdamW weight decay", "number", check=_non_negative,
+                                  advanced=True)
+    warmup_steps: int = setting(0, "Warmup steps", "steps of linear warmup", "integer", check=_at_least(0),
+                                advanced=True)
+    epochs: float = setting(3.0, "Epochs", "passes over the training chunks (or give max steps)", "number",
+                            check=_positive, on_resume=True)
+    max_steps: int | None = setting(None, "Max steps", "optimizer steps; overrides epochs", "integer",
+                                    check=_at_least(1), on_resume=True, blank="from epochs")
+    train_size: int | None = setting(None, "Train chunks", "chunks to train on (down-sampled, seeded)",
+                                     "integer", check=_at_least(1), blank="all")
+    test_size: int | None = setting(None, "Test chunks", "test chunks for perplexity", "integer",
+                                    check=_at_least(1), auto=_by_device(1000, 200))
+    seed: int = setting(42, "Seed", "seed of the data order, the masks and the held-out split", "integer",
+                        advanced=True)
+    device: str = setting("auto", "Device", "where to train", "choice", choices=("auto", "cpu", "cuda"),
+                          advanced=True, on_resume=True)
+    precision: str = setting("auto", "Precision", "auto: bf16 on CUDA (else fp16) and on CPUs with native "
+                             "bf16, else fp32", "choice", choices=("auto", "fp32", "bf16", "fp16"),
+                             advanced=True)
+    gradient_accumulation: int = setting(1, "Accumulation", "micro-batches per optimizer step", "integer",
+                                         check=_at_least(1), advanced=True)
+    eval_steps: int | None = setting(None, "Eval steps", "measure perplexity every N steps", "integer",
+                                     check=_at_least(1), advanced=True, on_resume=True,
+                                     blank="before and after only")
+    save_steps: int | None = setting(None, "Save steps", "checkpoint every N steps", "integer",
+                                     check=_at_least(1), advanced=True, on_resume=True,
+                                     blank="min(500, steps)")
+    logging_steps: int | None = setting(None, "Logging steps", "log the loss every N steps", "integer",
+                                        check=_at_least(1), advanced=True, on_resume=True,
+                                        blank="steps / 1000")
+    text_field: str = setting("text", "Text field", "the field of JSON, CSV or Parquet rows holding the text",
+                              "text", advanced=True)
+    freeze_embeddings: bool = setting(False, "Freeze embeddings", "keep the word embeddings fixed", "flag",
+                                      advanced=True)
+    allow_pickle: bool = setting(False, "Allow pickle", "allow pytorch_model.bin weights (pickles can run "
+                                 "code: trusted sources only)", "flag", advanced=True, on_resume=True)
+
+    def problems(self) -> list[FieldError]:
+        """Every bad value, by field (the form marks them all; the CLI reports the first)."""
+        found = []
+        for f, s in settings():
+            value = getattr(self, f.name)
+            if value is None or s.kind == "flag":
+                continue
+            if s.choices and value not in s.choices:
+                found.append(FieldError(f.name, f"must be {_either(s.choices)} (got {value})"))
+            elif s.check is not None and (problem := s.check(value)) is not None:
+                found.append(FieldError(f.name, problem))
+        return found
+
+    def validate(self) -> None:
+        for problem in self.problems():
+            raise problem
+
+    def on_device(self, name: str, device: str) -> Any:
+        """A setting's value on a device: the value given, else its device default (batch and test size)."""
+        value = getattr(self, name)
+        auto = _setting(name).auto
+        return auto(device) if value is None and auto is not None else value
+
+    def resumed_with(self, changes: Mapping[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+        """This run's config with the settings a resume may change, and the changes that took effect.
+
+        A setting that would change the data order or the masks is refused by name; one repeating the
+        run's own value is accepted. Epochs and max steps replace each other, as on the command line.
+        """
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        applied = {}
+        for name, value in changes.items():
+            if value == values[name] and not (name == "epochs" and values["max_steps"] is not None):
+                continue
+            if not _setting(name).on_resume:
+                raise FieldError(name, RESUME_REFUSED)
+            values[name] = applied[name] = value
+            if name == "epochs" and "max_steps" not in changes:
+                values["max_steps"] = None
+        config = TrainConfig(**values)
+        config.validate()
+        return config, applied
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The config a run recorded; a value of the wrong type (a hand-edited file) is refused by field."""
+        values = {}
+        for f, s in settings():
+            if f.name not in data:
+                if f.default is MISSING:
+                    raise FieldError(f.name, "is missing")
+                continue
+            value = data[f.name]
+            if not (value is None and f.default is None) and not _has_kind(value, s.kind):
+                raise FieldError(f.name, f"is {value!r}, not {KIND_WORDS[s.kind]}")
+            values[f.name] = value
+        config = cls(**values)
+        config.validate()
+        return config
+
+
+KIND_WORDS: dict[Kind, str] = {"text": "text", "path": "text", "integer": "a whole number",
+                               "number": "a number", "choice": "text", "flag": "true or false"}
+
+
+def _has_kind(value: Any, kind: Kind) -> bool:
+    if kind == "flag":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == "integer":
+        return isinstance(value, int)
+    if kind == "number":
+        return isinstance(value, int | float)
+    return isinstance(value, str)
+
+
+def _either(choices: tuple[str, ...]) -> str:
+    return ", ".join(choices[:-1]) + " or " + choices[-1]
+
+
+def settings() -> Iterator[tuple[Field[Any], Setting]]:
+    for f in fields(TrainConfig):
+        yield f, f.metadata["setting"]
+
+
+def _setting(name: str) -> Setting:
+    return TrainConfig.__dataclass_fields__[name].metadata["setting"]
+
+
+def flag(name: str) -> str:
+    """The command-line name of a setting (or of any option, by its dest name): `--chunk-size`, `CORPUS`."""
+    f = TrainConfig.__dataclass_fields__.get(name)
+    if f is not None and f.default is MISSING:
+        return name.upper()  # a positional argument
+    return "--" + name.replace("_", "-")
+
+
+def resumable() -> list[str]:
+    """The settings `--resume` applies (and records); the others are refused there."""
+    return [f.name for f, s in settings() if s.on_resume]
+
+
+# -- the command line -----------------------------------------------------------------------------------
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+METAVAR: dict[Kind, str] = {"integer": "N", "number": "X", "text": "TEXT", "path": "PATH"}
+PARSE: dict[Kind, Callable[[str], Any]] = {"integer": _parse_int, "number": _parse_float, "text": str,
+                                           "path": str, "choice": str}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """One argument per setting. Their default is SUPPRESS, so what the user gave is exactly what lands in
+    the namespace: defaults come from `TrainConfig`, and `--resume` can refuse a flag that was given."""
+    steps = parser.add_mutually_exclusive_group()
+    for f, s in settings():
+        if f.default is MISSING:
+            parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=s.help)
+            continue
+        target = steps if f.name in ("epochs", "max_steps") else parser
+        note = s.blank or ("suits the device" if s.auto else f"{f.default}")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        if s.kind == "flag":
+            target.add_argument(flag(f.name), action="store_const", const=True, help=s.help, **kwargs)
+        else:
+            target.add_argument(flag(f.name), type=PARSE[s.kind], choices=s.choices or None,
+                                metavar=METAVAR.get(s.kind), help=f"{s.help} (default: {note})", **kwargs)
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (`--model` before the subcommand counts too)."""
+    return {f.name: getattr(args, f.name) for f, _ in settings() if getattr(args, f.name, None) is not None}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    given = given_settings(args)
+    if "corpus" not in given:
+        raise FieldError("corpus", "give a {field} (or --resume RUN_ID)")
+    config = TrainConfig(**given)
+    config.validate()
+    return config
+
+
+def train_argv(config: TrainConfig) -> list[str]:
+    """The `mlm-tui train` arguments for a config: the settings that differ from the defaults.
+
+    Values travel as `--flag=value` and the corpus after `--`, so no value (a corpus named `-notes.txt`,
+    a text field `--resume=x`) can ever be read as an option.
+    """
+    args = ["train"]
+    for f, s in settings():
+        value = getattr(config, f.name)
+        if f.default is MISSING or value is None or value == f.default:
+            continue
+        if f.name == "epochs" and config.max_steps is not None:
+            continue  # the CLI takes one of --epochs and --max-steps
+        args.append(flag(f.name) if s.kind == "flag" else f"{flag(f.name)}={value}")
+    return [*args, "--", config.corpus]
+
+
+# -- the form -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FormField:
+    """One input of the Train form."""
+
+    name: str
+    label: str
+    kind: Kind
+    help: str
+    default: str  # the text the box starts with ("" for a blank that the trainer fills)
+    choices: tuple[str, ...]
+    advanced: bool
+
+    def placeholder(self, device: str | None = None) -> str:
+        """What a blank box means; with the device known, the device default ("auto: 16 on cpu")."""
+        s = _setting(self.name)
+        if s.auto is not None:
+            return f"auto: {s.auto(device)} on {device}" if device else "auto"
+        return s.blank
+
+
+def form_fields() -> list[FormField]:
+    out = []
+    for f, s in settings():
+        default = "" if f.default in (MISSING, None) else f.default
+        if s.kind == "flag":
+            default = bool(default)
+        out.append(FormField(f.name, s.label, s.kind, s.help, default if s.kind == "flag" else str(default),
+                             s.choices, s.advanced))
+    return out
+
+
+def config_from_form(values: Mapping[str, str | bool]) -> tuple[TrainConfig | None, dict[str, str]]:
+    """The form's strings as a config, or the problems by field, each worded with its label."""
+    parsed: dict[str, Any] = {}
+    errors: dict[str, FieldError] = {}
+    for f, s in settings():
+        raw = values.get(f.name)
+        if s.kind == "flag":
+            parsed[f.name] = bool(raw)
+            continue
+        text = str(raw or "").strip()
+        if not text:
+            if f.default is MISSING:
+                errors[f.name] = FieldError(f.name, "{field}: give a corpus file, folder or hub dataset")
+            continue  # the default (None: the trainer chooses)
+        try:
+            parsed[f.name] = PARSE[s.kind](text)
+        except argparse.ArgumentTypeError as exc:
+            errors[f.name] = FieldError(f.name, f"{{field}}: {exc}")
+    config = None
+    if not errors:
+        config = TrainConfig(**parsed)
+        errors = {e.field: e for e in config.problems()}
+    if errors:
+        return None, {name: e.named(_setting(name).label) for name, e in errors.items()}
+    return config, {}
+
+
+# -- what the defaults resolved to ----------------------------------------------------------------------
+@dataclass
+class Plan:
+    """What the defaults resolved to on this machine; printed before training so nothing is hidden."""
+
+    device: str
+    precision: str
+    batch_size: int
+    steps: int
+    steps_per_epoch: int
+    train_chunks: int
+    test_chunks: int
+    logging_steps: int
+    save_steps: int
+    eval_steps: int | None
+    processes: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_record(cls, data: Any) -> Plan | None:
+        """The plan a run recorded, or None when it has none yet (or one no longer readable)."""
+        if not isinstance(data, dict):
+            return None
+        names = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError:
+            return None
