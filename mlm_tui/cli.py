@@ -379,7 +379,11 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def _message(exc: BaseException) -> str:
     """An error as the CLI says it: a bad setting is named by its flag."""
-    return exc.named(flag(exc.field)) if isinstance(exc, FieldError) else first_line(exc)
+    if isinstance(exc, FieldError):
+        return exc.named(flag(exc.field))
+    # Our own messages are one line already, though data they quote may hold a newline (shown escaped
+    # on the way out); a library's may run to pages.
+    return str(exc) if isinstance(exc, MlmError) else first_line(exc)
 
 
 def _fail(message: str, code: int, want_json: bool) -> int:

@@ -282,8 +282,8 @@ def _require_field(names: list[str], text_field: str, where: str,
     if text_field not in names:
         columns = [n for n in (names if text_columns is None else text_columns) if n]
         listed = ", ".join(columns) or "none"
-        raise MissingTextField(f"{where}: no text field {text_field!r} (text fields: {listed}); pick one as "
-                               "the {field}", columns)
+        raise MissingTextField(f"{where}: no text field {text_field!r} (text fields: {listed}); pick one with "
+                               "{field}", columns)
 
 
 def _require_text(kind: str, text_field: str, where: str) -> None:
@@ -291,7 +291,7 @@ def _require_text(kind: str, text_field: str, where: str) -> None:
     if kind in ("string", "large_string", "string_view", "null"):
         return
     raise FieldError("text_field", f"{where}: the text field {text_field!r} holds {kind}, not text; pick "
-                     "another as the {field}")
+                     "another with {field}")
 
 
 def _load_with_datasets(path: Path, kind: str, text_field: str) -> list[str]:

@@ -111,12 +111,13 @@ def test_a_checkpoint_with_a_pickle_side_door_cannot_run_code_on_resume(cli, tin
                                                                        tmp_path):
     from mlm_tui import checkpoints
     from mlm_tui.errors import RunCancelled
-    from mlm_tui.training import TrainConfig, Trainer
+    from mlm_tui.run_settings import TrainConfig
+    from mlm_tui.training import FineTune
 
     stop: list[int] = []
     config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
                          max_steps=4, logging_steps=1, test_size=8)
-    trainer = Trainer(config, should_stop=lambda: bool(stop),
+    trainer = FineTune(config, should_stop=lambda: bool(stop),
                       on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
     with pytest.raises(RunCancelled):
         trainer.run()
@@ -167,12 +168,17 @@ def test_training_with_batches_that_mask_nothing_completes(cli, tiny_model_dir, 
 def test_a_test_set_with_no_masked_token_is_refused_up_front(cli, tiny_model_dir, tmp_path, command):
     """Documents of special tokens only: no position can ever be masked, whatever the seed."""
     corpus = write_jsonl(tmp_path / "specials.jsonl", ["[MASK]"] * 40)
-    before = len(runstore.list_runs()[0])
+    before = {run.run_id for run in runstore.list_runs()[0]}
     code, _, err = cli(command, corpus, "--model", tiny_model_dir, "--chunk-size", "3",
                        *(["--max-steps", "2"] if command == "train" else []))
     assert code == 2
     one_error_line(err, "no masked token")
-    assert len(runstore.list_runs()[0]) == before  # refused before the run was created
+    new = [run for run in runstore.list_runs()[0] if run.run_id not in before]
+    if command == "train":  # refused before any step; the run, which exists from its start, says why
+        assert len(new) == 1 and new[0].info().status == "failed" and new[0].info().step == 0
+        assert "no masked token" in (new[0].info().message or "")
+    else:
+        assert new == []
 
 
 # -- 3. strict JSON --------------------------------------------------------------------------------------
@@ -349,12 +355,13 @@ def test_a_truncated_model_is_named_with_what_to_do(cli, tiny_model_dir, tmp_pat
 def test_a_damaged_checkpoint_is_named_on_resume(cli, tiny_model_dir, corpus_jsonl):
     from mlm_tui import checkpoints
     from mlm_tui.errors import RunCancelled
-    from mlm_tui.training import TrainConfig, Trainer
+    from mlm_tui.run_settings import TrainConfig
+    from mlm_tui.training import FineTune
 
     stop: list[int] = []
     config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
                          max_steps=4, logging_steps=1, test_size=8)
-    trainer = Trainer(config, should_stop=lambda: bool(stop),
+    trainer = FineTune(config, should_stop=lambda: bool(stop),
                       on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
     with pytest.raises(RunCancelled):
         trainer.run()

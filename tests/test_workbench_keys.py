@@ -67,15 +67,15 @@ def focusables(app: WorkbenchApp, pane: str) -> list[Widget]:
 def real_run(tiny_model_dir: Path, corpus_jsonl: Path) -> Iterator[str]:
     """A run training in its own process (as the Train pane starts one) for the length of a test."""
     from mlm_tui import launcher, runstore
-    from mlm_tui.training import TrainConfig
+    from mlm_tui.run_settings import TrainConfig
 
     config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
                          max_steps=1_000_000, test_size=4, train_size=40, save_steps=1_000_000)
-    found = launcher.wait_for_run(launcher.launch(config), timeout=120)
-    assert not isinstance(found, str), found
+    found = runstore.find_run(launcher.launch(config))
+    assert found is not None  # the run exists from its launch
     deadline = time.monotonic() + 120
-    while found.state().get("step", 0) < 1:
-        assert time.monotonic() < deadline and found.status() == "running"
+    while found.info().step < 1:
+        assert time.monotonic() < deadline and found.status() in ("preparing", "running"), found.info()
         time.sleep(0.25)
     yield found.run_id
     run = runstore.find_run(found.run_id)
