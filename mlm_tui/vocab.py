@@ -16,6 +16,7 @@ passes over the token array and holds a few times one block: one-piece words are
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,11 +102,12 @@ class Vocabulary:
 
 
 def _backend_unk(backend: Any) -> int | None:
-    model = backend.model
-    unk_id = getattr(model, "unk_id", None)  # Unigram
-    if isinstance(unk_id, int):
-        return unk_id
-    unk = getattr(model, "unk_token", None)  # WordPiece, BPE (None when it has none)
+    """The unknown token's id from the model's own spec (Unigram keeps an id, WordPiece and BPE a token;
+    byte-level BPE usually has none): the Python `models.Unigram` object does not expose it."""
+    spec = json.loads(backend.to_str())["model"]
+    if isinstance(spec.get("unk_id"), int):
+        return spec["unk_id"]
+    unk = spec.get("unk_token")
     return backend.token_to_id(unk) if unk else None
 
 
