@@ -16,8 +16,9 @@ passes over the token array and holds a few times one block: one-piece words are
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from mlm_tui.errors import UsageError
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "general_english.txt.gz"
 REFERENCE_NAME = "The Devil's Dictionary"
-BLOCK_TOKENS = 1 << 20  # documents are counted a block of about this many tokens at a time
+BLOCK_TOKENS = 1 << 19  # documents are counted a block of about this many tokens at a time
 
 _MUL = np.uint64(0x9E3779B97F4A7C15)  # odd multipliers of a splitmix-style mix: pieces -> 64-bit values
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
@@ -163,31 +164,6 @@ class WordStat:
 
 
 @dataclass
-class VocabReport:
-    """The vocabulary view of a corpus. `words` holds every word seen at least `min_count` times, ranked
-    by `need` (then count, then text): the Vocabulary pane's table; `top` is the head of it that is split
-    at all, as `mlm-tui vocab` prints it."""
-
-    corpus: str
-    model: str
-    figures: Figures
-    words: list[WordStat]
-    reference: Figures | None
-    min_count: int
-    top_n: int = 50
-
-    @property
-    def top(self) -> list[WordStat]:
-        return [w for w in self.words if len(w.ids) > 1][: self.top_n]
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"corpus": self.corpus, "model": self.model, **self.figures.to_dict(),
-                               "top": [w.to_dict() for w in self.top]}
-        out["reference"] = self.reference.to_dict() if self.reference is not None else None
-        return out
-
-
-@dataclass
 class WordCounts:
     """Counts of every distinct word of a text, before any strings are made.
 
@@ -195,10 +171,10 @@ class WordCounts:
     occurrences lies (split, position, length), from which its pieces are read back."""
 
     vocabulary: Vocabulary
-    splits: list[TokenizedSplit]
+    splits: dict[str, TokenizedSplit]
     single: np.ndarray  # int64[vocab]: occurrences of the one-piece word of each token id
     multi_counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    multi_split: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    multi_split: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # index into splits
     multi_pos: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     multi_len: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     running_words: int = 0
@@ -212,19 +188,65 @@ class WordCounts:
         return Figures(self.running_words, distinct, self.tokens, self.split_2plus, self.split_3plus,
                        self.unknown)
 
-    def words(self, min_count: int) -> list[WordStat]:
-        """Every word seen at least `min_count` times, ranked most in need of adapting first."""
-        single_ids = np.flatnonzero(self.single >= min_count)
-        keep = np.flatnonzero(self.multi_counts >= min_count)
-        seqs: list[tuple[int, ...]] = [(int(i),) for i in single_ids]
-        for s, p, n in zip(self.multi_split[keep], self.multi_pos[keep], self.multi_len[keep], strict=True):
-            seqs.append(tuple(int(i) for i in self.splits[s].ids[p : p + n]))
-        counts = np.concatenate([self.single[single_ids], self.multi_counts[keep]]).tolist()
-        texts = self.vocabulary.decode(seqs)
+    def words(self, min_count: int, limit: int | None = None, split_only: bool = False) -> list[WordStat]:
+        """Words seen at least `min_count` times, most in need of adapting first, then the most frequent,
+        then by text; only the first `limit`, and only words cut into pieces with `split_only`. Strings
+        are made for the words returned alone, so the head of a large table costs next to nothing."""
+        multi = np.flatnonzero(self.multi_counts >= min_count)
+        single = np.empty(0, np.int64) if split_only else np.flatnonzero(self.single >= min_count)
+        count = np.concatenate([self.single[single], self.multi_counts[multi]])
+        need = count * (np.concatenate([np.ones(len(single), np.int64), self.multi_len[multi]]) - 1)
+        if limit is not None and limit < len(count):  # the head, with every word tied with its last
+            last = np.lexsort((-count, -need))[limit - 1]
+            chosen = (need > need[last]) | ((need == need[last]) & (count >= count[last]))
+            single, multi = single[chosen[: len(single)]], multi[chosen[len(single) :]]
+        seqs = [(int(i),) for i in single] + self._pieces_of(multi)
+        counts = [*self.single[single].tolist(), *self.multi_counts[multi].tolist()]
         pieces = self.vocabulary.pieces
-        out = [WordStat(text, c, ids, [pieces[i] for i in ids]) for text, c, ids in zip(texts, counts, seqs,
-                                                                                      strict=True)]
+        out = [WordStat(text, c, ids, [pieces[i] for i in ids])
+               for text, c, ids in zip(self.vocabulary.decode(seqs), counts, seqs, strict=True)]
         out.sort(key=lambda w: (-w.need, -w.count, w.word))
+        return out[:limit]
+
+    def _pieces_of(self, multi: np.ndarray) -> list[tuple[int, ...]]:
+        """The piece ids of the multi-piece words `multi`, read back from one occurrence of each."""
+        out: list[tuple[int, ...]] = [()] * len(multi)
+        for n, split in enumerate(self.splits.values()):
+            rows = np.flatnonzero(self.multi_split[multi] == n)
+            lengths = self.multi_len[multi[rows]]
+            offsets = np.cumsum(lengths) - lengths
+            index = np.repeat(self.multi_pos[multi[rows]] - offsets, lengths) + np.arange(int(lengths.sum()))
+            flat = np.asarray(split.ids[index]).tolist()
+            for row, a, k in zip(rows.tolist(), offsets.tolist(), lengths.tolist(), strict=True):
+                out[row] = tuple(flat[a : a + k])
+        return out
+
+
+@dataclass
+class VocabReport:
+    """The vocabulary view of a corpus: its figures, the `top` words that most need adapting (the ones
+    `mlm-tui vocab` lists), the reference figures, and the counts behind them for the whole table."""
+
+    corpus: str
+    model: str
+    figures: Figures
+    top: list[WordStat]
+    reference: Figures | None
+    min_count: int
+    counts: WordCounts = field(repr=False)
+
+    def words(self) -> list[WordStat]:
+        """Every word seen at least `min_count` times, ranked as `top` is (the Vocabulary pane's table)."""
+        return self.counts.words(self.min_count)
+
+    def chunks_holding(self, word: WordStat, chunk_size: int) -> dict[str, np.ndarray]:
+        """Per split, the chunks in which `word` begins (see `chunks_holding`)."""
+        return chunks_holding(self.counts.splits, word.ids, self.counts.vocabulary, chunk_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"corpus": self.corpus, "model": self.model, **self.figures.to_dict(),
+                               "top": [w.to_dict() for w in self.top]}
+        out["reference"] = self.reference.to_dict() if self.reference is not None else None
         return out
 
 
@@ -254,38 +276,42 @@ def _blocks(split: TokenizedSplit) -> Iterator[tuple[int, int, np.ndarray]]:
         start, doc = end, last + 1
 
 
-def count_words(splits: Iterable[TokenizedSplit], vocabulary: Vocabulary,
+def count_words(splits: dict[str, TokenizedSplit], vocabulary: Vocabulary,
                 cancelled: Callable[[], bool] | None = None) -> WordCounts:
     """Count every word of the splits (all of them: the view is about the whole corpus)."""
-    split_list = list(splits)
-    counts = WordCounts(vocabulary, split_list, np.zeros(len(vocabulary.pieces), dtype=np.int64))
+    counts = WordCounts(vocabulary, splits, np.zeros(len(vocabulary.pieces), dtype=np.int64))
     keys, found, where, lens, which = [], [], [], [], []
-    for n, split in enumerate(split_list):
+    for n, split in enumerate(splits.values()):
         for start, end, doc_starts in _blocks(split):
             if cancelled is not None and cancelled():
                 raise UsageError("counting words cancelled")
             ids = np.asarray(split.ids[start:end])
             keep, begins = word_bounds(ids, doc_starts, vocabulary)
             text = ids[keep]
-            origin = np.flatnonzero(keep)
             first = np.flatnonzero(begins[keep])
-            length = np.diff(np.append(first, len(text)))
+            length = np.diff(first, append=len(text))
             counts.running_words += len(first)
             counts.tokens += len(text)
             counts.split_2plus += int(np.count_nonzero(length >= 2))
             counts.split_3plus += int(np.count_nonzero(length >= 3))
             if vocabulary.unk_id is not None:
                 counts.unknown += int(np.count_nonzero(text == vocabulary.unk_id))
-            one = length == 1
-            counts.single += np.bincount(text[first[one]], minlength=len(counts.single))
-            if one.all():
+            multi = length > 1
+            counts.single += np.bincount(text[first[~multi]], minlength=len(counts.single))
+            if not multi.any():
                 continue
-            h = _hash_words(text, first, length)[~one]
-            uniq, index, c = np.unique(h, return_index=True, return_counts=True)
+            first, length = first[multi], length[multi]
+            hashes = _hash_words(text, first, length)
+            uniq, index, c = np.unique(hashes, return_index=True, return_counts=True)
+            # back from positions among the kept tokens to positions in the split: add the tokens left out
+            # before each (left-out token j has `skipped[j] - j` kept tokens before it)
+            at = first[index]
+            skipped = np.flatnonzero(~keep)
+            at += np.searchsorted(skipped - np.arange(len(skipped)), at, side="right")
             keys.append(uniq)
             found.append(c)
-            where.append(start + origin[first[~one][index]])
-            lens.append(length[~one][index])
+            where.append(start + at)
+            lens.append(length[index])
             which.append(np.full(len(uniq), n))
     if keys:
         uniq, index, inverse = np.unique(np.concatenate(keys), return_index=True, return_inverse=True)
@@ -297,18 +323,19 @@ def count_words(splits: Iterable[TokenizedSplit], vocabulary: Vocabulary,
 
 
 def _hash_words(text: np.ndarray, first: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each word's piece sequence: each piece id mixed, weighted by a power that depends
-    on its place in the word, summed over the word; the length mixed in last. Two different words share
-    a hash with a chance of about 2**-64 a pair, far below anything a corpus could show."""
+    """A 64-bit hash of each word's piece sequence (words at `first`, of `length` pieces, in `text`): each
+    piece id mixed, weighted by a power that depends on its place in the word, summed over the word; the
+    length mixed in last. Two different words share a hash with a chance of about 2**-64 a pair, far
+    below anything a corpus could show."""
+    offsets = np.cumsum(length) - length
+    place = np.arange(int(length.sum())) - np.repeat(offsets, length)
     with np.errstate(over="ignore"):
-        v = text.astype(np.uint64) + np.uint64(1)
+        v = text[np.repeat(first, length) + place].astype(np.uint64) + np.uint64(1)
         v *= _MUL
         v ^= v >> np.uint64(31)
         v *= _MIX
-        place = np.arange(len(text)) - np.repeat(first, length)
-        powers = np.cumprod(np.full(int(length.max()), _MIX, dtype=np.uint64))
-        v *= powers[place]
-        h = np.add.reduceat(v, first)
+        v *= np.cumprod(np.full(int(length.max()), _MIX, dtype=np.uint64))[place]
+        h = np.add.reduceat(v, offsets)
         h ^= length.astype(np.uint64) * _LEN
     return h
 
@@ -347,11 +374,14 @@ def reference_documents() -> list[str]:
 
 
 def reference_figures(tokenizer: Any, vocabulary: Vocabulary | None = None) -> Figures:
-    """The same figures on general English: how far from ordinary text the user's corpus is."""
-    from mlm_tui.chunking import encode_documents
+    """The same figures on general English: how far from ordinary text the user's corpus is. Its token
+    ids go through the token cache like a corpus's, keyed by the sample's content."""
+    from mlm_tui.chunking import tokenize_stream
+    from mlm_tui.corpus import batched
 
-    vocabulary = vocabulary or Vocabulary.of(tokenizer)
-    return count_words([encode_documents(tokenizer, reference_documents())], vocabulary).figures()
+    identity = "reference:" + hashlib.blake2b(REFERENCE.read_bytes(), digest_size=16).hexdigest()
+    split = tokenize_stream(identity, tokenizer, lambda: batched(reference_documents()))
+    return count_words({"reference": split}, vocabulary or Vocabulary.of(tokenizer)).figures()
 
 
 def vocab_report(splits: dict[str, TokenizedSplit], tokenizer: Any, corpus: str, model: str,
@@ -359,9 +389,10 @@ def vocab_report(splits: dict[str, TokenizedSplit], tokenizer: Any, corpus: str,
                  cancelled: Callable[[], bool] | None = None) -> VocabReport:
     """The view of an already tokenized corpus (the workbench has its splits from the Chunks pane)."""
     vocabulary = Vocabulary.of(tokenizer)
-    counts = count_words(splits.values(), vocabulary, cancelled)
+    counts = count_words(splits, vocabulary, cancelled)
     ref = reference_figures(tokenizer, vocabulary) if reference else None
-    return VocabReport(corpus, model, counts.figures(), counts.words(min_count), ref, min_count, top)
+    return VocabReport(corpus, model, counts.figures(), counts.words(min_count, top, split_only=True), ref,
+                       min_count, counts)
 
 
 def analyse_corpus(corpus: str, tokenizer: Any, model: str, text_field: str = "text", min_count: int = 5,

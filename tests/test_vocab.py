@@ -143,7 +143,7 @@ def test_figures_and_counts_match_a_direct_computation(built, monkeypatch):
     assert not vocabulary.word_start.all()  # the vocabulary's marker is recognised: words have pieces
     for block in (vocab.BLOCK_TOKENS, 97):  # one block, and many (counts merged across blocks)
         monkeypatch.setattr(vocab, "BLOCK_TOKENS", block)
-        counts = count_words([split], vocabulary)
+        counts = count_words({"train": split}, vocabulary)
         figures = counts.figures().to_dict()
         for key, value in figures.items():
             assert value == pytest.approx(expected[key]), (kind, key)
@@ -164,8 +164,9 @@ def test_ranking_pieces_and_min_count(built):
     ranked = sorted(((c * (len(w) - 1), c, w) for w, c in expected.items() if c >= 5 and len(w) > 1),
                     key=lambda x: (-x[0], -x[1]))
     assert [(w.need, w.count) for w in report.top] == [(n, c) for n, c, _ in ranked[:10]]
-    assert all(w.count >= 5 for w in report.words)
-    assert len(report.words) == sum(c >= 5 for c in expected.values())
+    assert all(w.count >= 5 for w in report.words())
+    assert len(report.words()) == sum(c >= 5 for c in expected.values())
+    assert report.top == [w for w in report.words() if len(w.ids) > 1][:10]  # the head, made alone
     for w in report.top:
         assert w.pieces == [tok.id_to_token(i) for i in w.ids]
         assert w.word == tok.decode(list(w.ids)).strip()
@@ -214,7 +215,7 @@ def test_chunks_holding_finds_whole_words_only(built, tmp_path):
     splits = tokenize_corpus(str(folder), tokenizer)
     assert set(splits) == {"train", "test"}
     vocabulary = Vocabulary.of(tokenizer)
-    words = count_words(splits.values(), vocabulary).words(1)
+    words = count_words(splits, vocabulary).words(1)
     word = next(w for w in words if len(w.ids) > 1 and w.count >= 3)
     # a one-piece word whose token also begins longer words: only its own occurrences count
     firsts = {w.ids[0] for w in words if len(w.ids) > 1}
