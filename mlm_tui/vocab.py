@@ -340,30 +340,37 @@ def _hash_words(text: np.ndarray, first: np.ndarray, length: np.ndarray) -> np.n
     return h
 
 
+def word_positions(split: TokenizedSplit, word_ids: Sequence[int], vocabulary: Vocabulary,
+                   limit: int | None = None) -> np.ndarray:
+    """Where in the split (token positions, ascending) the word occurs as a whole word: `token` inside
+    `tokenization` does not count. Only occurrences beginning before `limit` when it is given."""
+    target = np.asarray(word_ids, dtype=np.int64)
+    n = len(target)
+    ids = split.ids
+    at = np.flatnonzero(np.asarray(ids[:limit]) == target[0])
+    at = at[at + n <= len(ids)]
+    for k in range(1, n):
+        at = at[ids[at + k] == target[k]]
+    doc_starts = np.concatenate([[0], np.cumsum(split.doc_lengths)])
+    starts_doc = np.isin(at, doc_starts)
+    begins = vocabulary.word_start[ids[at]] | starts_doc
+    begins[~starts_doc] |= vocabulary.ignored[ids[at[~starts_doc] - 1]]
+    after = at + n
+    inside = after < len(ids)
+    ends = np.ones(len(at), dtype=bool)
+    ends[inside] = vocabulary.word_start[ids[after[inside]]] | np.isin(after[inside], doc_starts)
+    return at[begins & ends]
+
+
 def chunks_holding(splits: dict[str, TokenizedSplit], word_ids: Sequence[int], vocabulary: Vocabulary,
                    chunk_size: int) -> dict[str, np.ndarray]:
     """The chunks (indices into each split's `chunks(chunk_size)`) where the word begins, as a whole
-    word: `token` inside `tokenization` does not count. A word cut by a chunk boundary counts for the
-    chunk it begins in; words in the dropped remainder for none."""
-    target = np.asarray(word_ids, dtype=np.int64)
-    n = len(target)
+    word. A word cut by a chunk boundary counts for the chunk it begins in; words in the dropped
+    remainder for none."""
     out: dict[str, np.ndarray] = {}
     for name, split in splits.items():
-        ids = split.ids
-        limit = (len(ids) // chunk_size) * chunk_size
-        at = np.flatnonzero(np.asarray(ids[:limit]) == target[0])
-        at = at[at + n <= len(ids)]
-        for k in range(1, n):
-            at = at[ids[at + k] == target[k]]
-        doc_starts = np.concatenate([[0], np.cumsum(split.doc_lengths)])
-        starts_doc = np.isin(at, doc_starts)
-        begins = vocabulary.word_start[ids[at]] | starts_doc
-        begins[~starts_doc] |= vocabulary.ignored[ids[at[~starts_doc] - 1]]
-        after = at + n
-        inside = after < len(ids)
-        ends = np.ones(len(at), dtype=bool)
-        ends[inside] = vocabulary.word_start[ids[after[inside]]] | np.isin(after[inside], doc_starts)
-        out[name] = np.unique(at[begins & ends] // chunk_size)
+        limit = (split.tokens // chunk_size) * chunk_size
+        out[name] = np.unique(word_positions(split, word_ids, vocabulary, limit) // chunk_size)
     return out
 
 
