@@ -103,13 +103,13 @@ class Vocabulary:
 
 
 def _backend_unk(backend: Any) -> int | None:
-    """The unknown token's id from the model's own spec (Unigram keeps an id, WordPiece and BPE a token;
-    byte-level BPE usually has none): the Python `models.Unigram` object does not expose it."""
-    spec = json.loads(backend.to_str())["model"]
-    if isinstance(spec.get("unk_id"), int):
-        return spec["unk_id"]
-    unk = spec.get("unk_token")
-    return backend.token_to_id(unk) if unk else None
+    """The unknown token's id: WordPiece and BPE models name it (byte-level BPE usually has none); the
+    Python `models.Unigram` object does not expose its `unk_id`, so that one is read from the spec."""
+    unk = getattr(backend.model, "unk_token", None)
+    if unk:
+        return backend.token_to_id(unk)
+    unk_id = json.loads(backend.to_str())["model"].get("unk_id")
+    return unk_id if isinstance(unk_id, int) else None
 
 
 @dataclass
