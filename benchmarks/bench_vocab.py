@@ -5,13 +5,16 @@ tokenizes) and warm (token cache present), against a cold `mlm-tui chunks CORPUS
 
 The corpus is bench_chunks.py's (the Python installation's own source as ~2 KB JSON-lines documents).
 Targets (issue 13): cold vocab <= 2x a cold chunks; warm vocab under 1 s. Cold runs are interleaved and
-each starts from an empty token cache; medians count. Peak RSS is reported beside the token array.
+each starts from an empty token cache; medians count. Peak RSS is reported beside the token array, and
+each command's CPU seconds beside its wall time: on a shared, busy machine the wall times stretch with
+the load while the CPU time of a mostly single-threaded warm run does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import tempfile
@@ -19,6 +22,14 @@ from pathlib import Path
 
 from _common import PYTHON, fresh_home, report, run_process
 from bench_chunks import FLOOR, build_corpus
+
+
+def timed(cmd: list[str]) -> tuple[float, int, str, float]:
+    """run_process's (wall s, peak RSS, stdout) and the child's CPU seconds (user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, rss, out = run_process(cmd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, rss, out, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -39,10 +50,10 @@ def main() -> None:
     chunks_runs, vocab_runs, warm_runs = [], [], []
     for _ in range(args.repeat):
         shutil.rmtree(home / "cache" / "tokens", ignore_errors=True)
-        chunks_runs.append(run_process(chunks_cmd))
+        chunks_runs.append(timed(chunks_cmd))
         shutil.rmtree(home / "cache" / "tokens", ignore_errors=True)
-        vocab_runs.append(run_process(vocab_cmd))
-        warm_runs.append(run_process(vocab_cmd))
+        vocab_runs.append(timed(vocab_cmd))
+        warm_runs.append(timed(vocab_cmd))
     tokens = json.loads(chunks_runs[0][2])["splits"]["train"]["tokens"]
     result = json.loads(warm_runs[0][2])
     if json.loads(vocab_runs[0][2]) != result:
@@ -51,9 +62,9 @@ def main() -> None:
     cold = statistics.median(r[0] for r in vocab_runs)
     warm = statistics.median(r[0] for r in warm_runs)
     floor_rss = run_process([PYTHON, "-c", FLOOR, tok_dir])[1]
-    print(f"{args.repeat} runs each: chunks cold " + ", ".join(f"{r[0]:.2f}" for r in chunks_runs)
-          + " s; vocab cold " + ", ".join(f"{r[0]:.2f}" for r in vocab_runs)
-          + " s; vocab warm " + ", ".join(f"{r[0]:.2f}" for r in warm_runs) + " s")
+    for name, runs in (("chunks cold", chunks_runs), ("vocab cold", vocab_runs), ("vocab warm", warm_runs)):
+        print(f"{name}, {args.repeat} runs: wall " + ", ".join(f"{r[0]:.2f}" for r in runs) + " s; CPU "
+              + ", ".join(f"{r[3]:.2f}" for r in runs) + " s")
     print(f"tokens {tokens:,} (token array {tokens * 4 / 1e6:.0f} MB); running words "
           f"{result['running_words']:,}, distinct {result['distinct_words']:,}, fertility "
           f"{result['fertility']:.2f} vs {result['reference']['fertility']:.2f} general")
@@ -64,6 +75,8 @@ def main() -> None:
               f"{(rss - floor_rss) / (tokens * 4):.2f}x the token array")
     report("vocab cold vs chunks cold", cold, chunks, "s", "target <= 2")
     report("vocab warm vs chunks cold", warm, chunks, "s", "target: warm under 1 s")
+    report("vocab warm, CPU seconds vs chunks cold's", statistics.median(r[3] for r in warm_runs),
+           statistics.median(r[3] for r in chunks_runs), "s")
 
 
 if __name__ == "__main__":
