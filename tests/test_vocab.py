@@ -270,3 +270,17 @@ def test_cli_vocab_bad_input_is_one_line(cli, tmp_path, args):
     assert code == 2
     assert "error" in json.loads(out)
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_vocab_imports_neither_torch_nor_transformers(model_dirs, tmp_path):
+    """The view needs the tokenizer only: no model weights, no torch (seconds of start-up)."""
+    import subprocess
+    import sys
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", _docs()[:50])
+    script = ("import sys; from mlm_tui.cli import main; code = main(sys.argv[1:]); "
+              "print(code, 'torch' in sys.modules, 'transformers' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", script, "vocab", str(corpus), "--model",
+                           str(model_dirs["bpe"]), "--json"], capture_output=True, text=True, check=False)
+    assert proc.stderr.strip().splitlines()[-1] == "0 False False", proc.stderr
+    assert json.loads(proc.stdout)["running_words"] > 0
