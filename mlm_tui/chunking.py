@@ -306,7 +306,8 @@ def tokenize_stream(identity: str, tokenizer: Any, batches: Callable[[], Iterato
     once through the token cache: `identity` names the text (e.g. a hash of it), the tokenizer the rest."""
     text = f"{identity}|{tokenizer_fingerprint(tokenizer)}"
     key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-    return _load(key) or _encode(key, tokenizer, batches, lambda chars: None, None)
+    split = _load(key)
+    return split if split is not None else _encode(key, tokenizer, batches, lambda chars: None, None)
 
 
 def tokenize_corpus(corpus_ref: str, tokenizer: Any, text_field: str = "text",

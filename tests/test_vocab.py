@@ -284,3 +284,23 @@ def test_cli_vocab_imports_neither_torch_nor_transformers(model_dirs, tmp_path):
                            str(model_dirs["bpe"]), "--json"], capture_output=True, text=True, check=False)
     assert proc.stderr.strip().splitlines()[-1] == "0 False False", proc.stderr
     assert json.loads(proc.stdout)["running_words"] > 0
+
+
+def test_reference_sample_is_tokenized_once_per_tokenizer(built, tmp_path, monkeypatch):
+    """The sample goes through the token cache: a second view with the same tokenizer does not
+    tokenize it again, and a tokenizer that only truncates differently shares the cache."""
+    from mlm_tui import chunking
+
+    _, tok, _ = built
+    monkeypatch.setenv("MLM_TUI_HOME", str(tmp_path))
+    calls = []
+    encode = chunking.encode_batches
+    monkeypatch.setattr(chunking, "encode_batches", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    first = vocab.reference_figures(ChunkTokenizer(tok, None))
+    tok.enable_truncation(64)
+    try:
+        second = vocab.reference_figures(ChunkTokenizer(tok, None))
+    finally:
+        tok.no_truncation()
+    assert calls == [1]
+    assert first == second
