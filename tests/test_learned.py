@@ -46,31 +46,47 @@ def _direct_losses(model, evalset: EvalSet) -> list[list[tuple[int, float]]]:
     return out
 
 
-def test_per_word_losses_match_a_direct_computation(setup):
-    tokenizer, base, after, split, evalset = setup
-    report = learned(base, after, tokenizer, evalset, split, [], "run-x", "tiny", top=10**6, min_count=1)
-    special = set(tokenizer.all_special_ids)
+@pytest.fixture(scope="module", params=["wordpiece", "bpe", "unigram"])
+def any_vocab(request):
+    """(tokenizer, its Rust tokenizer, word-start marker, base, after, split, eval set) for a tiny BERT
+    with the real WordPiece vocabulary, and tiny RoBERTas on the byte-level BPE and Unigram vocabularies
+    built in test_vocab."""
+    if request.param == "wordpiece":
+        tokenizer, base, after, split, evalset = request.getfixturevalue("setup")
+        return tokenizer, tokenizer.backend_tokenizer, "##", base, after, split, evalset
+    from test_vocab import _build, _text
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaForMaskedLM
+
+    tok, marker = _build(request.param)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=80,
+                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id)
+    base, after = RobertaForMaskedLM(config).eval(), RobertaForMaskedLM(config).eval()
+    split = encode_documents(tokenizer, _text(2, 60))
+    evalset = EvalSet.build(split.chunks(32), TokenTables.from_tokenizer(tokenizer), 0.3)
+    return tokenizer, tok, marker, base, after, split, evalset
+
+
+def test_per_word_losses_match_a_direct_computation(any_vocab):
+    from test_vocab import _walk
+
+    tokenizer, tok, marker, base, after, split, evalset = any_vocab
+    words = count_words({"test": split}, Vocabulary.of(tokenizer)).words(3)
+    domain = [w for w in words if len(w.ids) > 1][:3]
+    report = learned(base, after, tokenizer, evalset, split, domain, "run-x", "tiny", top=10**6, min_count=1)
     expected: dict[tuple[int, ...], list] = {}
     per_model = [_direct_losses(m, evalset) for m in (base, after)]
     for r, (inputs, labels) in enumerate(zip(evalset.inputs, evalset.labels, strict=True)):
         original = [int(labels[p]) if labels[p] != -100 else int(inputs[p]) for p in range(len(labels))]
-        words, current = [], []  # (start, end) of each word, read off the ## continuation marker
-        for p, i in enumerate(original):
-            if i in special or not tokenizer.convert_ids_to_tokens(i).startswith("##"):
-                if current:
-                    words.append(current)
-                current = [] if i in special else [p]
-            elif current or p == 0:
-                current.append(p)
-            else:
-                current = [p]
-        if current:
-            words.append(current)
         losses = [dict(m[r]) for m in per_model]
-        for positions in words:
-            hit = [p for p in positions if p in losses[0]]
+        for start, word in _walk(tok, marker, [original]):  # each chunk row starts a word, as in the collator
+            hit = [p for p in range(start, start + len(word)) if p in losses[0]]
             if hit:
-                entry = expected.setdefault(tuple(original[p] for p in positions), [0, 0, 0.0, 0.0])
+                entry = expected.setdefault(word, [0, 0, 0.0, 0.0])
                 entry[0] += 1
                 entry[1] += len(hit)
                 entry[2] += sum(losses[0][p] for p in hit)
@@ -87,6 +103,10 @@ def test_per_word_losses_match_a_direct_computation(setup):
     assert len(report.better) + len(report.worse) == len(report.words)
     falls = [w.loss_after - w.loss_before for w in report.better]
     assert falls == sorted(falls)
+    assert [p.word for p in report.probes] == [w.word for w in domain] and domain
+    for probe, word in zip(report.probes, domain, strict=True):
+        assert probe.text.count(tokenizer.mask_token) == len(word.ids)
+        assert len(probe.fills_before) == len(probe.fills_after) == 5
 
 
 def test_token_losses_average_to_the_perplexity(setup):
