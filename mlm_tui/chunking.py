@@ -102,17 +102,28 @@ def decode(tokenizer: Any, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=False)
 
 
+_fingerprints: dict[str, str] = {}  # digest of a tokenizer's raw spec -> its fingerprint
+
+
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """Identity of what the tokenizer produces; its truncation and padding settings do not count."""
+    """Identity of what the tokenizer produces; its truncation and padding settings do not count.
+
+    Normalising the spec (a sorted dump of the whole vocabulary) costs about 0.1 s; it is a function of
+    the raw spec alone, so it is remembered by the raw spec's digest (a few ms), and a command that keys
+    two caches with one tokenizer (the vocabulary view: corpus and reference sample) pays it once."""
     backend = backend_of(tokenizer)
     if backend is None:
         text = repr(sorted(tokenizer.get_vocab().items()))
-    else:
-        spec = json.loads(backend.to_str())
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    raw = backend.to_str()
+    digest = hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+    if digest not in _fingerprints:
+        spec = json.loads(raw)
         spec.pop("truncation", None)
         spec.pop("padding", None)
         text = json.dumps(spec, sort_keys=True)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        _fingerprints[digest] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return _fingerprints[digest]
 
 
 @dataclass
@@ -314,6 +325,28 @@ def _load(key: str) -> TokenizedSplit | None:
     return TokenizedSplit(ids, lengths)
 
 
+def _encode(key: str | None, tokenizer: Any, batches: Callable[[], Iterator[list[str]]],
+            report: Callable[[int], None], cancelled: Callable[[], bool] | None) -> TokenizedSplit:
+    """Through the cache when there is a key and the cache can be written, else in memory: a cache that
+    cannot be written costs memory, not correctness."""
+    if key is not None:
+        try:
+            return _encode_to_cache(key, tokenizer, batches(), report, cancelled)
+        except _CacheUnwritable:
+            pass
+    return _in_memory(encode_batches(tokenizer, batches(), cancelled), report)
+
+
+def tokenize_stream(identity: str, tokenizer: Any, batches: Callable[[], Iterator[list[str]]]
+                    ) -> TokenizedSplit:
+    """Documents that are no corpus on disk (the vocabulary view's shipped reference sample), tokenized
+    once through the token cache: `identity` names the text (e.g. a hash of it), the tokenizer the rest."""
+    text = f"{identity}|{tokenizer_fingerprint(tokenizer)}"
+    key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    split = _load(key)
+    return split if split is not None else _encode(key, tokenizer, batches, lambda chars: None, None)
+
+
 def tokenize_corpus(corpus_ref: str, tokenizer: Any, text_field: str = "text",
                     progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
                     status: Callable[[str], None] | None = None) -> dict[str, TokenizedSplit]:
@@ -348,12 +381,7 @@ def tokenize_corpus(corpus_ref: str, tokenizer: Any, text_field: str = "text",
                 progress(min(done, total) if total else done, total)
 
         for split, batches in streams.items():
-            try:
-                if split not in keys:
-                    raise _CacheUnwritable
-                out[split] = _encode_to_cache(keys[split], tokenizer, batches(), report, cancelled)
-            except _CacheUnwritable:  # a cache that cannot be written costs memory, not correctness
-                out[split] = _in_memory(encode_batches(tokenizer, batches(), cancelled), report)
+            out[split] = _encode(keys.get(split), tokenizer, batches, report, cancelled)
         if progress is not None and total:
             progress(total, total)
     if not any(split.documents for split in out.values()):

@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
     p.add_argument("--test-size", type=_positive_int, help="evaluate on this many chunks (seeded sample)")
     common(p)
+
+    p = sub.add_parser("vocab", help="how the tokenizer cuts a corpus into words and pieces, beside "
+                       "general English")
+    p.add_argument("corpus")
+    p.add_argument("--model", default=argparse.SUPPRESS, help="directory, run id, starter or hub id")
+    p.add_argument("--top", type=_positive_int, default=50, help="words to list, most in need of adapting")
+    p.add_argument("--min-count", type=_positive_int, default=5, help="rank only words seen this often")
+    p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
+    common(p, model=False)
     return parser
 
 
@@ -329,7 +338,34 @@ def cmd_workbench(args: argparse.Namespace) -> None:
     run_app(model=args.model, data=args.data, text_field=args.text_field or "text")
 
 
-COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": cmd_runs, "eval": cmd_eval}
+def cmd_vocab(args: argparse.Namespace) -> None:
+    """Corpus figures beside the shipped general-English sample, then the words that most need adapting;
+    with --json: `vocab.VocabReport.to_dict()`."""
+    from mlm_tui.chunking import open_tokenizer
+    from mlm_tui.vocab import REFERENCE_NAME, analyse_corpus
+
+    report = analyse_corpus(args.corpus, open_tokenizer(args.model), args.model, args.text_field or "text",
+                            args.min_count, args.top, status=None if args.json else say)
+    f, ref = report.figures, report.reference
+    lines = [f"{args.corpus}, tokenizer of {args.model}: {f.running_words:,} running words "
+             f"({f.distinct_words:,} distinct), {f.tokens:,} tokens",
+             f"{'':<24}{'corpus':>8}   general English: {REFERENCE_NAME}"]
+    rows = [("fertility (tokens/word)", "fertility", "{:.2f}"),
+            ("words in 2+ pieces", "split_2plus", "{:.1%}"), ("words in 3+ pieces", "split_3plus", "{:.1%}"),
+            ("unknown tokens", "unknown_share", "{:.2%}")]
+    for label, key, form in rows:
+        other = form.format(getattr(ref, key)) if ref is not None else "-"
+        lines.append(f"{label:<24}{form.format(getattr(f, key)):>8}   {other}")
+    if report.top:
+        lines.append(f"\nwords most in need of adapting: count x (pieces - 1), seen {args.min_count}+ times")
+        lines += [f"{w.count:>9,}  {w.word:<24} {' '.join(w.pieces)}" for w in report.top]
+    else:
+        lines.append(f"\nno word seen {args.min_count}+ times is cut into pieces")
+    _emit(args, report.to_dict(), "\n".join(lines))
+
+
+COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": cmd_runs, "eval": cmd_eval,
+            "vocab": cmd_vocab}
 
 
 def main(argv: list[str] | None = None) -> int:

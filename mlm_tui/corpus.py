@@ -282,8 +282,8 @@ def _require_field(names: list[str], text_field: str, where: str,
     if text_field not in names:
         columns = [n for n in (names if text_columns is None else text_columns) if n]
         listed = ", ".join(columns) or "none"
-        raise MissingTextField(f"{where}: no text field {text_field!r} (text fields: {listed}); pick one with "
-                               "{field}", columns)
+        raise MissingTextField(f"{where}: no text field {text_field!r} (text fields: {listed}); "
+                               "pick one with {field}", columns)
 
 
 def _require_text(kind: str, text_field: str, where: str) -> None:

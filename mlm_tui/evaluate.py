@@ -56,7 +56,7 @@ def perplexity(model: Any, evalset: EvalSet, batch_size: int = 32, device: Any =
                cancelled: Callable[[], bool] | None = None) -> EvalResult:
     """exp of the mean cross-entropy over every masked token (token-weighted, not batch-weighted)."""
     wrapper = _masked_only(model)
-    was_training = wrapper.training
+    was_training = model.training  # the caller's model, not a wrapper made here (new modules train)
     wrapper.eval()
     device = torch.device(device)
     total_loss, total_tokens = 0.0, 0

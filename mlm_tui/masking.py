@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlm_tui.vocab import word_starts
+
 IGNORE = -100
 
 
@@ -36,24 +38,8 @@ class TokenTables:
 
 
 def word_start_table(tokenizer: Any, vocab_size: int) -> torch.Tensor:
-    """Which tokens start a word, from the vocabulary's own continuation/prefix markers.
-
-    WordPiece marks continuations (`##ing`); SentencePiece and byte-level BPE mark word starts (`▁the`,
-    `Ġthe`). A vocabulary with neither gets every token as a word start (whole-word = token masking).
-    """
-    vocab = tokenizer.get_vocab()
-    table = np.ones(vocab_size, dtype=bool)
-    tokens = list(vocab)
-    if sum(t.startswith("##") for t in tokens) > 100:
-        for t, i in vocab.items():
-            table[i] = not t.startswith("##")
-    else:
-        for marker in ("Ġ", "▁"):
-            if sum(t.startswith(marker) for t in tokens) > 100:
-                for t, i in vocab.items():
-                    table[i] = t.startswith(marker)
-                break
-    return torch.from_numpy(table)
+    """Which tokens start a word (see `vocab.word_starts`, the rule the vocabulary view shares)."""
+    return torch.from_numpy(word_starts(tokenizer.get_vocab(), vocab_size))
 
 
 def generator_for(seed: int, step: int) -> torch.Generator:
