@@ -57,6 +57,20 @@ def launch(config: TrainConfig) -> str:
     return run.run_id
 
 
+def resume(run: runstore.Run) -> None:
+    """Continue a cancelled, interrupted or failed run in a new detached process (`mlm-tui train
+    --resume`), which takes the run's lock itself; its output is added to the run's output.txt."""
+    env = {**os.environ}
+    env.setdefault("MLM_TUI_THREADS", str(thread_split()[1]))
+    try:
+        with open(run.dir / "output.txt", "ab") as out:
+            subprocess.Popen([sys.executable, "-m", "mlm_tui.cli", "train", f"--resume={run.run_id}"],
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                             start_new_session=True, close_fds=True)
+    except OSError as exc:
+        raise MlmError(f"could not start mlm-tui train --resume: {exc}") from None
+
+
 def cancel(run: runstore.Run) -> None:
     """Ask a training process to stop after its current step, and save a checkpoint to resume from.
 

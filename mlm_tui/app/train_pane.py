@@ -1,14 +1,18 @@
-"""The Train pane: a form that starts `mlm-tui train` as its own process, and a live view of the run store.
+"""The Train pane: a form that starts `mlm-tui train` as its own process, the run store as a table with
+the run actions, and the selected run's progress, chart and log.
 
 Nothing here trains. Runs are launched detached (see `mlm_tui.launcher`) and every run, whoever started
-it, is followed by polling the run store from a worker thread, so quitting the app, a dropped ssh
-connection or a run started from the CLI in another tmux pane all look the same: reopen and it is live.
+it, is followed through the run store (`runstore.RunInfo`, read by worker threads), so quitting the app, a
+dropped ssh connection or a run started from the CLI in another tmux pane all look the same.
+
+The form is generated from the one declaration of the training settings (`run_settings`): the CLI's
+flags and this form cannot offer different things, and a new setting appears here by itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -16,32 +20,41 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, Checkbox, DataTable, Input, Label, Log, ProgressBar, Sparkline, Static
+from textual.widgets import (
+    Button,
+    Checkbox,
+    Collapsible,
+    DataTable,
+    Input,
+    Label,
+    Log,
+    ProgressBar,
+    Select,
+    Static,
+)
 
-from mlm_tui.app.render import printable, short_ref
-from mlm_tui.errors import MlmError, UsageError
-from mlm_tui.progress import format_duration
-from mlm_tui.run_settings import TrainConfig
+from mlm_tui.app.render import ppl_change, printable, short_ref
+from mlm_tui.progress import format_bytes, format_duration
+from mlm_tui.run_settings import FormField, TrainConfig, config_from_form, form_fields
+
+if TYPE_CHECKING:
+    from mlm_tui.app.run_chart import Series
+    from mlm_tui.runstore import Run, RunInfo
 
 POLL_S = 1.0
 LOG_TAIL = 300
+LIVE = ("preparing", "running")
+RESUMABLE = ("cancelled", "interrupted", "failed")
 
-# (field, label, default, kind): the course's defaults; blank optional fields let the trainer choose.
-FORM: list[tuple[str, str, str, str]] = [
-    ("corpus", "Corpus", "", "text"),
-    ("text_field", "Text column", "text", "text"),
-    ("model", "Model", "starter", "text"),
-    ("chunk_size", "Chunk size", "128", "integer"),
-    ("mlm_probability", "Mask prob.", "0.15", "number"),
-    ("learning_rate", "Learn. rate", "2e-5", "number"),
-    ("weight_decay", "Weight decay", "0.01", "number"),
-    ("batch_size", "Batch size", "", "integer"),
-    ("epochs", "Epochs", "3", "number"),
-    ("max_steps", "Max steps", "", "integer"),
-    ("train_size", "Train chunks", "", "integer"),
-    ("test_size", "Test chunks", "", "integer"),
-    ("seed", "Seed", "42", "integer"),
-]
+# (key, title, shown at every width): below WIDE_COLUMNS terminal columns only the essential ones stay.
+RUN_COLUMNS = [("run", "run", True), ("status", "status", True), ("model", "model", False),
+               ("corpus", "corpus", False), ("created", "created", False), ("duration", "took", False),
+               ("steps", "steps", False), ("ppl", "ppl before → after", False), ("after", "after", True),
+               ("change", "change", True)]
+WIDE_COLUMNS = 100
+SORTS = ("created", "status", "after", "change")  # what `s` cycles through
+# Status at a glance without colour.
+STATUS_MARKS = {"completed": "✓ ", "failed": "✗ ", "cancelled": "■ ", "interrupted": "! "}
 
 
 class MarkedCheckbox(Checkbox):
@@ -55,20 +68,18 @@ class MarkedCheckbox(Checkbox):
 
 @dataclass
 class RunView:
-    """What the pane shows of one run, read by the poll worker."""
+    """What the pane shows of the selected run (and the run overlaid on the chart), read by a worker."""
 
-    run_id: str
-    summary: dict[str, Any]
-    state: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    losses: list[float] = field(default_factory=list)
+    info: RunInfo
+    series: Series
+    other: Series | None = None
     log: list[str] = field(default_factory=list)
 
 
-class RunsPolled(Message):
-    def __init__(self, summaries: list[dict[str, Any]], detail: RunView | None, problems: list[str]) -> None:
+class DetailRead(Message):
+    def __init__(self, view: RunView | None, problem: str | None) -> None:
         super().__init__()
-        self.summaries, self.detail, self.problems = summaries, detail, problems
+        self.view, self.problem = view, problem
 
 
 class Launched(Message):
@@ -83,41 +94,27 @@ class DeviceFound(Message):
         self.device = device
 
 
-def _ppl(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else "–"
-
-
-def _change(before: Any, after: Any) -> str:
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (before, after))
-    return f"{(after - before) / before * 100:+.1f}%" if numbers and before else "–"
-
-
-# (key, title, shown at every width): below WIDE_COLUMNS terminal columns only the essential ones stay.
-RUN_COLUMNS = [("run", "run", True), ("status", "status", True), ("model", "model", False),
-               ("corpus", "corpus", False), ("steps", "steps", False), ("before", "ppl before", False),
-               ("after", "after", True), ("change", "change", True)]
-WIDE_COLUMNS = 100
-
-
 class RunsTable(DataTable[str]):
     """The run store as a table. Its single-letter keys act on the selected run, and only here: they
-    can never fire from text typed into the form or Fill, and cancel asks first."""
+    can never fire from text typed into the form or Fill, and cancel and delete ask first."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("l", "load_run('main')", "Load", tooltip="load the run's model into Fill"),
-        Binding("k", "load_run('compare')", "Compare", tooltip="compare the run's model in Fill"),
-        Binding("x", "cancel_run", "Cancel", tooltip="cancel the selected run (asks first)"),
+        Binding("l", "run('load_run', 'main')", "Load", tooltip="load the run's model into Fill"),
+        Binding("k", "run('load_run', 'compare')", "Compare", tooltip="compare the run's model in Fill"),
+        Binding("x", "run('cancel_run')", "Cancel", tooltip="cancel the selected run (asks first)"),
+        Binding("d", "run('delete_run')", "Delete", tooltip="delete the selected run (asks first)"),
+        Binding("r", "run('resume_run')", "Resume", show=False,
+                tooltip="resume a cancelled, interrupted or failed run"),
+        Binding("c", "run('copy_settings')", "Copy", show=False,
+                tooltip="copy the run's settings into the form"),
+        Binding("v", "run('overlay')", "Overlay", show=False,
+                tooltip="overlay the run on the chart of the one you select next"),
+        Binding("s", "run('sort')", "Sort", show=False,
+                tooltip="sort by created, status, perplexity, change"),
     ]
 
-    def action_load_run(self, role: str) -> None:
-        self.pane.action_load_run(role)
-
-    def action_cancel_run(self) -> None:
-        self.pane.action_cancel_run()
-
-    @property
-    def pane(self) -> TrainPane:
-        return self.query_ancestor(TrainPane)
+    def action_run(self, action: str, *args: str) -> None:
+        getattr(self.query_ancestor(TrainPane), f"action_{action}")(*args)
 
 
 class TrainPane(Horizontal):
@@ -128,19 +125,29 @@ class TrainPane(Horizontal):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.selected: str | None = None
+        self.overlay: str | None = None
+        self.device: str | None = None
+        self.fields = form_fields()
         self._shown_log: tuple[str | None, int] = (None, 0)
         self._rows: list[tuple[str, ...]] = []
         self._columns: list[str] = []
-        self._summaries: list[dict[str, Any]] = []
+        self._infos: list[RunInfo] = []
+        self._sort = (SORTS[0], True)  # newest first
         self._problems_seen: set[str] = set()
+        self._default_corpus = ""
 
+    # -- layout -------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        from mlm_tui.app.run_chart import RunChart  # imports plotext: after the first paint
+
         with VerticalScroll(id="train-form"):
-            for name, label, default, kind in FORM:
-                with Horizontal(classes="form-row"):
-                    yield Label(label, classes="form-label")
-                    yield Input(default, id=f"t-{name}", type=kind)
-            yield MarkedCheckbox("Whole-word masking", id="t-whole_word_mask")
+            for f in self.fields:
+                if not f.advanced:
+                    yield from self._field(f)
+            with Collapsible(title="More settings", id="advanced"):
+                for f in self.fields:
+                    if f.advanced:
+                        yield from self._field(f)
             yield Button("Start run (ctrl+s)", id="start", variant="primary")
         with Vertical(id="run-side"):
             yield RunsTable(id="runs", cursor_type="row")
@@ -148,23 +155,34 @@ class TrainPane(Horizontal):
             with Vertical(id="run-progress-row"):
                 yield ProgressBar(id="run-progress", show_eta=False)
                 yield Static(id="run-speed")
-            yield Sparkline([], id="loss")
+            yield RunChart(id="chart")
             yield Static(id="run-ppl")
             yield Log(id="run-log", max_lines=LOG_TAIL)
 
+    def _field(self, f: FormField) -> ComposeResult:
+        if f.kind == "flag":
+            yield MarkedCheckbox(f.label, value=bool(f.default), id=f"t-{f.name}", tooltip=f.help)
+            yield Static(id=f"n-{f.name}", classes="form-note")
+            return
+        with Horizontal(classes="form-row"):
+            yield Label(f.label, classes="form-label")
+            if f.kind == "choice":
+                yield Select([(c, c) for c in f.choices], value=str(f.default), allow_blank=False,
+                             id=f"t-{f.name}", compact=True, tooltip=f.help)
+            else:
+                # text boxes for numbers too: the declaration parses and checks them, as for the CLI
+                yield Input(str(f.default), placeholder=f.placeholder(), id=f"t-{f.name}", tooltip=f.help)
+        yield Static(id=f"n-{f.name}", classes="form-note")
+
     def on_mount(self) -> None:
-        self.query_one("#t-batch_size", Input).placeholder = "auto"
-        self.query_one("#t-test_size", Input).placeholder = "auto"
-        self.query_one("#t-train_size", Input).placeholder = "all"
-        self.query_one("#t-max_steps", Input).placeholder = "from epochs"
         self.query_one("#run-progress-row").display = False  # until a run is shown
-        self._default_corpus = ""
         self._set_value(self.query_one("#t-model", Input), self.app.model_ref)  # type: ignore[attr-defined]
         self.set_defaults(self.app.data, self.app.text_field)  # type: ignore[attr-defined]
+        self._exclusive_steps()
         self._device_worker()  # imports torch: this pane mounts lazily, after the first paint
         self.set_interval(POLL_S, self.poll)
 
-    # -- device-sensible defaults -------------------------------------------------------------------
+    # -- the form -----------------------------------------------------------------------------------
     @work(thread=True, group="device")
     def _device_worker(self) -> None:
         from mlm_tui.app.heavy import import_torch
@@ -174,10 +192,11 @@ class TrainPane(Horizontal):
 
     @on(DeviceFound)
     def _device(self, event: DeviceFound) -> None:
-        """Mirror the trainer's choices (Trainer._plan and _data) so the form says what 'auto' means."""
-        gpu = event.device == "cuda"
-        self.query_one("#t-batch_size", Input).placeholder = f"auto: {64 if gpu else 16} on {event.device}"
-        self.query_one("#t-test_size", Input).placeholder = f"auto: {1000 if gpu else 200}"
+        """Say what a blank box means on this machine ("auto: 16 on cpu"), from the declaration."""
+        self.device = event.device
+        for f in self.fields:
+            if f.kind not in ("flag", "choice"):
+                self.query_one(f"#t-{f.name}", Input).placeholder = f.placeholder(event.device)
 
     def set_defaults(self, corpus: str | None, text_field: str | None) -> None:
         """Take the corpus open in Chunks (and its text column) while the user has not typed one.
@@ -198,49 +217,60 @@ class TrainPane(Horizontal):
         box.value = value
         box.cursor_position = len(value)
 
-    # -- starting -----------------------------------------------------------------------------------
-    def request(self) -> TrainConfig:
-        """The form as a run config, checked as the CLI checks it; ValueError names what is wrong."""
-        values: dict[str, Any] = {}
-        for name, label, _default, kind in FORM:
-            text = self.query_one(f"#t-{name}", Input).value.strip()
-            if not text:
-                if name == "corpus":
-                    raise ValueError("Corpus: give a corpus file, folder or hub dataset")
-                values[name] = "starter" if name == "model" else None
-                continue
-            try:
-                values[name] = int(text) if kind == "integer" else float(text) if kind == "number" else text
-            except ValueError:
-                raise ValueError(f"{label}: not a {kind}: {text}") from None
-        values["whole_word_mask"] = self.query_one("#t-whole_word_mask", Checkbox).value
-        for name in ("chunk_size", "mlm_probability", "learning_rate", "weight_decay", "seed", "epochs"):
-            if values[name] is None:
-                values[name] = TrainConfig.__dataclass_fields__[name].default
-        config = TrainConfig(**values)
-        try:
-            config.validate()
-        except UsageError as exc:
-            raise ValueError(str(exc).replace("--", "", 1)) from None
-        return config
+    @on(Input.Changed, "#t-max_steps")
+    def _exclusive_steps(self) -> None:
+        """Epochs and max steps are one or the other, as on the command line: a max steps disables epochs."""
+        steps = bool(self.query_one("#t-max_steps", Input).value.strip())
+        self.query_one("#t-epochs", Input).disabled = steps
+        self._note("epochs", "not used: max steps given" if steps else "")
+
+    def _note(self, name: str, text: str, error: bool = False) -> None:
+        note = self.query_one(f"#n-{name}", Static)
+        note.update(Text(text, style="bold red" if error else "italic"))
+        note.display = bool(text)
+
+    def _values(self) -> dict[str, str | bool]:
+        values: dict[str, str | bool] = {}
+        for f in self.fields:
+            widget = self.query_one(f"#t-{f.name}")
+            if isinstance(widget, Checkbox):
+                values[f.name] = widget.value
+            elif isinstance(widget, Select):
+                values[f.name] = str(widget.value)
+            elif isinstance(widget, Input):
+                values[f.name] = "" if widget.disabled else widget.value
+        return values
+
+    def request(self) -> tuple[TrainConfig | None, dict[str, str]]:
+        """The form as a run config, checked as the CLI checks it; else the problems by field."""
+        config, errors = config_from_form(self._values())
+        for f in self.fields:
+            widget = self.query_one(f"#t-{f.name}")
+            widget.set_class(f.name in errors, "-invalid")
+            if f.name != "epochs" or f.name in errors:
+                self._note(f.name, errors.get(f.name, ""), error=True)
+        if errors:
+            advanced = {f.name for f in self.fields if f.advanced}
+            if advanced & set(errors):
+                self.query_one("#advanced", Collapsible).collapsed = False
+        return config, errors
 
     @on(Button.Pressed, "#start")
     def action_start(self) -> None:
-        try:
-            request = self.request()
-        except ValueError as exc:
-            self.app.notify(str(exc), title="Cannot start", severity="error", markup=False)
+        config, errors = self.request()
+        if config is None:
+            self.app.notify("; ".join(errors.values()), title="Cannot start", severity="error", markup=False)
             return
-        self.query_one("#run-title", Static).update(Text(f"starting a run on {request.corpus}…"))
-        self.app.notify("Starting the run in its own process; it keeps running if you quit.", markup=False)
-        self._launch_worker(request)
+        self.query_one("#run-title", Static).update(Text(f"starting a run on {printable(config.corpus)}…"))
+        self._launch_worker(config)
 
     @work(thread=True, group="launch")
-    def _launch_worker(self, request: TrainConfig) -> None:
+    def _launch_worker(self, config: TrainConfig) -> None:
         from mlm_tui import launcher
+        from mlm_tui.errors import MlmError
 
         try:
-            self.post_message(Launched(launcher.launch(request), None))
+            self.post_message(Launched(launcher.launch(config), None))
         except MlmError as exc:
             self.post_message(Launched(None, str(exc)))
 
@@ -251,56 +281,42 @@ class TrainPane(Horizontal):
                             markup=False)
             self.query_one("#run-title", Static).update(Text(f"the run did not start: {event.error}"))
             return
+        self.app.notify(f"Run {event.run_id} started in its own process; it keeps going if you quit.",
+                        markup=False)
         self.selected = event.run_id
+        self.app.refresh_runs()  # type: ignore[attr-defined]
         self.poll()
 
-    # -- watching -----------------------------------------------------------------------------------
-    def poll(self) -> None:
-        self._poll_worker(self.selected)
-
-    @work(thread=True, exclusive=True, group="runs-poll")
-    def _poll_worker(self, selected: str | None) -> None:
-        """The selected run's details (the list of runs comes from the app's own watch)."""
-        from mlm_tui import runstore
-
-        problems: list[str] = []
-        detail = None
-        run = runstore.find_run(selected) if selected else None
-        if run is not None:
-            try:
-                detail = RunView(run.run_id, run.info().summary(), run.state(), run.config())
-                detail.losses = [row["loss"] for row in run.metrics() if "loss" in row]
-                try:
-                    detail.log = run.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL:]
-                except FileNotFoundError:
-                    detail.log = []
-            except runstore.CorruptRun as exc:
-                problems.append(str(exc))
-        self.post_message(RunsPolled([], detail, problems))
-
-    @on(RunsPolled)
-    def _polled(self, event: RunsPolled) -> None:
-        self._report(event.problems)
-        if event.detail is not None and event.detail.run_id == self.selected:
-            self._show_detail(event.detail)
-
-    def _report(self, problems: list[str]) -> None:
+    # -- the runs table -----------------------------------------------------------------------------
+    def show_runs(self, infos: list[RunInfo], problems: list[str]) -> None:
+        """The app's latest look at the run store (newest first)."""
         for problem in problems:
             if problem not in self._problems_seen:
                 self._problems_seen.add(problem)
                 self.app.notify(problem, severity="warning", markup=False)
-
-    def show_runs(self, summaries: list[dict[str, Any]], problems: list[str]) -> None:
-        """The app's latest look at the run store (newest first)."""
-        self._report(problems)
-        self._summaries = summaries
-        if self.selected is None and summaries:
-            self.selected = summaries[0]["run_id"]
+        self._infos = infos
+        if self.selected is None and infos:
+            self.selected = infos[0].run_id
             self.poll()
         self._show_table()
 
     def on_resize(self) -> None:
         self._show_table()
+
+    def _sorted(self) -> list[RunInfo]:
+        key, descending = self._sort
+
+        def value(info: RunInfo) -> Any:
+            if key == "status":
+                return info.status
+            if key == "after":
+                return info.perplexity_after if info.perplexity_after is not None else float("inf")
+            if key == "change":
+                change = _change(info)
+                return change if change is not None else float("inf")
+            return info.created or ""
+
+        return sorted(self._infos, key=value, reverse=descending)
 
     def _show_table(self) -> None:
         """Rebuild the table when anything in it changed, so each column fits its longest value (a status
@@ -308,13 +324,13 @@ class TrainPane(Horizontal):
         table = self.query_one("#runs", RunsTable)
         wide = self.app.size.width >= WIDE_COLUMNS
         columns = [key for key, _title, essential in RUN_COLUMNS if essential or wide]
-        rows = [self._row(s, columns) for s in self._summaries]
+        rows = [self._row(info, columns) for info in self._sorted()]
         if columns == self._columns and rows == self._rows:
             return
         with self.prevent(DataTable.RowHighlighted):
             table.clear(columns=columns != self._columns)
             if columns != self._columns:
-                titles = dict((key, title) for key, title, _ in RUN_COLUMNS)
+                titles = {key: title for key, title, _ in RUN_COLUMNS}
                 for key in columns:
                     table.add_column(titles[key], key=key)
             for row in rows:
@@ -325,12 +341,19 @@ class TrainPane(Horizontal):
         self._columns, self._rows = columns, rows
 
     @staticmethod
-    def _row(summary: dict[str, Any], columns: list[str]) -> tuple[str, ...]:
-        before, after = summary["perplexity_before"], summary["perplexity_after"]
-        values = {"run": summary["run_id"], "status": summary["status"],
-                  "model": short_ref(summary.get("model") or "–"),
-                  "corpus": short_ref(summary.get("corpus") or "–"), "steps": str(summary["steps"]),
-                  "before": _ppl(before), "after": _ppl(after), "change": _change(before, after)}
+    def _row(info: RunInfo, columns: list[str]) -> tuple[str, ...]:
+        change = _change(info)
+        mark = STATUS_MARKS.get(info.status, "▶ ")
+        values = {
+            "run": info.run_id, "status": mark + info.status,
+            "model": short_ref(info.model or "–"), "corpus": short_ref(info.corpus or "–"),
+            "created": (info.created or "–").replace("T", " ")[5:16],
+            "duration": format_duration(info.duration) if info.duration is not None else "–",
+            "steps": f"{info.step}/{info.total_steps}" if info.total_steps else str(info.step),
+            "ppl": ppl_change(info.perplexity_before, info.perplexity_after).split(" (")[0] or "–",
+            "after": f"{info.perplexity_after:.2f}" if info.perplexity_after is not None else "–",
+            "change": f"{change:+.1f}%" if change is not None else "–",
+        }
         return tuple(printable(values[key]) for key in columns)
 
     @on(DataTable.RowHighlighted, "#runs")
@@ -340,53 +363,119 @@ class TrainPane(Horizontal):
             self.selected = run_id
             self.poll()
 
+    @on(DataTable.HeaderSelected, "#runs")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        key = {"run": "created", "ppl": "after"}.get(key, key)
+        if key in SORTS:
+            self._sort = (key, not self._sort[1]) if self._sort[0] == key else (key, key == "created")
+            self._show_table()
+
+    def action_sort(self) -> None:
+        key = SORTS[(SORTS.index(self._sort[0]) + 1) % len(SORTS)]
+        self._sort = (key, key == "created")
+        self.app.notify(f"Runs sorted by {key}", timeout=2)
+        self._show_table()
+
+    # -- the selected run ---------------------------------------------------------------------------
+    def poll(self) -> None:
+        self._poll_worker(self.selected, self.overlay)
+
+    @work(thread=True, exclusive=True, group="runs-poll")
+    def _poll_worker(self, selected: str | None, overlay: str | None) -> None:
+        from mlm_tui import runstore
+        from mlm_tui.app.run_chart import Series
+
+        run = runstore.find_run(selected) if selected else None
+        if run is None:
+            self.post_message(DetailRead(None, None))
+            return
+        try:
+            view = RunView(run.info(), Series.from_metrics(run.run_id, run.metrics()))
+            other = runstore.find_run(overlay) if overlay and overlay != selected else None
+            if other is not None:
+                view.other = Series.from_metrics(other.run_id, other.metrics())
+            try:
+                view.log = run.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+            except FileNotFoundError:
+                view.log = []
+        except runstore.CorruptRun as exc:
+            self.post_message(DetailRead(None, str(exc)))
+            return
+        self.post_message(DetailRead(view, None))
+
+    @on(DetailRead)
+    def _detail_read(self, event: DetailRead) -> None:
+        if event.problem and event.problem not in self._problems_seen:
+            self._problems_seen.add(event.problem)
+            self.app.notify(event.problem, severity="warning", markup=False)
+        if event.view is None or event.view.info.run_id != self.selected:
+            self.query_one("#chart").show(None)  # type: ignore[attr-defined]
+            return
+        self._show_detail(event.view)
+
     def _show_detail(self, view: RunView) -> None:
-        state, config, summary = view.state, view.config, view.summary
-        if self.selected is None:
-            self.selected = view.run_id
-        status = summary["status"]
-        total = state.get("total_steps") or (config.get("plan") or {}).get("steps")
-        step = state.get("step", 0)
-        title = Text(f"{view.run_id} · {status}", style="bold")
-        title.append(f" · {printable(str(config.get('model')))} on {printable(str(config.get('corpus')))}",
-                     style="")
-        words = " whole words" if config.get("whole_word_mask") else ""
-        batch = (config.get("plan") or {}).get("batch_size")
-        title.append(f"\nchunk {config.get('chunk_size')} · mask {config.get('mlm_probability')}{words} · "
-                     f"lr {config.get('learning_rate')} · wd {config.get('weight_decay')} · batch {batch}",
-                     style="dim")
-        if state.get("message") and status != "running":
-            title.append(f"\n{printable(str(state['message']))}", style="red" if status == "failed" else "")
+        info = view.info
+        title = Text(f"{info.run_id} · {info.status}", style="bold")
+        title.append(f" · {printable(info.model or '?')} on {printable(info.corpus or '?')}", style="")
+        config, plan = info.config, info.plan
+        if config is not None:
+            words = " whole words" if config.whole_word_mask else ""
+            batch = plan.batch_size if plan is not None else config.batch_size or "auto"
+            title.append(f"\nchunk {config.chunk_size} · mask {config.mlm_probability}{words} · lr "
+                         f"{config.learning_rate} · batch {batch}", style="dim")
+        if plan is not None:
+            asked = config.test_size if config is not None else None
+            test = f"{plan.test_chunks} test chunks"
+            if asked and asked != plan.test_chunks:
+                test += f" (asked {asked})"
+            title.append(f" · {plan.train_chunks} train / {test} · {plan.device} ({plan.precision})",
+                         style="dim")
+            for note in plan.notes:
+                title.append(f"\nnote: {printable(note)}", style="italic")
+        if info.message and info.status not in LIVE:
+            title.append(f"\n{printable(info.message)}", style="red" if info.status == "failed" else "")
         self.query_one("#run-title", Static).update(title)
         self.query_one("#run-progress-row").display = True
-        self.query_one("#run-progress", ProgressBar).update(total=total or None, progress=step)
-        speed = ""
-        if status == "running" and state.get("tokens_per_s"):
-            speed = f"{state['tokens_per_s']:,.0f} tok/s · ETA {format_duration(state.get('eta') or 0)}"
-        elif status == "completed" and state.get("train_runtime"):
-            speed = f"done in {format_duration(state['train_runtime'])}"
-        where = f"step {step}/{total or '?'}"
-        self.query_one("#run-speed", Static).update(Text(f"{where} · {speed}" if speed else where))
-        self.query_one("#loss", Sparkline).data = view.losses
-        loss = f" · loss {view.losses[-1]:.3f}" if view.losses else ""
-        before, after = _ppl(state.get("perplexity_before")), _ppl(state.get("perplexity_after"))
-        self.query_one("#run-ppl", Static).update(Text(f"perplexity {before} → {after}{loss}"))
+        bar = self.query_one("#run-progress", ProgressBar)
+        if info.status == "preparing":
+            total = info.tokenize_total or None
+            bar.update(total=total, progress=info.tokenize_done or 0)
+            read = format_bytes(info.tokenize_done or 0)
+            where = f"preparing: {read} of {format_bytes(total)} read" if total else f"preparing: {read} read"
+        else:
+            bar.update(total=info.total_steps or None, progress=info.step)
+            where = f"step {info.step}/{info.total_steps or '?'}"
+        if info.status == "running" and info.tokens_per_s:
+            where += f" · {info.tokens_per_s:,.0f} tok/s · ETA {format_duration(info.eta or 0)}"
+        elif info.status == "completed" and info.train_runtime:
+            where += f" · trained in {format_duration(info.train_runtime)}"
+        self.query_one("#run-speed", Static).update(Text(where))
+        self.query_one("#chart").show(view.series, view.other)  # type: ignore[attr-defined]
+        loss = f" · loss {view.series.losses[-1]:.3f}" if view.series.losses else ""
+        overlay = f" · overlaid: {view.other.label}" if view.other is not None else ""
+        perplexity = ppl_change(info.perplexity_before, info.perplexity_after) or "–"
+        self.query_one("#run-ppl", Static).update(Text(f"perplexity {perplexity}{loss}{overlay}"))
         log = self.query_one("#run-log", Log)
         shown_id, shown_n = self._shown_log
-        if shown_id != view.run_id or len(view.log) < shown_n:
+        if shown_id != info.run_id or len(view.log) < shown_n:
             log.clear()
             shown_n = 0
-        log.write_lines(view.log[shown_n:])
-        self._shown_log = (view.run_id, len(view.log))
+        log.write_lines([printable(line) for line in view.log[shown_n:]])
+        self._shown_log = (info.run_id, len(view.log))
 
     # -- run actions --------------------------------------------------------------------------------
-    def _selected_run(self) -> Any:
+    def _selected_run(self) -> Run | None:
         from mlm_tui import runstore
 
         run = runstore.find_run(self.selected) if self.selected else None
         if run is None:
             self.app.notify("Select a run in the list first.", severity="warning")
         return run
+
+    def _describe(self, info: RunInfo) -> str:
+        return (f"{printable(info.model or '?')} on {printable(info.corpus or '?')}, step {info.step}"
+                f"{'/' + str(info.total_steps) if info.total_steps else ''}, {format_bytes(info.bytes)}")
 
     def action_cancel_run(self) -> None:
         """Cancel the selected run, once the user confirmed it in a dialog that names the run."""
@@ -395,25 +484,121 @@ class TrainPane(Horizontal):
         run = self._selected_run()
         if run is None:
             return
-        if run.status() != "running":
-            self.app.notify(f"Run {run.run_id} is {run.status()}: nothing to cancel.")
+        info = run.info()
+        if info.status not in LIVE:
+            self.app.notify(f"Run {run.run_id} is {info.status}: nothing to cancel.")
             return
-        config = run.config()
-        detail = (f"{printable(str(config.get('model')))} on {printable(str(config.get('corpus')))}, step "
-                  f"{run.state().get('step', 0)}. It stops after the current step and saves a checkpoint; "
-                  f"it can be resumed later.")
 
         def confirmed(yes: bool | None) -> None:
             from mlm_tui import launcher
 
-            if yes and run.status() == "running":
+            if yes and run.status() in LIVE:
                 launcher.cancel(run)
                 self.app.notify(f"Cancelling {run.run_id}: it stops after this step and saves a checkpoint.")
 
+        detail = (f"{self._describe(info)}. It stops after the current step, saves a checkpoint and can be "
+                  "resumed.")
         self.app.push_screen(ConfirmScreen(f"Cancel run {run.run_id}?", detail, f"Cancel {run.run_id}",
                                            keep="Keep it running"), confirmed)
+
+    def action_delete_run(self) -> None:
+        """Delete the selected run (not a live one), once confirmed; say which runs started from it."""
+        from mlm_tui import runstore
+        from mlm_tui.app.confirm import ConfirmScreen
+
+        run = self._selected_run()
+        if run is None:
+            return
+        info = run.info()
+        if info.status in LIVE:
+            self.app.notify(f"Run {run.run_id} is {info.status}: cancel it first (x).", severity="warning")
+            return
+        based = runstore.runs_based_on(run.run_id)
+        detail = f"{self._describe(info)}: its checkpoints, final model and logs are deleted."
+        if based:
+            detail += f" Runs started from its model keep their own: {', '.join(based)}."
+
+        def confirmed(yes: bool | None) -> None:
+            from mlm_tui.errors import MlmError
+
+            if not yes:
+                return
+            try:
+                done = runstore.delete_run(run)
+            except MlmError as exc:
+                self.app.notify(str(exc), title="Not deleted", severity="error", markup=False)
+                return
+            self.app.notify(f"Deleted run {done.run_id} ({format_bytes(done.freed_bytes)} freed).")
+            if self.selected == run.run_id:
+                self.selected = None
+            if self.overlay == run.run_id:
+                self.overlay = None
+            self.app.refresh_runs()  # type: ignore[attr-defined]
+
+        self.app.push_screen(ConfirmScreen(f"Delete run {run.run_id}?", detail, f"Delete {run.run_id}",
+                                           keep="Keep it"), confirmed)
+
+    def action_resume_run(self) -> None:
+        from mlm_tui import launcher
+        from mlm_tui.errors import MlmError
+
+        run = self._selected_run()
+        if run is None:
+            return
+        status = run.status()
+        if status not in RESUMABLE:
+            self.app.notify(f"Run {run.run_id} is {status}: only cancelled, interrupted or failed runs "
+                            "resume.")
+            return
+        try:
+            launcher.resume(run)
+        except MlmError as exc:
+            self.app.notify(str(exc), title="Not resumed", severity="error", markup=False)
+            return
+        self.app.notify(f"Resuming {run.run_id} from its last checkpoint in its own process.")
+
+    def action_copy_settings(self) -> None:
+        """Put the selected run's settings into the form, to start a variation of it."""
+        from mlm_tui.runstore import CorruptRun
+
+        run = self._selected_run()
+        if run is None:
+            return
+        try:
+            config = run.train_config()
+        except CorruptRun as exc:
+            self.app.notify(str(exc), severity="error", markup=False)
+            return
+        for f in self.fields:
+            value = getattr(config, f.name)
+            widget = self.query_one(f"#t-{f.name}")
+            if isinstance(widget, Checkbox):
+                widget.value = bool(value)
+            elif isinstance(widget, Select):
+                widget.value = str(value)
+            elif isinstance(widget, Input):
+                self._set_value(widget, "" if value is None else str(value))
+        if config.max_steps is not None:
+            self.query_one("#t-epochs", Input).value = ""
+        self._exclusive_steps()
+        self.app.notify(f"The form has the settings of {run.run_id}; change what you like and press ctrl+s.")
+        self.query_one("#t-corpus", Input).focus()
+
+    def action_overlay(self) -> None:
+        """Mark the selected run for the chart: the next run selected is drawn with it."""
+        if self.selected is None:
+            return
+        self.overlay = None if self.overlay == self.selected else self.selected
+        self.app.notify(f"{self.selected} is overlaid on the chart of the run you select next."
+                        if self.overlay else "No run overlaid on the chart.", timeout=4)
+        self.poll()
 
     def action_load_run(self, role: str) -> None:
         run = self._selected_run()
         if run is not None:
             self.app.load_model(run.run_id, role)  # type: ignore[attr-defined]
+
+
+def _change(info: RunInfo) -> float | None:
+    before, after = info.perplexity_before, info.perplexity_after
+    return (after - before) / before * 100 if before and after is not None else None

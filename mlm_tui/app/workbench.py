@@ -13,7 +13,7 @@ that is what once stranded users in Train with their typing going to the runs ta
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -31,6 +31,9 @@ from mlm_tui.app.train_pane import RunsTable, TrainPane
 from mlm_tui.history import History
 from mlm_tui.settings import load_settings, save_settings
 
+if TYPE_CHECKING:
+    from mlm_tui.runstore import RunInfo
+
 PANES = ("fill", "chunks", "train")
 FOCUS = {"fill": "#sentence", "chunks": "#chunk-box", "train": "#runs"}
 RUNS_POLL_S = 1.0
@@ -40,11 +43,11 @@ GLOBAL_ACTIONS = {"show_pane", "open_corpus", "switch_model", "compare_model", "
 
 
 class RunsListed(Message):
-    """The run store as the poll worker found it: summaries newest first, and unreadable runs."""
+    """The run store as the poll worker found it: runs newest first, and unreadable runs."""
 
-    def __init__(self, summaries: list[dict[str, Any]], problems: list[str]) -> None:
+    def __init__(self, infos: list[RunInfo], problems: list[str]) -> None:
         super().__init__()
-        self.summaries, self.problems = summaries, problems
+        self.infos, self.problems = infos, problems
 
 
 class Panes(TabbedContent):
@@ -219,33 +222,36 @@ class WorkbenchApp(App[None]):
     def _poll_runs(self) -> None:
         self._runs_worker()
 
+    def refresh_runs(self) -> None:
+        """Look at the run store now (after starting or deleting a run), not at the next tick."""
+        self._runs_worker()
+
     @work(thread=True, exclusive=True, group="runs-list")
     def _runs_worker(self) -> None:
         from mlm_tui import runstore
 
-        infos, problems = runstore.list_infos()
-        self.post_message(RunsListed([info.summary() for info in infos], problems))
+        self.post_message(RunsListed(*runstore.list_infos()))
 
     @on(RunsListed)
     def _runs_listed(self, event: RunsListed) -> None:
-        status = {s["run_id"]: s["status"] for s in event.summaries}
+        status = {info.run_id: info.status for info in event.infos}
         if self._run_status is not None:
-            for summary in event.summaries:
-                before = self._run_status.get(summary["run_id"])
-                now = summary["status"]
-                if now in ENDED and before != now and (before is not None or now != "interrupted"):
-                    self._run_ended(summary)
+            for info in event.infos:
+                before = self._run_status.get(info.run_id)
+                if info.status in ENDED and before != info.status and (before is not None or
+                                                                       info.status != "interrupted"):
+                    self._run_ended(info)
         self._run_status = status
         if self.query(TrainPane):
-            self.query_one(TrainPane).show_runs(event.summaries, event.problems)
+            self.query_one(TrainPane).show_runs(event.infos, event.problems)
 
-    def _run_ended(self, summary: dict[str, Any]) -> None:
+    def _run_ended(self, info: RunInfo) -> None:
         from mlm_tui.app.render import ppl_change
 
-        status = summary["status"]
-        detail = ppl_change(summary.get("perplexity_before"), summary.get("perplexity_after"))
-        self.notify(f"{summary['run_id']} {status}" + (f": perplexity {detail}" if detail else ""),
-                    title=f"Run {status}", severity=ENDED[status], timeout=10, markup=False)  # type: ignore[arg-type]
+        detail = ppl_change(info.perplexity_before, info.perplexity_after)
+        self.notify(f"{info.run_id} {info.status}" + (f": perplexity {detail}" if detail else ""),
+                    title=f"Run {info.status}", severity=ENDED[info.status],  # type: ignore[arg-type]
+                    timeout=10, markup=False)
         if self.settings.bell:
             self.bell()
 
@@ -308,6 +314,16 @@ class WorkbenchApp(App[None]):
                 ("Start run", "Start a fine-tuning run with the Train form (ctrl+s)", train.action_start),
                 ("Cancel run", "Ask the selected run to stop, after confirming (x in the runs table)",
                  train.action_cancel_run),
+                ("Delete run", "Delete the selected run, after confirming (d in the runs table)",
+                 train.action_delete_run),
+                ("Resume run", "Continue the selected cancelled or interrupted run (r in the runs table)",
+                 train.action_resume_run),
+                ("Copy run settings", "Put the selected run's settings into the form (c in the runs table)",
+                 train.action_copy_settings),
+                ("Overlay run", "Draw the selected run on the chart of the next one (v in the runs table)",
+                 train.action_overlay),
+                ("Sort runs", "By created, status, perplexity after, change (s in the runs table)",
+                 train.action_sort),
             ]
         return commands
 
