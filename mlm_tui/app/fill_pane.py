@@ -49,6 +49,8 @@ class FillPane(Vertical):
         Binding("up", "history(-1)", "Older", tooltip="previous sentence from history"),
         Binding("down", "history(1)", "Newer", show=False),
         Binding("ctrl+r", "pick_history", "History", tooltip="pick a sentence typed in this session"),
+        Binding("ctrl+l", "app.switch_model", "Model", tooltip="load another model"),
+        Binding("f4", "app.compare_model", "Compare", tooltip="a second model's fills beside the first"),
         Binding("enter", "keep", "Keep", show=False, tooltip="add the sentence to the history"),
         Binding("escape", "cancel_load", "Stop loading", tooltip="stop waiting for a model that loads"),
     ]

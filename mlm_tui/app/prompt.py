@@ -91,3 +91,44 @@ class PickScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class ModelPickScreen(ModalScreen[str | None]):
+    """Ask for a model: type a folder, a hub id or `starter`, or pick a finished run from the list.
+
+    Runs are what people fine-tune here, and their ids are long: picking one by its corpus, date and
+    perplexity beats typing `20261130-093008-9db6`.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, value: str, runs: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.title_text, self.value, self.runs = title, value, runs
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Input(self.value, placeholder="folder, hub id or starter", suggester=PathSuggester(),
+                        id="prompt-input")
+            if self.runs:
+                yield Label("or a finished run (↓ to the list):", classes="dialog-hint")
+                yield OptionList(*(label for _, label in self.runs), id="pick-list")
+            yield Label("enter: ok · esc: cancel · →: complete path", classes="dialog-hint")
+
+    @on(Input.Submitted)
+    def answer(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value.strip() or None)
+
+    @on(OptionList.OptionSelected)
+    def picked(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(self.runs[event.option_index][0])
+
+    def key_down(self) -> None:
+        if self.focused is self.query_one("#prompt-input") and self.runs:
+            self.query_one("#pick-list").focus()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -102,14 +102,14 @@ def ppl_change(before: object, after: object) -> str:
 
 # How the collator treats each chosen position (the course's 80/10/10 rule), as the preview shows it.
 FATE_STYLES = {"mask": "bold black on yellow", "random": "bold white on red", "kept": "bold underline green"}
-FATE_LEGEND = (("mask", "→ [MASK] (80%)"), ("random", "→ a random token (10%)"), ("kept", "kept as is (10%)"))
+FATE_LEGEND = (("mask", "→ [MASK] (80%)"), ("random", "→ random token (10%)"), ("kept", "kept (10%)"))
 
 
 def fate_legend() -> Text:
     out = Text()
     for fate, label in FATE_LEGEND:
         out.append(" word ", style=FATE_STYLES[fate])
-        out.append(f" {label}   ")
+        out.append(f" {label}  ")
     return out
 
 

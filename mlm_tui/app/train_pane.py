@@ -46,11 +46,12 @@ LOG_TAIL = 300
 LIVE = ("preparing", "running")
 RESUMABLE = ("cancelled", "interrupted", "failed")
 
-# (key, title, shown at every width): below WIDE_COLUMNS terminal columns only the essential ones stay.
-RUN_COLUMNS = [("run", "run", True), ("status", "status", True), ("model", "model", False),
-               ("corpus", "corpus", False), ("created", "created", False), ("duration", "took", False),
-               ("steps", "steps", False), ("ppl", "ppl before → after", False), ("after", "after", True),
-               ("change", "change", True)]
+# (key, title, priority): the table shows as many columns as its width holds, by priority (0 first), in
+# this order. Below WIDE_COLUMNS terminal columns only the first four priorities stay, whatever fits.
+RUN_COLUMNS = [("run", "run", 0), ("status", "status", 1), ("model", "model", 7), ("corpus", "corpus", 5),
+               ("created", "created", 8), ("duration", "took", 6), ("steps", "steps", 4),
+               ("ppl", "ppl before → after", 9), ("after", "after", 2), ("change", "change", 3)]
+ESSENTIAL = 4
 WIDE_COLUMNS = 100
 SORTS = ("created", "status", "after", "change")  # what `s` cycles through
 # Status at a glance without colour.
@@ -210,12 +211,20 @@ class TrainPane(Horizontal):
             self._set_value(box, corpus)
             if text_field:
                 self._set_value(self.query_one("#t-text_field", Input), text_field)
+        self.call_after_refresh(self._show_path_ends)
 
-    @staticmethod
-    def _set_value(box: Input, value: str) -> None:
-        """Set a field and show its end: a long path's file name matters more than its first folders."""
+    def _show_path_ends(self) -> None:
+        """Scroll path boxes to their end: a long path's file name matters more than its first folders.
+        Done each time the pane is shown, since a hidden box has no width to scroll in."""
+        for name in ("corpus", "model"):
+            box = self.query_one(f"#t-{name}", Input)
+            if not box.has_focus:
+                box.cursor_position = 0  # a move to where the cursor already is would not scroll
+                box.action_end()
+
+    def _set_value(self, box: Input, value: str) -> None:
         box.value = value
-        box.cursor_position = len(value)
+        self.call_after_refresh(self._show_path_ends)
 
     @on(Input.Changed, "#t-max_steps")
     def _exclusive_steps(self) -> None:
@@ -322,23 +331,45 @@ class TrainPane(Horizontal):
         """Rebuild the table when anything in it changed, so each column fits its longest value (a status
         that grows from `running` to `cancelled` is never cut), keeping the cursor on the selected run."""
         table = self.query_one("#runs", RunsTable)
-        wide = self.app.size.width >= WIDE_COLUMNS
-        columns = [key for key, _title, essential in RUN_COLUMNS if essential or wide]
-        rows = [self._row(info, columns) for info in self._sorted()]
+        every = [key for key, _, _ in RUN_COLUMNS]
+        infos = self._sorted()
+        ids = [info.run_id for info in infos]
+        full = [self._row(info, every) for info in infos]
+        width = table.size.width or self.app.size.width
+        columns = self._fitting(full, width)
+        if self._width(full, columns) > width:  # still too wide: ids without their date (it is in `created`)
+            full = [(row[0][9:], *row[1:]) for row in full]
+            columns = self._fitting(full, width)
+        rows = [tuple(row[every.index(key)] for key in columns) for row in full]
         if columns == self._columns and rows == self._rows:
             return
         with self.prevent(DataTable.RowHighlighted):
-            table.clear(columns=columns != self._columns)
-            if columns != self._columns:
-                titles = {key: title for key, title, _ in RUN_COLUMNS}
-                for key in columns:
-                    table.add_column(titles[key], key=key)
-            for row in rows:
-                table.add_row(*row, key=row[0])
-            ids = [row[0] for row in rows]
+            table.clear(columns=True)  # columns too: their widths only ever grow otherwise
+            titles = {key: title for key, title, _ in RUN_COLUMNS}
+            for key in columns:
+                table.add_column(titles[key], key=key)
+            for run_id, row in zip(ids, rows, strict=True):
+                table.add_row(*row, key=run_id)
             if self.selected in ids:
                 table.move_cursor(row=ids.index(self.selected), animate=False)
         self._columns, self._rows = columns, rows
+
+    def _fitting(self, rows: list[tuple[str, ...]], width: int) -> list[str]:
+        """The columns that fit `width` cells, taken by priority and shown in their usual order."""
+        limit = len(RUN_COLUMNS) if self.app.size.width >= WIDE_COLUMNS else ESSENTIAL
+        used, chosen = 0, set()
+        for key, _title, priority in sorted(RUN_COLUMNS, key=lambda c: c[2]):
+            need = self._width(rows, [key])
+            if priority < ESSENTIAL or (priority < limit and used + need <= width):
+                chosen.add(key)
+                used += need
+        return [key for key, _, _ in RUN_COLUMNS if key in chosen]
+
+    @staticmethod
+    def _width(rows: list[tuple[str, ...]], columns: list[str]) -> int:
+        keys = [key for key, _, _ in RUN_COLUMNS]
+        return sum(max([len(RUN_COLUMNS[keys.index(key)][1]), *(len(row[keys.index(key)]) for row in rows)])
+                   + 2 for key in columns)  # + the cell padding
 
     @staticmethod
     def _row(info: RunInfo, columns: list[str]) -> tuple[str, ...]:

@@ -62,16 +62,17 @@ class WorkbenchApp(App[None]):
     TITLE = "mlm-tui"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
-        # priority: no focused widget (a table, an input) may take these keys for itself
-        Binding("f1", "show_pane('fill')", "Fill", priority=True),
-        Binding("f2", "show_pane('chunks')", "Chunks", priority=True),
-        Binding("f3", "show_pane('train')", "Train", priority=True),
+        # Pane keys are priority bindings: no focused widget (a table, an input) may take them. The tabs
+        # show them ("F1 Fill"); the footer keeps its room for the pane's own keys.
+        Binding("f1", "show_pane('fill')", "Fill", show=False, priority=True, tooltip="the Fill pane"),
+        Binding("f2", "show_pane('chunks')", "Chunks", show=False, priority=True, tooltip="the Chunks pane"),
+        Binding("f3", "show_pane('train')", "Train", show=False, priority=True, tooltip="the Train pane"),
         Binding("ctrl+o", "open_corpus", "Corpus", tooltip="open a corpus in Chunks", priority=True),
-        Binding("ctrl+l", "switch_model", "Model", tooltip="load another model into Fill", priority=True),
-        Binding("f4", "compare_model", "Compare", tooltip="a second model's fills beside the first",
-                priority=True),
+        # Shown by the Fill pane, where they matter; they work from every pane.
+        Binding("ctrl+l", "switch_model", "Model", show=False, tooltip="load another model into Fill"),
+        Binding("f4", "compare_model", "Compare", show=False, tooltip="compare a second model in Fill"),
         # not priority: a text input takes `?` as a character; help is then in the footer and palette
-        Binding("question_mark", "help", "Help", tooltip="the workflow and every key"),
+        Binding("question_mark,f10", "help", "Help", tooltip="the workflow and every key"),
         Binding("ctrl+t", "change_theme", "Theme", show=False, tooltip="pick a theme (remembered)"),
     ]
 
@@ -84,14 +85,15 @@ class WorkbenchApp(App[None]):
         self.history = History(persist=self.settings.keep_history, limit=self.settings.history_size)
         self._wanted_pane = "fill"
         self._run_status: dict[str, str] | None = None  # None until the first look at the run store
+        self.run_infos: list[RunInfo] = []  # the latest look at it
 
     def compose(self) -> ComposeResult:
         with Panes(initial="fill"):
-            with TabPane("Fill", id="fill"):
+            with TabPane("F1 Fill", id="fill"):
                 yield FillPane(self.history, id="fill-pane")
-            with TabPane("Chunks", id="chunks"):
+            with TabPane("F2 Chunks", id="chunks"):
                 yield Lazy(ChunksPane(id="chunks-pane"))
-            with TabPane("Train", id="train"):
+            with TabPane("F3 Train", id="train"):
                 yield Lazy(TrainPane(id="train-pane"))
         yield Footer(compact=True)
 
@@ -200,13 +202,20 @@ class WorkbenchApp(App[None]):
         self._ask_model("Compare with model (directory, run id or hub id)", "compare")
 
     def _ask_model(self, title: str, role: str) -> None:
+        from mlm_tui.app.prompt import ModelPickScreen
+        from mlm_tui.app.render import ppl_change, printable, short_ref
+
         current = self.query_one(FillPane).refs[role] or ""
+        runs = [(info.run_id, printable(f"{info.run_id} · {short_ref(info.corpus or '?')} · "
+                                        f"{(info.created or '').replace('T', ' ')[:16]} · perplexity "
+                                        f"{ppl_change(info.perplexity_before, info.perplexity_after)}"))
+                for info in self.run_infos if info.model_path is not None]
 
         def chosen(ref: str | None) -> None:
             if ref:
                 self.load_model(ref, role)
 
-        self.push_screen(PromptScreen(title, current, paths=True), chosen)
+        self.push_screen(ModelPickScreen(title, current, runs), chosen)
 
     def load_model(self, ref: str, role: str = "main") -> None:
         """Load a model into the Fill pane as the main or the compare model, and show the pane."""
@@ -241,7 +250,7 @@ class WorkbenchApp(App[None]):
                 if info.status in ENDED and before != info.status and (before is not None or
                                                                        info.status != "interrupted"):
                     self._run_ended(info)
-        self._run_status = status
+        self._run_status, self.run_infos = status, event.infos
         if self.query(TrainPane):
             self.query_one(TrainPane).show_runs(event.infos, event.problems)
 
