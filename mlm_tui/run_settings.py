@@ -334,13 +334,12 @@ def config_from_form(values: Mapping[str, str | bool]) -> tuple[TrainConfig | No
             parsed[f.name] = PARSE[s.kind](text)
         except argparse.ArgumentTypeError as exc:
             errors[f.name] = FieldError(f.name, f"{{field}}: {exc}")
-    config = None
-    if not errors:
-        config = TrainConfig(**parsed)
-        errors = {e.field: e for e in config.problems()}
+    # Every value that parsed is checked too, so the form marks all its problems at once.
+    checked = TrainConfig(**{"corpus": "", **parsed})
+    errors.update({e.field: e for e in checked.problems() if e.field not in errors})
     if errors:
         return None, {name: e.named(_setting(name).label) for name, e in errors.items()}
-    return config, {}
+    return checked, {}
 
 
 # -- what the defaults resolved to ----------------------------------------------------------------------

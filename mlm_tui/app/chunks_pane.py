@@ -47,9 +47,11 @@ class CorpusReady(Message):
 class CorpusOpened(Message):
     """A corpus opened successfully: the Train form takes it (and its text column) as its default."""
 
-    def __init__(self, corpus: str, text_field: str, splits: dict[str, TokenizedSplit]) -> None:
+    def __init__(self, corpus: str, text_field: str, tokenizer_ref: str,
+                 splits: dict[str, TokenizedSplit]) -> None:
         super().__init__()
         self.corpus, self.text_field, self.splits = corpus, text_field, splits
+        self.tokenizer_ref = tokenizer_ref
 
 
 class ChunkView(VerticalScroll, can_focus=True, inherit_bindings=False):
@@ -192,7 +194,7 @@ class ChunksPane(Vertical):
             self.split = "train" if "train" in self.splits else next(iter(self.splits))
         self.index = 0
         self.show()
-        self.post_message(CorpusOpened(corpus, field, self.splits))
+        self.post_message(CorpusOpened(corpus, field, ref, self.splits))
 
     def _pick_text_field(self, corpus: str, field: str, columns: list[str]) -> None:
         from mlm_tui.app.prompt import PickScreen

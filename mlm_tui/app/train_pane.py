@@ -38,6 +38,7 @@ from mlm_tui.progress import format_bytes, format_duration
 from mlm_tui.run_settings import FormField, TrainConfig, config_from_form, form_fields
 
 if TYPE_CHECKING:
+    from mlm_tui.app.chunks_pane import CorpusOpened
     from mlm_tui.app.run_chart import Series
     from mlm_tui.runstore import Run, RunInfo
 
@@ -89,6 +90,14 @@ class Launched(Message):
         self.run_id, self.error = run_id, error
 
 
+class Adjusted(Message):
+    """Values the run would change (a test size beyond the split), by field, for the form's notes."""
+
+    def __init__(self, notes: dict[str, str]) -> None:
+        super().__init__()
+        self.notes = notes
+
+
 class DeviceFound(Message):
     def __init__(self, device: str) -> None:
         super().__init__()
@@ -136,6 +145,8 @@ class TrainPane(Horizontal):
         self._sort = (SORTS[0], True)  # newest first
         self._problems_seen: set[str] = set()
         self._default_corpus = ""
+        self._corpus: CorpusOpened | None = None  # the corpus open in Chunks, to size the run by
+        self._adjusted: set[str] = set()
 
     # -- layout -------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -198,6 +209,7 @@ class TrainPane(Horizontal):
         for f in self.fields:
             if f.kind not in ("flag", "choice"):
                 self.query_one(f"#t-{f.name}", Input).placeholder = f.placeholder(event.device)
+        self._check_sizes()
 
     def set_defaults(self, corpus: str | None, text_field: str | None) -> None:
         """Take the corpus open in Chunks (and its text column) while the user has not typed one.
@@ -225,6 +237,56 @@ class TrainPane(Horizontal):
     def _set_value(self, box: Input, value: str) -> None:
         box.value = value
         self.call_after_refresh(self._show_path_ends)
+
+    def use_corpus(self, opened: CorpusOpened) -> None:
+        """The corpus Chunks just opened: the form's values it would change are shown at once."""
+        self._corpus = opened
+        self.set_defaults(opened.corpus, opened.text_field)
+        self._check_sizes()
+
+    @on(Input.Changed)
+    @on(Checkbox.Changed)
+    def _check_sizes(self) -> None:
+        """Show, beside its field, a value the run would adjust to this corpus (50 test chunks asked of a
+        split that has 35); known only when Chunks has the same corpus open with the same tokenizer,
+        else the run's own plan says it once it has read the corpus."""
+        opened = self._corpus
+        values = self._values()
+        if opened is None or self.device is None or (values["corpus"], values["text_field"],
+                                                     values["model"]) != (opened.corpus, opened.text_field,
+                                                                          opened.tokenizer_ref):
+            self.post_message(Adjusted({}))
+            return
+        config, _ = config_from_form(values)
+        if config is not None:
+            self._sizes_worker(config, opened, self.device)
+
+    @work(thread=True, exclusive=True, group="sizes")
+    def _sizes_worker(self, config: TrainConfig, opened: CorpusOpened, device: str) -> None:
+        from mlm_tui.errors import MlmError
+        from mlm_tui.rundata import select_chunks
+
+        test_size = config.on_device("test_size", device)
+        try:
+            chunks = select_chunks(opened.splits, config, test_size)
+        except MlmError as exc:
+            self.post_message(Adjusted({"chunk_size": str(exc)}))
+            return
+        notes = {}
+        if len(chunks.test_chunks) < test_size:
+            where = "held-out documents" if chunks.held_out else "test split"
+            notes["test_size"] = f"→ {len(chunks.test_chunks):,}: all the {where} holds"
+        if config.train_size is not None and len(chunks.train_chunks) < config.train_size:
+            notes["train_size"] = f"→ {len(chunks.train_chunks):,}: all the train split holds"
+        self.post_message(Adjusted(notes))
+
+    @on(Adjusted)
+    def _show_adjusted(self, event: Adjusted) -> None:
+        for name in self._adjusted - set(event.notes):
+            self._note(name, "")
+        for name, text in event.notes.items():
+            self._note(name, text)
+        self._adjusted = set(event.notes)
 
     @on(Input.Changed, "#t-max_steps")
     def _exclusive_steps(self) -> None:
@@ -255,7 +317,7 @@ class TrainPane(Horizontal):
         config, errors = config_from_form(self._values())
         for f in self.fields:
             widget = self.query_one(f"#t-{f.name}")
-            widget.set_class(f.name in errors, "-invalid")
+            widget.set_class(f.name in errors, "-bad")
             if f.name != "epochs" or f.name in errors:
                 self._note(f.name, errors.get(f.name, ""), error=True)
         if errors:
@@ -340,6 +402,8 @@ class TrainPane(Horizontal):
         if self._width(full, columns) > width:  # still too wide: ids without their date (it is in `created`)
             full = [(row[0][9:], *row[1:]) for row in full]
             columns = self._fitting(full, width)
+        if self._width(full, columns) > width:  # and the status without its mark
+            full = [(row[0], row[1][2:], *row[2:]) for row in full]
         rows = [tuple(row[every.index(key)] for key in columns) for row in full]
         if columns == self._columns and rows == self._rows:
             return

@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, TabbedContent, TabPane
 
-from mlm_tui.app.chunks_pane import ChunksPane, ChunkView
+from mlm_tui.app.chunks_pane import ChunksPane, ChunkView, CorpusOpened
 from mlm_tui.app.commands import WorkbenchCommands
 from mlm_tui.app.fill_pane import FillPane
 from mlm_tui.app.prompt import PromptScreen
@@ -172,6 +172,11 @@ class WorkbenchApp(App[None]):
             chunks = self.query(ChunksPane).first() if self.query(ChunksPane) else None
             self.query_one(TrainPane).set_defaults(chunks.corpus if chunks else self.data,
                                                    chunks.text_field if chunks else self.text_field)
+
+    @on(CorpusOpened)
+    def _corpus_opened(self, event: CorpusOpened) -> None:
+        if self.query(TrainPane):
+            self.query_one(TrainPane).use_corpus(event)
 
     def action_help(self) -> None:
         from mlm_tui.app.fill_pane import FillPane as Fill

@@ -1,0 +1,229 @@
+"""The Train pane as a user drives it: the generated form, its checks and notes, the runs table and the
+run actions (delete, resume, copy settings, overlay), and the chart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from mlm_tui.app.workbench import WorkbenchApp
+from mlm_tui.run_settings import form_fields
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLM_TUI_HOME", str(home))
+    return home
+
+
+async def settle(pilot: Pilot, seconds: float = 0.3) -> None:
+    await pilot.pause(seconds)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, pilot: Pilot) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await pilot.pause(0.25)
+        await asyncio.sleep(0)
+
+
+def plain(app: WorkbenchApp, selector: str) -> str:
+    return str(app.query_one(selector).render())
+
+
+def notifications(app: WorkbenchApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def train_run(cli, corpus: Path, model: Path, *extra: object) -> str:
+    import json
+
+    code, out, err = cli("train", corpus, "--model", model, "--chunk-size", 32, "--batch-size", 4,
+                         "--test-size", 4, "--json", *extra)
+    assert code == 0, err
+    return json.loads(out)["run_id"]
+
+
+async def open_train(pilot: Pilot) -> None:
+    await settle(pilot)
+    await pilot.press("f3")
+    await settle(pilot)
+
+
+async def test_the_form_offers_every_setting_the_cli_has(home: Path, tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        for field in form_fields():  # generated from the one declaration the CLI is built from
+            assert app.query(f"#t-{field.name}"), field.name
+        advanced = app.query_one("#advanced")
+        assert advanced.collapsed  # the less used settings are folded away
+        assert app.query_one("#t-precision").ancestors_with_self.count(advanced) == 1  # type: ignore[attr-defined]
+
+
+async def test_epochs_and_max_steps_exclude_each_other(home: Path, tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        epochs = app.query_one("#t-epochs", Input)
+        assert not epochs.disabled
+        app.query_one("#t-corpus", Input).value = "c.jsonl"
+        app.query_one("#t-max_steps", Input).value = "50"
+        await pilot.pause()
+        assert epochs.disabled and "max steps given" in plain(app, "#n-epochs")
+        config, errors = app.query_one("#train-pane").request()
+        assert errors == {} and config is not None and config.max_steps == 50
+        app.query_one("#t-max_steps", Input).value = ""
+        await pilot.pause()
+        assert not epochs.disabled and not app.query_one("#n-epochs").display
+
+
+async def test_bad_values_are_marked_by_field_and_start_nothing(home: Path, tiny_model_dir: Path) -> None:
+    from mlm_tui import runstore
+
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        app.query_one("#t-corpus", Input).value = "c.jsonl"
+        app.query_one("#t-learning_rate", Input).value = "-1"
+        app.query_one("#t-gradient_accumulation", Input).value = "zero"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.query_one("#t-learning_rate").has_class("-bad")
+        assert "must be positive" in plain(app, "#n-learning_rate")
+        assert app.query_one("#t-gradient_accumulation").has_class("-bad")
+        assert not app.query_one("#advanced").collapsed  # opened to show the marked advanced field
+        assert not app.query_one("#t-chunk_size").has_class("-bad")
+        assert runstore.list_runs()[0] == []
+        assert any("Cannot start" in (n.title or "") for n in app._notifications)
+
+
+async def test_a_test_size_beyond_the_corpus_is_shown_adjusted_before_the_run(
+        home: Path, tiny_model_dir: Path, corpus_jsonl: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        await pilot.press("f3")
+        await settle(pilot)
+        app.query_one("#t-chunk_size", Input).value = "32"
+        app.query_one("#t-test_size", Input).value = "50"
+        await settle(pilot)
+        note = plain(app, "#n-test_size")
+        pane = app.query_one("#chunks-pane")
+        held_out = pane.splits["train"].split_documents(0.1, 42)[1].chunks(32)  # type: ignore[attr-defined]
+        assert f"→ {len(held_out)}: all the held-out documents hold" in note and len(held_out) < 50
+        app.query_one("#t-test_size", Input).value = "2"
+        await settle(pilot)
+        assert not app.query_one("#n-test_size").display
+
+
+async def test_delete_asks_names_the_run_and_refuses_a_live_one(home: Path, tiny_model_dir: Path,
+                                                                corpus_jsonl: Path, cli) -> None:
+    from mlm_tui import runstore
+
+    first = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 2)
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: app.query_one("#runs").row_count == 1, 10, pilot)
+        await pilot.press("d")
+        await pilot.pause()
+        assert first in str(app.screen.query_one(".dialog-title").render())
+        await pilot.press("enter")  # the safe button has focus: nothing is deleted
+        await pilot.pause()
+        assert runstore.find_run(first) is not None
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("tab", "enter")
+        await wait_for(lambda: app.query_one("#runs").row_count == 0, 10, pilot)
+        assert runstore.find_run(first) is None
+        assert any(f"Deleted run {first}" in m for m in notifications(app))
+
+
+async def test_copy_settings_fills_the_form_and_resume_continues_a_cancelled_run(
+        home: Path, tiny_model_dir: Path, corpus_jsonl: Path, cli) -> None:
+    from mlm_tui import runstore
+    from mlm_tui.run_settings import TrainConfig
+
+    run_id = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 2, "--whole-word-mask",
+                       "--learning-rate", "3e-4")
+    run = runstore.find_run(run_id)
+    assert run is not None
+    app = WorkbenchApp(model="starter")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: app.query_one("#runs").row_count == 1, 10, pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        config, errors = app.query_one("#train-pane").request()
+        assert errors == {} and config is not None
+        assert config == run.train_config()
+        assert app.query_one("#t-whole_word_mask").value is True
+        assert config != TrainConfig(corpus=str(corpus_jsonl))
+        assert app.focused is app.query_one("#t-corpus")
+        await pilot.press("f3")
+        await pilot.press("r")  # a completed run does not resume
+        await pilot.pause()
+        assert any("only cancelled, interrupted or failed runs resume" in m for m in notifications(app))
+
+
+async def test_the_chart_says_when_there_is_nothing_to_draw_and_draws_a_run(
+        home: Path, tiny_model_dir: Path, corpus_jsonl: Path, cli) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        assert "No run selected" in plain(app, "#chart-empty")
+        assert not app.query_one("#chart-plot").display
+    run_id = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 6, "--logging-steps", 1,
+                       "--eval-steps", 3)
+    other = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 3, "--logging-steps", 1)
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: app.query_one("#chart-plot").display, 10, pilot)
+        assert not app.query_one("#chart-empty").display
+        assert other in plain(app, "#run-title")  # the newest run is selected
+        await pilot.press("v", "down")  # overlay it on the next run's chart
+        await wait_for(lambda: f"overlaid: {other}" in plain(app, "#run-ppl"), 10, pilot)
+        assert run_id in plain(app, "#run-title")
+        drawn = str(app.query_one("#chart-plot").render())
+        assert f"{run_id} loss" in drawn and f"{other} loss" in drawn and "perplexity" in drawn
+
+
+@pytest.mark.parametrize(("size", "hidden"), [((120, 40), []), ((80, 24), ["model", "corpus", "steps"])])
+async def test_the_runs_table_keeps_status_and_perplexity_at_any_width(
+        home: Path, tiny_model_dir: Path, corpus_jsonl: Path, cli, size: tuple[int, int],
+        hidden: list[str]) -> None:
+    run_id = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 2)
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=size) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: app.query_one("#runs").row_count == 1, 10, pilot)
+        table = app.query_one("#runs")
+        keys = [str(column.key.value) for column in table.ordered_columns]  # type: ignore[attr-defined]
+        assert {"run", "status", "after", "change"} <= set(keys)
+        assert not set(hidden) & set(keys)
+        assert sum(column.get_render_width(table) for column in table.ordered_columns) <= table.size.width
+        row = table.get_row_at(0)
+        assert row[keys.index("status")].endswith("completed") and run_id.endswith(row[0])
+        assert row[keys.index("change")].endswith("%")
