@@ -71,11 +71,13 @@ def test_fill_pane_comparing_two_models(snap_compare, tiny_model_dir: Path, size
         await pilot.press(*"the [MASK] of the [MASK].")
         await settle(pilot)
 
-    assert snap_compare(WorkbenchApp(model=str(tiny_model_dir)), terminal_size=SIZES[size], run_before=compare)
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=compare)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_chunks_pane_masking_preview(snap_compare, tiny_model_dir: Path, corpus_jsonl: Path, size: str) -> None:
+def test_chunks_pane_masking_preview(snap_compare, tiny_model_dir: Path, corpus_jsonl: Path,
+                                     size: str) -> None:
     async def browse(pilot: Pilot) -> None:
         await settle(pilot)
         await pilot.press("f2")
@@ -109,4 +111,5 @@ def test_help_screen(snap_compare, tiny_model_dir: Path) -> None:
         await pilot.press("f2", "question_mark")
         await pilot.pause()
 
-    assert snap_compare(WorkbenchApp(model=str(tiny_model_dir)), terminal_size=(80, 24), run_before=help_screen)
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=help_screen)

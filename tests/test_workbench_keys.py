@@ -381,3 +381,33 @@ async def test_a_run_ending_anywhere_is_a_notification_on_any_pane(tiny_model_di
 
 
 FillPaneRef = "#fill-pane"
+
+
+async def test_a_hub_model_not_cached_is_answered_at_once_offline(tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+l")
+        app.screen.query_one("#prompt-input", Input).value = "distilbert-base-uncased"
+        asked = time.monotonic()
+        await pilot.press("enter")
+        await wait_for(lambda: any("not in the local cache" in m for m in notifications(app)), 2, pilot)
+        assert time.monotonic() - asked < 2
+        assert plain(app, "#model-line") == f"model: {tiny_model_dir.name}"  # the old model stays
+
+
+def test_the_top_level_text_field_reaches_the_workbench_and_the_subcommands(
+        tmp_path: Path, cli, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlm_tui.app import main as app_main
+    from mlm_tui.cli import main
+
+    tickets = tmp_path / "tickets.csv"
+    tickets.write_text("id,body\n" + "".join(f'{i},"Login fails on page {i}."\n' for i in range(50)))
+    opened: dict[str, object] = {}
+    monkeypatch.setattr(app_main, "run_app", lambda **kwargs: opened.update(kwargs))
+    assert main(["--data", str(tickets), "--text-field", "body"]) == 0
+    assert opened["text_field"] == "body" and opened["data"] == str(tickets)
+    code, out, err = cli("--text-field", "body", "chunks", tickets, "--model", tiny_model_dir)
+    assert code == 0 and "documents" in out, err
+    code, _, err = cli("chunks", tickets, "--model", tiny_model_dir)
+    assert code == 2 and "pick one with --text-field" in err
