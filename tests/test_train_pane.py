@@ -227,3 +227,68 @@ async def test_the_runs_table_keeps_status_and_perplexity_at_any_width(
         row = table.get_row_at(0)
         assert row[keys.index("status")].endswith("completed") and run_id.endswith(row[0])
         assert row[keys.index("change")].endswith("%")
+
+
+async def test_a_cancelled_run_resumes_from_the_table(home: Path, tiny_model_dir: Path,
+                                                      corpus_jsonl: Path) -> None:
+    from mlm_tui.errors import RunCancelled
+    from mlm_tui.run_settings import TrainConfig
+    from mlm_tui.training import FineTune
+
+    stop: list[int] = []
+    config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
+                         max_steps=4, logging_steps=1, save_steps=1, test_size=4)
+    trainer = FineTune(config, should_stop=lambda: bool(stop),
+                       on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
+    with pytest.raises(RunCancelled):
+        trainer.run()
+    run = trainer.run_record
+    assert run is not None and run.status() == "cancelled"
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: app.query_one("#runs").row_count == 1, 10, pilot)
+        await pilot.press("r")
+        await wait_for(lambda: run.status() == "completed", 120, pilot)
+        assert run.info().step == 4 and len(run.info().resumes) == 1
+        await wait_for(lambda: any(f"{run.run_id} completed" in m for m in notifications(app)), 10, pilot)
+
+
+async def test_the_model_dialog_lists_finished_runs_to_pick(home: Path, tiny_model_dir: Path,
+                                                            corpus_jsonl: Path, cli) -> None:
+    run_id = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 2)
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await wait_for(lambda: bool(app.run_infos), 10, pilot)
+        await pilot.press("f4")
+        await pilot.pause()
+        options = app.screen.query_one("#pick-list")
+        label = str(options.get_option_at_index(0).prompt)
+        assert run_id in label and "corpus.jsonl" in label and "perplexity" in label
+        await pilot.press("down", "enter")  # from the text box to the list, and pick
+        await settle(pilot)
+        pane = app.query_one("#fill-pane")
+        assert pane.refs["compare"] == run_id and pane.handles["compare"] is not None  # type: ignore[attr-defined]
+
+
+async def test_runs_sort_by_key_and_header(home: Path, tiny_model_dir: Path, corpus_jsonl: Path, cli) -> None:
+    first = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 6, "--learning-rate", "1e-3")
+    second = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 1)  # newer, and learned less
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: app.query_one("#runs").row_count == 2, 10, pilot)
+        table = app.query_one("#runs")
+
+        def order() -> list[str]:
+            return [str(key.value) for key in table.rows]  # type: ignore[attr-defined]
+
+        assert order() == [second, first]  # newest first
+        infos = {info.run_id: info for info in app.run_infos}
+        await pilot.press("s", "s")  # created → status → perplexity after, lowest first
+        by_after = sorted(infos, key=lambda r: infos[r].perplexity_after)  # type: ignore[arg-type,return-value]
+        assert order() == by_after == [first, second]
+        await pilot.press("s")  # the change, the biggest fall first
+        by_change = sorted(infos, key=lambda r: infos[r].perplexity_after / infos[r].perplexity_before)  # type: ignore[operator]
+        assert order() == by_change
