@@ -307,7 +307,7 @@ def cmd_runs_learned(args: argparse.Namespace) -> None:
         rank = " -> ".join(str(r) if r is not None else f">{RANK_LIMIT}"
                            for r in (p.rank_before, p.rank_after))
         lines += [f"  {p.word}: rank {rank}", f"    {p.text}",
-                  f"    before: {', '.join(p.fills_before)}", f"    after:  {', '.join(p.fills_after)}"]
+                  f"    before: {' | '.join(p.fills_before)}", f"    after:  {' | '.join(p.fills_after)}"]
     _emit(args, report.to_dict(), "\n".join(printable(line) for line in lines))
 
 
