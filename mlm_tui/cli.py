@@ -80,13 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list the runs in the run store; show or delete one")
     common(p, model=False)
-    runs = p.add_subparsers(dest="runs_command", parser_class=_Parser, metavar="{show,delete}")
+    runs = p.add_subparsers(dest="runs_command", parser_class=_Parser, metavar="{show,delete,learned}")
     q = runs.add_parser("show", help="one run: settings, metrics, checkpoints, disk use, model path")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
     q = runs.add_parser("delete", help="delete a run (not a live one), or only its checkpoints")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("--checkpoints-only", action="store_true", help="keep the run and its final model")
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    q = runs.add_parser("learned", help="what a completed run learned: the words whose loss fell and rose "
+                        "most, and fills before and after on its own test text")
+    q.add_argument("run_id", metavar="RUN_ID")
+    q.add_argument("--top", type=_positive_int, default=30, help="words to list each way")
+    q.add_argument("--min-count", type=_positive_int, default=5,
+                   help="rank only words masked this often in the test chunks")
     q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
 
     p = sub.add_parser("eval", help="masked-LM perplexity of a model on a corpus (fixed-seed masking)")
@@ -178,8 +185,16 @@ def _ppl(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
+def _change(before: float | None, after: float | None) -> str:
+    """`31.28 -> 27.22 (-13.0%)`, with what is known so far."""
+    change = f" ({(after / before - 1) * 100:+.1f}%)" if before and after is not None else ""
+    return f"{_ppl(before)} -> {_ppl(after)}{change}"
+
+
 def cmd_runs(args: argparse.Namespace) -> None:
-    {None: cmd_runs_list, "show": cmd_runs_show, "delete": cmd_runs_delete}[args.runs_command](args)
+    commands = {None: cmd_runs_list, "show": cmd_runs_show, "delete": cmd_runs_delete,
+                "learned": cmd_runs_learned}
+    commands[args.runs_command](args)
 
 
 def cmd_runs_list(args: argparse.Namespace) -> None:
@@ -215,6 +230,8 @@ def _run_of(ref: str) -> Any:
 def cmd_runs_show(args: argparse.Namespace) -> None:
     from dataclasses import MISSING, fields
 
+    from mlm_tui.rundata import general_name
+
     info = _run_of(args.run_id).info()
     lines = [f"run        {info.run_id} ({info.status})"]
     if info.message:
@@ -231,11 +248,13 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     speed = f", {info.tokens_per_s:,.0f} tok/s" if info.tokens_per_s else ""
     loss = f", loss {info.loss:.4f}" if info.loss is not None else ""
     lines.append(f"steps      {steps}{loss}{speed}")
-    change = ""
-    if info.perplexity_before and info.perplexity_after is not None:
-        change = f" ({(info.perplexity_after / info.perplexity_before - 1) * 100:+.1f}%)"
     best = f", best {info.best_perplexity:.2f}" if info.best_perplexity is not None else ""
-    lines.append(f"perplexity {_ppl(info.perplexity_before)} -> {_ppl(info.perplexity_after)}{change}{best}")
+    lines.append(f"perplexity {_change(info.perplexity_before, info.perplexity_after)}{best}")
+    general = general_name(info.config) if info.config is not None else None
+    if general is not None or info.general_perplexity_before is not None:
+        on = f" on {general}" if general is not None else ""
+        change = _change(info.general_perplexity_before, info.general_perplexity_after)
+        lines.append(f"general    {change}{on}")
     marks = [f"{s}{' (best)' if s == info.best_checkpoint else ''}" for s in info.checkpoints]
     lines.append(f"checkpoints {', '.join(marks) if marks else 'none'}")
     lines.append(f"model path {info.model_path or 'none yet'}")
@@ -267,6 +286,29 @@ def cmd_runs_delete(args: argparse.Namespace) -> None:
         lines.append(f"note: started from its model (their own checkpoints and models are kept): "
                      f"{', '.join(done.named_by)}")
     _emit(args, asdict(done), "\n".join(lines))
+
+
+def cmd_runs_learned(args: argparse.Namespace) -> None:
+    """Per-word loss before and after on the run's test chunks, and probes; with --json:
+    `learned.LearnedReport.to_dict()`."""
+    from mlm_tui.learned import RANK_LIMIT, run_learned
+
+    report = run_learned(args.run_id, top=args.top, min_count=args.min_count,
+                         status=None if args.json else say)
+    lines = [f"run {report.run_id}, base model {report.base}: mean loss of each word's masked pieces on the "
+             f"run's test chunks, before -> after (masked {args.min_count}+ times)"]
+    for title, words in (("fell most", report.better), ("rose most", report.worse)):
+        lines += ["", f"loss {title}:" if words else f"no word's loss {title.split()[0]}"]
+        lines += [f"  {w.word:<24} {w.count:>6,}x  {w.loss_before:6.2f} -> {w.loss_after:6.2f}"
+                  for w in words]
+    if report.probes:
+        lines += ["", "probes from the test split: the true word's rank among the fills, before -> after"]
+    for p in report.probes:
+        rank = " -> ".join(str(r) if r is not None else f">{RANK_LIMIT}"
+                           for r in (p.rank_before, p.rank_after))
+        lines += [f"  {p.word}: rank {rank}", f"    {p.text}",
+                  f"    before: {' | '.join(p.fills_before)}", f"    after:  {' | '.join(p.fills_after)}"]
+    _emit(args, report.to_dict(), "\n".join(printable(line) for line in lines))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -327,9 +369,11 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
             raise
     if not result:
         return  # a secondary process of `accelerate launch`: the main process reports
+    general = _change(result["general_perplexity_before"], result["general_perplexity_after"])
     _emit(args, result, f"run {result['run_id']} completed: perplexity {result['perplexity_before']:.2f} -> "
-          f"{result['perplexity_after']:.2f} in {result['steps']} steps; model at "
-          f"{printable(result['model_path'])}")
+          f"{result['perplexity_after']:.2f} in {result['steps']} steps"
+          f"{f'; general text {general}' if result['general_perplexity_after'] is not None else ''}; "
+          f"model at {printable(result['model_path'])}")
 
 
 def cmd_workbench(args: argparse.Namespace) -> None:

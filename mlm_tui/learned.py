@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from mlm_tui.chunking import TokenizedSplit
-from mlm_tui.errors import RunCancelled
+from mlm_tui.errors import MlmError, RunCancelled, UsageError
 from mlm_tui.evaluate import EvalSet
 from mlm_tui.heads import encoder_hidden, mlm_head
 from mlm_tui.masking import IGNORE
@@ -32,6 +33,7 @@ RANK_LIMIT = 1000  # joint fills ranked exactly up to here
 FILLS = 5
 SENTENCE_ENDS = frozenset({".", "!", "?"})
 PROBE_WINDOW = 48  # tokens either side of the word, at most, before cutting at sentence ends
+PROBE_WORDS = 100  # domain words tried, most in need of adapting first, until enough occur in the test split
 
 
 @dataclass
@@ -238,3 +240,56 @@ def learned(base_model: Any, run_model: Any, tokenizer: Any, evalset: EvalSet, t
     worse = [w for w in reversed(ranked) if w.change > 0][:top]
     found = probe([base_model, run_model], tokenizer, vocabulary, test_split, domain_words, probes, device)
     return LearnedReport(run_id, base, better, worse, found, ranked)
+
+
+def run_learned(run_id: str, *, top: int = 30, min_count: int = 5, probes: int = 8, device: str = "auto",
+                cancelled: Callable[[], bool] | None = None,
+                status: Callable[[str], None] | None = None) -> LearnedReport:
+    """What run `run_id` learned, from its files: its base model and final model on its own test chunks
+    with the masks of its perplexity (`rundata`, as training chose and masked them), probes for the
+    corpus's domain words (the vocabulary view's ranking). The CLI's `runs learned` and the workbench
+    call this; both models stay loaded in `models`' cache for the next call."""
+    from mlm_tui import runstore
+    from mlm_tui.chunking import tokenize_corpus
+    from mlm_tui.corpus import fingerprint
+    from mlm_tui.masking import TokenTables
+    from mlm_tui.models import load_model
+    from mlm_tui.rundata import fixed_evalset, select_chunks
+    from mlm_tui.training import pick_device
+    from mlm_tui.vocab import vocab_report
+
+    say = status or (lambda message: None)
+    run = runstore.find_run(run_id)
+    if run is None:
+        raise UsageError(f"no run called {run_id!r} (see: mlm-tui runs)")
+    info = run.info()
+    if info.config is None:
+        raise UsageError(f"run {run_id}: {info.config_problem}")
+    if info.model_path is None or info.plan is None:
+        raise UsageError(f"run {run_id} has no final model ({info.status}): only a completed run can be "
+                         "compared with its base model")
+    config = info.config
+    if info.corpus_fingerprint is not None and fingerprint(config.corpus) != info.corpus_fingerprint:
+        raise UsageError(f"the corpus {config.corpus} changed since run {run_id} read it: its test chunks "
+                         "cannot be rebuilt")
+    device = pick_device(device)
+    base_ref = info.model_source if info.model_source and Path(info.model_source).is_dir() else config.model
+    say(f"loading the base model {config.model} and the run's model")
+    try:
+        base = load_model(base_ref, allow_pickle=config.allow_pickle, device=device)
+    except MlmError as exc:
+        raise MlmError(f"the base model of run {run_id}, {config.model}, can't be loaded any more: "
+                       f"{exc}") from None
+    final = load_model(str(info.model_path), allow_pickle=config.allow_pickle, device=device)
+    splits = tokenize_corpus(config.corpus, base.tokenizer, config.text_field, cancelled=cancelled,
+                             status=say)
+    # The plan's test size is the one the run resolved: a smaller sample when the split had more chunks,
+    # else the whole split, which a test size of that many keeps whole too.
+    chosen = select_chunks(splits, config, info.plan.test_chunks)
+    evalset = fixed_evalset(chosen.test_chunks, TokenTables.from_tokenizer(base.tokenizer), config)
+    domain = vocab_report(splits, base.tokenizer, config.corpus, config.model, min_count, PROBE_WORDS,
+                          reference=False, cancelled=cancelled).top
+    say(f"measuring both models on the run's {len(evalset)} test chunks")
+    return learned(base.model, final.model, base.tokenizer, evalset, chosen.test, domain, run_id,
+                   config.model, top=top, min_count=min_count, probes=probes, device=device,
+                   cancelled=cancelled)

@@ -87,6 +87,11 @@ class TrainConfig:
                                      "integer", check=_at_least(1), blank="all")
     test_size: int | None = setting(None, "Test chunks", "test chunks for perplexity", "integer",
                                     check=_at_least(1), auto=_by_device(1000, 200))
+    general: str | None = setting(None, "General text", "corpus whose perplexity before and after shows what "
+                                  "the run cost on general text", "path", advanced=True,
+                                  blank="the shipped general-English sample")
+    no_general: bool = setting(False, "Skip general text", "do not measure perplexity on general text",
+                               "flag", advanced=True)
     seed: int = setting(42, "Seed", "seed of the data order, the masks and the held-out split", "integer",
                         advanced=True)
     device: str = setting("auto", "Device", "where to train", "choice", choices=("auto", "cpu", "cuda"),

@@ -360,6 +360,7 @@ class RunInfo:
     total_steps: int | None
     created: str | None
     model: str | None
+    model_source: str | None  # where `model` pointed when the run started (a folder's absolute path)
     corpus: str | None
     text_field: str | None
     config: TrainConfig | None
@@ -367,6 +368,8 @@ class RunInfo:
     plan: Plan | None
     perplexity_before: float | None
     perplexity_after: float | None
+    general_perplexity_before: float | None  # on general text: what the run cost (`rundata`)
+    general_perplexity_after: float | None
     best_perplexity: float | None
     loss: float | None
     message: str | None
@@ -408,11 +411,14 @@ class RunInfo:
         return cls(
             run_id=run.run_id, status=status, step=_count(state.get("step")) or 0,
             total_steps=_count(state.get("total_steps")), created=_text(raw.get("created")),
-            model=_text(raw.get("model")), corpus=_text(raw.get("corpus")),
+            model=_text(raw.get("model")), model_source=_text(raw.get("model_source")),
+            corpus=_text(raw.get("corpus")),
             text_field=_text(raw.get("text_field")), config=config, config_problem=problem,
             plan=Plan.from_record(raw.get("plan") or state.get("plan")),
             perplexity_before=_number(state.get("perplexity_before")),
             perplexity_after=_number(state.get("perplexity_after")),
+            general_perplexity_before=_number(state.get("general_perplexity_before")),
+            general_perplexity_after=_number(state.get("general_perplexity_after")),
             best_perplexity=_number(state.get("best_perplexity")), loss=_number(state.get("loss")),
             message=message,
             tokenize_done=_count(tokenize.get("done")), tokenize_total=_count(tokenize.get("total")),
@@ -432,7 +438,9 @@ class RunInfo:
         return {"run_id": self.run_id, "status": self.status, "created": self.created, "model": self.model,
                 "corpus": self.corpus, "steps": self.step, "total_steps": self.total_steps,
                 "perplexity_before": self.perplexity_before, "perplexity_after": self.perplexity_after,
-                "duration": self.duration, "bytes": self.bytes}
+                "general_perplexity_before": self.general_perplexity_before,
+                "general_perplexity_after": self.general_perplexity_after, "duration": self.duration,
+                "bytes": self.bytes}
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready (`runs show --json`)."""

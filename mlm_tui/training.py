@@ -126,6 +126,8 @@ class FineTune:
         self.run_record: Run | None = run or resume
         self.is_main = True
         self._tokenize_written = 0.0
+        self.general: dict[str, float | None] = {"before": None, "after": None}  # perplexity on general text
+        self._general_set: Any = None
 
     @classmethod
     def resuming(cls, run: Run, changes: Mapping[str, Any] | None = None, **kwargs: Any) -> FineTune:
@@ -246,6 +248,11 @@ class FineTune:
             from mlm_tui.corpus import corpus_files
 
             corpus_files(cfg.corpus)  # a missing file or an unknown format is refused before a run exists
+            if cfg.general is not None and not cfg.no_general:
+                try:
+                    corpus_files(cfg.general)
+                except UsageError as exc:
+                    raise FieldError("general", f"{{field}}: {exc}") from None
         return resolved.source, tokenizer
 
     def _open_record(self, source: str) -> None:
@@ -277,9 +284,8 @@ class FineTune:
             self.emit("status", message=f"resuming with {changed}")
 
     def _data(self, tokenizer: Any) -> tuple[np.ndarray, np.ndarray]:
-        import numpy as np
-
         from mlm_tui.chunking import tokenize_corpus
+        from mlm_tui.rundata import select_chunks
 
         cfg = self.config
         self.emit("status", message=f"tokenizing {cfg.corpus}")
@@ -291,26 +297,12 @@ class FineTune:
                 raise RunCancelled("cancelled while tokenizing") from None
             raise
         self.emit("status", message=f"tokenized {sum(s.documents for s in splits.values())} documents")
-        train = splits.get("train") or next(iter(splits.values()))
-        test = splits.get("test") or splits.get("validation")
-        if test is None or test is train:
-            train, test = train.split_documents(0.1, cfg.seed)
-            self.emit("status", message=f"held out {test.documents} of {train.documents + test.documents} "
-                      "documents as the test split")
-        train_chunks, test_chunks = train.chunks(cfg.chunk_size), test.chunks(cfg.chunk_size)
-        if len(train_chunks) == 0:
-            raise FieldError("chunk_size", f"the train split has {train.tokens} tokens: fewer than one chunk "
-                             f"of {cfg.chunk_size}; lower the {{field}} or add text")
-        if len(test_chunks) == 0:
-            raise FieldError("chunk_size", f"the test split has {test.tokens} tokens: fewer than one chunk "
-                             f"of {cfg.chunk_size}; lower the {{field}} or add text")
-        rng = np.random.default_rng(cfg.seed)
-        if cfg.train_size is not None and cfg.train_size < len(train_chunks):
-            train_chunks = train_chunks[np.sort(rng.choice(len(train_chunks), cfg.train_size, replace=False))]
-        test_size = self._resolved("test_size", "test_chunks")
-        if test_size < len(test_chunks):
-            test_chunks = test_chunks[np.sort(rng.choice(len(test_chunks), test_size, replace=False))]
-        return np.ascontiguousarray(train_chunks), np.ascontiguousarray(test_chunks)
+        chosen = select_chunks(splits, cfg, self._resolved("test_size", "test_chunks"))
+        if chosen.held_out:
+            total = chosen.train.documents + chosen.test.documents
+            self.emit("status", message=f"held out {chosen.test.documents} of {total} documents as the test "
+                      "split")
+        return chosen.train_chunks, chosen.test_chunks
 
     def _tokenize_progress(self, done: int, total: int) -> None:
         self.emit("tokenize", done=done, total=total)
@@ -357,10 +349,10 @@ class FineTune:
         import torch
         from transformers import get_scheduler
 
-        from mlm_tui.evaluate import EvalSet
         from mlm_tui.heads import MaskedOnlyMLM
         from mlm_tui.masking import TokenTables
         from mlm_tui.models import load_weights
+        from mlm_tui.rundata import fixed_evalset
 
         cfg, acc = self.config, self.accelerator
         self.emit("status", message=f"loading model {cfg.model}")
@@ -369,7 +361,7 @@ class FineTune:
             for p in model.base_model.embeddings.parameters():
                 p.requires_grad_(False)
         tables = TokenTables.from_tokenizer(tokenizer)
-        evalset = EvalSet.build(test_chunks, tables, cfg.mlm_probability, whole_word=cfg.whole_word_mask)
+        evalset = fixed_evalset(test_chunks, tables, cfg)
         decay, no_decay = [], []
         for name, p in model.named_parameters():
             if p.requires_grad:
@@ -418,6 +410,8 @@ class FineTune:
 
     def _measure_before(self, parts: _Parts, plan: Plan) -> float:
         ppl_before = self.prior.perplexity_before if self.prior is not None else None
+        if self.prior is not None:
+            self.general["before"] = self.prior.general_perplexity_before
         if ppl_before is None:
             self.emit("status", message=f"measuring perplexity before training on {len(parts.evalset)} test "
                       "chunks")
@@ -425,7 +419,27 @@ class FineTune:
             self.store.update_state(perplexity_before=ppl_before)
             self.emit("eval", step=0, perplexity=ppl_before)
             self.store.append_metrics({"step": 0, "eval_perplexity": ppl_before})
+            self._measure_general(parts, plan, "before")
         return ppl_before
+
+    def _measure_general(self, parts: _Parts, plan: Plan, when: str) -> None:
+        """What the run cost: perplexity on general text (see `rundata.general_evalset`), timed in the log."""
+        from mlm_tui.rundata import general_evalset, general_name
+
+        name = general_name(self.config)
+        if name is None:
+            return
+        t0 = time.perf_counter()
+        if self._general_set is None:
+            self._general_set = general_evalset(self.config, parts.tokenizer, parts.tables)
+        from mlm_tui.evaluate import perplexity
+
+        ppl = perplexity(parts.wrapper, self._general_set, plan.batch_size * 2, self.accelerator.device,
+                         parts.autocast, parts.eval_cancel if when == "before" else None).perplexity
+        self.general[when] = ppl
+        self.store.update_state(**{f"general_perplexity_{when}": ppl})
+        self.emit("status", message=f"general perplexity {ppl:.2f} {when} training, on "
+                  f"{len(self._general_set)} chunks of {name} ({time.perf_counter() - t0:.1f} s)")
 
     def _perplexity(self, parts: _Parts, plan: Plan, cancel: Callable[[], bool] | None) -> float:
         from mlm_tui.evaluate import perplexity
@@ -571,6 +585,7 @@ class FineTune:
         ppl_after = self._perplexity(parts, plan, None)
         self.store.append_metrics({"step": step, "eval_perplexity": ppl_after})
         self.emit("eval", step=step, perplexity=ppl_after)
+        self._measure_general(parts, plan, "after")
         run = self.store
         if not isinstance(run, Run):
             return {}
@@ -584,6 +599,8 @@ class FineTune:
         result = {
             "run_id": run.run_id, "status": "completed", "model": self.config.model,
             "perplexity_before": ppl_before, "perplexity_after": ppl_after,
+            "general_perplexity_before": self.general["before"],
+            "general_perplexity_after": self.general["after"],
             "train_runtime": round(runtime, 3), "train_tokens": tokens, "steps": step,
             "model_path": str(run.model_path),
         }

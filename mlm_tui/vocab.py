@@ -380,14 +380,18 @@ def reference_documents() -> list[str]:
         return [line.rstrip("\n") for line in fh if line.strip()]
 
 
-def reference_figures(tokenizer: Any, vocabulary: Vocabulary | None = None) -> Figures:
-    """The same figures on general English: how far from ordinary text the user's corpus is. Its token
-    ids go through the token cache like a corpus's, keyed by the sample's content."""
+def reference_split(tokenizer: Any) -> TokenizedSplit:
+    """The reference sample's token ids, through the token cache like a corpus's, keyed by its content."""
     from mlm_tui.chunking import tokenize_stream
     from mlm_tui.corpus import batched
 
     identity = "reference:" + hashlib.blake2b(REFERENCE.read_bytes(), digest_size=16).hexdigest()
-    split = tokenize_stream(identity, tokenizer, lambda: batched(reference_documents()))
+    return tokenize_stream(identity, tokenizer, lambda: batched(reference_documents()))
+
+
+def reference_figures(tokenizer: Any, vocabulary: Vocabulary | None = None) -> Figures:
+    """The same figures on general English: how far from ordinary text the user's corpus is."""
+    split = reference_split(tokenizer)
     return count_words({"reference": split}, vocabulary or Vocabulary.of(tokenizer)).figures()
 
 

@@ -123,7 +123,8 @@ def test_train_and_runs_json_shapes(cli, tiny_model_dir, corpus_jsonl):
     assert code == 0, err
     result = json.loads(out)
     assert set(result) == {"run_id", "status", "model", "perplexity_before", "perplexity_after",
-                           "train_runtime", "train_tokens", "steps", "model_path"}
+                           "general_perplexity_before", "general_perplexity_after", "train_runtime",
+                           "train_tokens", "steps", "model_path"}
     assert result["model"] == str(tiny_model_dir) and Path(result["model_path"], "config.json").is_file()
     assert "held out" in err  # a corpus without a test split gets one, by documents
     code, out, _ = cli("runs", "--json")
@@ -131,10 +132,12 @@ def test_train_and_runs_json_shapes(cli, tiny_model_dir, corpus_jsonl):
     rows = json.loads(out)["runs"]
     row = next(r for r in rows if r["run_id"] == result["run_id"])
     assert set(row) == {"run_id", "status", "created", "model", "corpus", "perplexity_before",
-                        "perplexity_after", "steps", "total_steps", "duration", "bytes"}
+                        "perplexity_after", "general_perplexity_before", "general_perplexity_after", "steps",
+                        "total_steps", "duration", "bytes"}
     assert (row["status"], row["steps"], row["total_steps"], row["corpus"]) == ("completed", 2, 2,
                                                                                 str(corpus_jsonl))
     assert row["perplexity_after"] == result["perplexity_after"]
+    assert row["general_perplexity_after"] == result["general_perplexity_after"] > 0
     run_dir = Path(result["model_path"]).parent
     assert row["bytes"] == sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
     assert json.loads(out)["total_bytes"] == sum(r["bytes"] for r in rows)
@@ -251,6 +254,9 @@ USAGE_ERRORS = [
     (["train", "{ok}", "--device", "tpu"], "invalid choice: 'tpu'"),
     (["runs", "show", "20990101-000000-abcd"], "no run called"),
     (["runs", "delete", "../x"], "no run called"),
+    (["runs", "learned", "20990101-000000-abcd"], "no run called"),
+    (["runs", "learned", "20990101-000000-abcd", "--top", "0"], "--top"),
+    (["train", "{ok}", "--general", "./no/such.txt"], "--general: no such corpus file or folder"),
     (["fill", "a sentence without a mask"], "no [MASK] in the text"),
     (["fill", "[MASK] [MASK] [MASK]"], "only masks"),
     (["fill", "word " * 300 + "[MASK]"], "this model reads at most 256"),

@@ -22,7 +22,8 @@ from mlm_tui.run_settings import (
 CHANGED = {"corpus": "c.jsonl", "model": "m", "chunk_size": 64, "mlm_probability": 0.2,
            "whole_word_mask": True, "batch_size": 8, "learning_rate": 1e-4, "weight_decay": 0.0,
            "warmup_steps": 5, "epochs": 2.5, "max_steps": None, "train_size": 100, "test_size": 20, "seed": 7,
-           "device": "cpu", "precision": "fp32", "gradient_accumulation": 2, "eval_steps": 10,
+           "general": "g.txt", "no_general": True, "device": "cpu", "precision": "fp32",
+           "gradient_accumulation": 2, "eval_steps": 10,
            "save_steps": 20, "logging_steps": 3, "text_field": "body", "freeze_embeddings": True,
            "allow_pickle": True}
 
