@@ -292,3 +292,35 @@ async def test_runs_sort_by_key_and_header(home: Path, tiny_model_dir: Path, cor
         await pilot.press("s")  # the change, the biggest fall first
         by_change = sorted(infos, key=lambda r: infos[r].perplexity_after / infos[r].perplexity_before)  # type: ignore[operator]
         assert order() == by_change
+
+
+async def test_what_a_run_learned_from_the_runs_table(home: Path, tiny_model_dir: Path, corpus_jsonl: Path,
+                                                      cli) -> None:
+    import json
+
+    code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32, "--batch-size",
+                         4, "--test-size", 40, "--max-steps", 4, "--learning-rate", "1e-3", "--json")
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    code, out, err = cli("runs", "learned", run_id, "--top", 15, "--json")
+    assert code == 0, err
+    expected = json.loads(out)
+    assert expected["better"]
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: app.query_one("#runs").row_count == 1, 10, pilot)
+        await pilot.press("w")
+        await wait_for(lambda: "Fell most" in _learned_text(app), 60, pilot)
+        text = _learned_text(app)
+        assert all(word["word"] in text for word in expected["better"] + expected["worse"])
+        assert "Rose most" in text and "Probes from the test split" in text
+
+
+def _learned_text(app: WorkbenchApp) -> str:
+    from rich.console import Console
+
+    console = Console(width=110)
+    with console.capture() as captured:
+        console.print(app.screen.query_one("#learned-body").content)  # type: ignore[attr-defined]
+    return captured.get()

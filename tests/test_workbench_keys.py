@@ -89,7 +89,7 @@ def real_run(tiny_model_dir: Path, corpus_jsonl: Path) -> Iterator[str]:
 
 async def press_pane_key(pilot: Pilot, target: str, how: str) -> None:
     if how == "key":
-        await pilot.press({"fill": "f1", "chunks": "f2", "train": "f3"}[target])
+        await pilot.press({"fill": "f1", "chunks": "f2", "train": "f3", "words": "f5"}[target])
     else:  # the command palette's pane commands
         await pilot.press("ctrl+p", *target)
         await pilot.pause(0.3)
@@ -411,3 +411,27 @@ def test_the_top_level_text_field_reaches_the_workbench_and_the_subcommands(
     assert code == 0 and "documents" in out, err
     code, _, err = cli("chunks", tickets, "--model", tiny_model_dir)
     assert code == 2 and "pick one with --text-field" in err
+
+
+async def test_the_words_pane_counts_the_corpus_and_jumps_to_a_chunk_holding_a_word(
+        tiny_model_dir: Path, corpus_jsonl: Path) -> None:
+    from mlm_tui.vocab import vocab_report
+
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f5")
+        await wait_for(lambda: "running words" in plain(app, "#vocab-figures"), 20, pilot)
+        chunks = app.query_one("#chunks-pane")
+        report = vocab_report(chunks.splits, chunks.tokenizer, str(corpus_jsonl), "tiny")  # type: ignore[attr-defined]
+        figures = plain(app, "#vocab-figures")
+        assert f"{report.figures.running_words:,} running words" in figures and "general" in figures
+        table = app.query_one("#word-table")
+        assert table.row_count == len(report.words())
+        await pilot.press("slash", *"hydrolysis", "enter")
+        assert table.row_count == 1 and table.get_row_at(0)[0] == "hydrolysis"
+        await pilot.press("enter")  # to the chunks that hold it
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "chunks"
+        assert "holds 'hydrolysis'" in plain(app, "#chunk-title")
+        assert "hydrolysis" in plain(app, "#chunk-body")

@@ -21,11 +21,12 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, Static
 
-from mlm_tui.app.render import chunk_text, fate_legend, short_ref
+from mlm_tui.app.render import chunk_text, fate_legend, printable, short_ref
 from mlm_tui.errors import MissingTextField, first_line
 
 if TYPE_CHECKING:
     from mlm_tui.chunking import TokenizedSplit
+    from mlm_tui.vocab import VocabReport, WordStat
 
 DEFAULT_CHUNK_SIZE = 128
 
@@ -103,6 +104,7 @@ class ChunksPane(Vertical):
         self.whole_word = False
         self.mlm_probability = 0.15
         self.seed = 42
+        self.found: tuple[str, int] | None = None  # the word the Vocabulary pane jumped to, for the title
 
     def compose(self) -> ComposeResult:
         yield Static(Text("No corpus open: press o (or ctrl+o) to open one."), id="corpus-line")
@@ -235,6 +237,18 @@ class ChunksPane(Vertical):
         table.display = True
         self._show_chunk()
 
+    def show_word(self, word: WordStat, report: VocabReport) -> None:
+        """Go to the first chunk holding `word` (from the Vocabulary pane), in this split if it has one."""
+        holding = report.chunks_holding(word, self.chunk_size)
+        splits = [self.split, *(name for name in holding if name != self.split)]
+        for name in splits:
+            if len(holding.get(name, ())):
+                self.split, self.index = name, int(holding[name][0])
+                self.found = (word.word, sum(len(v) for v in holding.values()))
+                self._show_chunk()
+                return
+        self.app.notify(f"No whole chunk of {self.chunk_size} tokens holds {word.word!r}.", markup=False)
+
     def _chunks(self) -> Any:
         return self.splits[self.split].chunks(self.chunk_size)
 
@@ -250,6 +264,9 @@ class ChunksPane(Vertical):
         ids = [int(t) for t in chunks[self.index]]
         special = [bool(self.tables.special[i]) for i in ids]
         head = Text(f"{self.split} chunk {self.index + 1:,} of {len(chunks):,}", style="bold")
+        if self.found is not None:
+            head.append(f" · holds {printable(self.found[0])!r} ({self.found[1]:,} chunks do)")
+            self.found = None
         fates = None
         if self.masking:
             fates, summary = self._preview(ids)

@@ -22,7 +22,8 @@ WORKFLOW = """\
 3. Train (F3): fill in the form and start a run (ctrl+s); it is its own process and keeps
    going if you quit. Watch loss and perplexity; cancel it from the runs table.
 4. Compare: pick a finished run in the runs table and press l (load) or k (compare);
-   Fill then shows the base model and the run side by side."""
+   Fill then shows the base model and the run side by side.
+Words (F5) shows why a corpus needs adapting: its words cut into pieces, beside general English."""
 
 Section = tuple[str, Sequence[BindingType]]
 

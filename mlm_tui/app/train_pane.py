@@ -121,6 +121,8 @@ class RunsTable(DataTable[str]):
                 tooltip="overlay the run on the chart of the one you select next"),
         Binding("s", "run('sort')", "Sort", show=False,
                 tooltip="sort by created, status, perplexity, change"),
+        Binding("w", "run('learned')", "Learned", show=False,
+                tooltip="what the run learned: words whose loss fell or rose, probes"),
     ]
 
     def action_run(self, action: str, *args: str) -> None:
@@ -687,6 +689,17 @@ class TrainPane(Horizontal):
         self.app.notify(f"{self.selected} is overlaid on the chart of the run you select next."
                         if self.overlay else "No run overlaid on the chart.", timeout=4)
         self.poll()
+
+    def action_learned(self) -> None:
+        from mlm_tui.app.learned_screen import LearnedScreen
+
+        run = self._selected_run()
+        if run is None:
+            return
+        if run.info().model_path is None:
+            self.app.notify(f"Run {run.run_id} has no final model yet.", severity="warning")
+            return
+        self.app.push_screen(LearnedScreen(run.run_id))
 
     def action_load_run(self, role: str) -> None:
         run = self._selected_run()

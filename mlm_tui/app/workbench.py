@@ -28,14 +28,16 @@ from mlm_tui.app.commands import WorkbenchCommands
 from mlm_tui.app.fill_pane import FillPane
 from mlm_tui.app.prompt import PromptScreen
 from mlm_tui.app.train_pane import RunsTable, TrainPane
+from mlm_tui.app.vocab_pane import VocabPane, WordsTable
 from mlm_tui.history import History
 from mlm_tui.settings import load_settings, save_settings
 
 if TYPE_CHECKING:
     from mlm_tui.runstore import RunInfo
+    from mlm_tui.vocab import VocabReport, WordStat
 
-PANES = ("fill", "chunks", "train")
-FOCUS = {"fill": "#sentence", "chunks": "#chunk-box", "train": "#runs"}
+PANES = ("fill", "chunks", "train", "words")
+FOCUS = {"fill": "#sentence", "chunks": "#chunk-box", "train": "#runs", "words": "#word-table"}
 RUNS_POLL_S = 1.0
 ENDED = {"completed": "information", "failed": "error", "cancelled": "warning", "interrupted": "warning"}
 # Actions that open a dialog or move between panes: not while a dialog is already up.
@@ -67,6 +69,8 @@ class WorkbenchApp(App[None]):
         Binding("f1", "show_pane('fill')", "Fill", show=False, priority=True, tooltip="the Fill pane"),
         Binding("f2", "show_pane('chunks')", "Chunks", show=False, priority=True, tooltip="the Chunks pane"),
         Binding("f3", "show_pane('train')", "Train", show=False, priority=True, tooltip="the Train pane"),
+        Binding("f5", "show_pane('words')", "Words", show=False, priority=True,
+                tooltip="the Vocabulary pane: the corpus's words and their pieces"),
         Binding("ctrl+o", "open_corpus", "Corpus", tooltip="open a corpus in Chunks", priority=True),
         # Shown by the Fill pane, where they matter; they work from every pane.
         Binding("ctrl+l", "switch_model", "Model", show=False, tooltip="load another model into Fill"),
@@ -95,6 +99,8 @@ class WorkbenchApp(App[None]):
                 yield Lazy(ChunksPane(id="chunks-pane"))
             with TabPane("F3 Train", id="train"):
                 yield Lazy(TrainPane(id="train-pane"))
+            with TabPane("F5 Words", id="words"):
+                yield Lazy(VocabPane(id="vocab-pane"))
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -177,6 +183,14 @@ class WorkbenchApp(App[None]):
     def _corpus_opened(self, event: CorpusOpened) -> None:
         if self.query(TrainPane):
             self.query_one(TrainPane).use_corpus(event)
+        if self.query(VocabPane):
+            tokenizer = self.query_one(ChunksPane).tokenizer
+            self.query_one(VocabPane).analyse(event.splits, tokenizer, event.corpus, event.tokenizer_ref)
+
+    def show_word(self, word: WordStat, report: VocabReport) -> None:
+        """From the Vocabulary pane: the Chunks pane at a chunk that holds the word."""
+        self.action_show_pane("chunks")
+        self.query_one(ChunksPane).show_word(word, report)
 
     def action_help(self) -> None:
         from mlm_tui.app.fill_pane import FillPane as Fill
@@ -185,7 +199,8 @@ class WorkbenchApp(App[None]):
         sections = [("Everywhere", self.BINDINGS), ("Fill (F1)", Fill.BINDINGS),
                     ("Chunks (F2)", ChunksPane.BINDINGS + ChunkView.BINDINGS),
                     ("Train (F3): the form", TrainPane.BINDINGS),
-                    ("Train (F3): the runs table", RunsTable.BINDINGS)]
+                    ("Train (F3): the runs table", RunsTable.BINDINGS),
+                    ("Words (F5): the words table", WordsTable.BINDINGS)]
         self.push_screen(HelpScreen(sections))
 
     # -- corpus and models --------------------------------------------------------------------------
@@ -294,6 +309,8 @@ class WorkbenchApp(App[None]):
             ("Fill", "Show the Fill pane (F1)", lambda: self.action_show_pane("fill")),
             ("Chunks", "Show the Chunks pane (F2)", lambda: self.action_show_pane("chunks")),
             ("Train", "Show the Train pane (F3)", lambda: self.action_show_pane("train")),
+            ("Words", "Show the Vocabulary pane: the corpus's words and their pieces (F5)",
+             lambda: self.action_show_pane("words")),
             ("Help", "The workflow and every key (?)", self.action_help),
             ("Open corpus", "Tokenize a corpus and browse its chunks (ctrl+o)", self.action_open_corpus),
             ("Switch model", "Load another model for fills (ctrl+l)", self.action_switch_model),
@@ -338,6 +355,8 @@ class WorkbenchApp(App[None]):
                  train.action_overlay),
                 ("Sort runs", "By created, status, perplexity after, change (s in the runs table)",
                  train.action_sort),
+                ("What the run learned", "Words whose loss fell or rose, probes (w in the runs table)",
+                 train.action_learned),
             ]
         return commands
 
