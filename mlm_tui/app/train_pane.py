@@ -51,7 +51,8 @@ RESUMABLE = ("cancelled", "interrupted", "failed")
 # this order. Below WIDE_COLUMNS terminal columns only the first four priorities stay, whatever fits.
 RUN_COLUMNS = [("run", "run", 0), ("status", "status", 1), ("model", "model", 7), ("corpus", "corpus", 5),
                ("created", "created", 8), ("duration", "took", 6), ("steps", "steps", 4),
-               ("ppl", "ppl before → after", 9), ("after", "after", 2), ("change", "change", 3)]
+               ("ppl", "ppl before → after", 9), ("after", "after", 2), ("change", "change", 3),
+               ("general", "general text", 10)]
 ESSENTIAL = 4
 WIDE_COLUMNS = 100
 SORTS = ("created", "status", "after", "change")  # what `s` cycles through
@@ -450,6 +451,7 @@ class TrainPane(Horizontal):
             "ppl": ppl_change(info.perplexity_before, info.perplexity_after).split(" (")[0] or "–",
             "after": f"{info.perplexity_after:.2f}" if info.perplexity_after is not None else "–",
             "change": f"{change:+.1f}%" if change is not None else "–",
+            "general": ppl_change(info.general_perplexity_before, info.general_perplexity_after) or "–",
         }
         return tuple(printable(values[key]) for key in columns)
 
@@ -552,7 +554,9 @@ class TrainPane(Horizontal):
         loss = f" · loss {view.series.losses[-1]:.3f}" if view.series.losses else ""
         overlay = f" · overlaid: {view.other.label}" if view.other is not None else ""
         perplexity = ppl_change(info.perplexity_before, info.perplexity_after) or "–"
-        self.query_one("#run-ppl", Static).update(Text(f"perplexity {perplexity}{loss}{overlay}"))
+        general = ppl_change(info.general_perplexity_before, info.general_perplexity_after)
+        cost = f" · general text {general}" if general else ""
+        self.query_one("#run-ppl", Static).update(Text(f"perplexity {perplexity}{cost}{loss}{overlay}"))
         log = self.query_one("#run-log", Log)
         shown_id, shown_n = self._shown_log
         if shown_id != info.run_id or len(view.log) < shown_n:
