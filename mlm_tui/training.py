@@ -432,19 +432,20 @@ class FineTune:
         t0 = time.perf_counter()
         if self._general_set is None:
             self._general_set = general_evalset(self.config, parts.tokenizer, parts.tables)
-        from mlm_tui.evaluate import perplexity
-
-        ppl = perplexity(parts.wrapper, self._general_set, plan.batch_size * 2, self.accelerator.device,
-                         parts.autocast, parts.eval_cancel if when == "before" else None).perplexity
+        cancel = parts.eval_cancel if when == "before" else None
+        ppl = self._perplexity(parts, plan, cancel, self._general_set)
         self.general[when] = ppl
         self.store.update_state(**{f"general_perplexity_{when}": ppl})
         self.emit("status", message=f"general perplexity {ppl:.2f} {when} training, on "
                   f"{len(self._general_set)} chunks of {name} ({time.perf_counter() - t0:.1f} s)")
 
-    def _perplexity(self, parts: _Parts, plan: Plan, cancel: Callable[[], bool] | None) -> float:
+    def _perplexity(self, parts: _Parts, plan: Plan, cancel: Callable[[], bool] | None,
+                    evalset: Any = None) -> float:
+        """Perplexity on the run's test set, or on another `evalset` (the general text)."""
         from mlm_tui.evaluate import perplexity
 
-        return perplexity(parts.wrapper, parts.evalset, plan.batch_size * 2, self.accelerator.device,
+        evalset = parts.evalset if evalset is None else evalset
+        return perplexity(parts.wrapper, evalset, plan.batch_size * 2, self.accelerator.device,
                           parts.autocast, cancel).perplexity
 
     def _tokens_per_step(self, plan: Plan) -> int:

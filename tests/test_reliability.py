@@ -127,6 +127,7 @@ def test_resume_continues_steps_and_metrics(cli, tiny_model_dir, corpus_jsonl):
     run = trainer.run_record
     assert run.status() == "failed" and step_rows(run) == [1, 2, 3, 4, 5]
     before = run.state()["perplexity_before"]
+    general_before = run.info().general_perplexity_before
 
     code, out, err = cli("train", "--resume", run.run_id, "--json")
     assert code == 0, err
@@ -135,6 +136,8 @@ def test_resume_continues_steps_and_metrics(cli, tiny_model_dir, corpus_jsonl):
     assert (result["run_id"], result["status"], result["steps"]) == (run.run_id, "completed", 8)
     assert result["train_tokens"] == 8 * 4 * 32
     assert result["perplexity_before"] == before  # measured once, before the first step
+    assert result["general_perplexity_before"] == general_before is not None  # the same, on general text
+    assert err.count("general perplexity") == 1 and result["general_perplexity_after"] is not None
     assert step_rows(run) == list(range(1, 9))
     assert run.status() == "completed"
     code, _, err = cli("train", "--resume", run.run_id)
