@@ -80,13 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list the runs in the run store; show or delete one")
     common(p, model=False)
-    runs = p.add_subparsers(dest="runs_command", parser_class=_Parser, metavar="{show,delete}")
+    runs = p.add_subparsers(dest="runs_command", parser_class=_Parser, metavar="{show,delete,export,push}")
     q = runs.add_parser("show", help="one run: settings, metrics, checkpoints, disk use, model path")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
     q = runs.add_parser("delete", help="delete a run (not a live one), or only its checkpoints")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("--checkpoints-only", action="store_true", help="keep the run and its final model")
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    q = runs.add_parser("export", help="copy a run's final model (weights, tokenizer, card) to a folder")
+    q.add_argument("run_id", metavar="RUN_ID")
+    q.add_argument("dest", metavar="DIR", help="a new or empty folder")
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    q = runs.add_parser("push", help="upload a run's final model to a model repository on the Hub")
+    q.add_argument("run_id", metavar="RUN_ID")
+    q.add_argument("repo_id", metavar="REPO_ID", help="user/name (created if it does not exist)")
+    q.add_argument("--private", action="store_true", help="create the repository private")
     q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
 
     p = sub.add_parser("eval", help="masked-LM perplexity of a model on a corpus (fixed-seed masking)")
@@ -179,7 +188,8 @@ def _ppl(value: float | None) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    {None: cmd_runs_list, "show": cmd_runs_show, "delete": cmd_runs_delete}[args.runs_command](args)
+    {None: cmd_runs_list, "show": cmd_runs_show, "delete": cmd_runs_delete, "export": cmd_runs_export,
+     "push": cmd_runs_push}[args.runs_command](args)
 
 
 def cmd_runs_list(args: argparse.Namespace) -> None:
@@ -267,6 +277,24 @@ def cmd_runs_delete(args: argparse.Namespace) -> None:
         lines.append(f"note: started from its model (their own checkpoints and models are kept): "
                      f"{', '.join(done.named_by)}")
     _emit(args, asdict(done), "\n".join(lines))
+
+
+def cmd_runs_export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mlm_tui.modelcard import export
+
+    dest = export(_run_of(args.run_id), Path(args.dest).expanduser())
+    _emit(args, {"run_id": args.run_id, "path": str(dest)},
+          f"exported the final model of run {args.run_id} to {printable(str(dest))}")
+
+
+def cmd_runs_push(args: argparse.Namespace) -> None:
+    from mlm_tui.modelcard import push
+
+    url = push(_run_of(args.run_id), args.repo_id, private=args.private)
+    _emit(args, {"run_id": args.run_id, "repo_id": args.repo_id, "url": url},
+          f"pushed the final model of run {args.run_id} to {printable(url)}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:

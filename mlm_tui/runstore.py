@@ -386,6 +386,7 @@ class RunInfo:
     corpus_fingerprint: str | None  # of the corpus the run last read (see `corpus.fingerprint`)
     pid: int | None  # of the training process, the last one that ran it
     host: str | None
+    versions: dict[str, str | None] = field(default_factory=dict)  # library versions the run recorded
 
     @classmethod
     def read(cls, run: Run) -> RunInfo:
@@ -425,6 +426,8 @@ class RunInfo:
             resumes=[r for r in resumes if isinstance(r, dict)] if isinstance(resumes, list) else [],
             corpus_fingerprint=_text(raw.get("corpus_fingerprint")), pid=_count(state.get("pid")),
             host=_text(state.get("host")),
+            versions={str(k): _text(v) for k, v in raw["versions"].items()}
+            if isinstance(raw.get("versions"), dict) else {},
         )
 
     def summary(self) -> dict[str, Any]:

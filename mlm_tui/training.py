@@ -590,6 +590,12 @@ class FineTune:
         run.update_state(status="completed", finished=time.time(), perplexity_after=ppl_after,
                          train_runtime=runtime, train_tokens=tokens, step=step, eta=0)
         run.log(f"completed: perplexity {ppl_before:.2f} -> {ppl_after:.2f}")
+        from mlm_tui.modelcard import write_card
+
+        try:  # from the completed record: the card states the results the store holds
+            write_card(run)
+        except (OSError, MlmError) as exc:  # the model is saved; export and push write the card again
+            self.emit("warning", message=f"could not write the model card ({exc})")
         return result
 
     def _record_failure(self, exc: BaseException) -> BaseException:

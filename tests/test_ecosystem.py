@@ -1,0 +1,123 @@
+"""Where users already are: model cards, export and push, hub datasets, trackers, several processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import SENTENCES, write_jsonl
+
+from mlm_tui import runstore
+
+FAST = ["--chunk-size", "32", "--batch-size", "4", "--test-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def odd_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A corpus whose name YAML and a terminal must both escape: a colon, quotes, a newline."""
+    folder = tmp_path_factory.mktemp("corpora")
+    docs = [f"{SENTENCES[i % len(SENTENCES)]} Item {i}." for i in range(200)]
+    return write_jsonl(folder / 'notes: "legal"\n- x.jsonl', docs)
+
+
+@pytest.fixture(scope="module")
+def completed_run(odd_corpus: Path, tiny_model_dir: Path) -> runstore.Run:
+    from mlm_tui.cli import main
+
+    assert main(["train", str(odd_corpus), "--model", str(tiny_model_dir), *FAST, "--max-steps", "2",
+                 "--whole-word-mask"]) == 0
+    return runstore.list_runs()[0][0]
+
+
+def test_every_final_model_has_a_card_the_hub_library_reads_back(completed_run, odd_corpus, tiny_model_dir):
+    from huggingface_hub import ModelCard
+
+    info = completed_run.info()
+    card = ModelCard.load(completed_run.model_path / "README.md")
+    data = card.data.to_dict()
+    assert data["tags"] == ["fill-mask", "domain-adaptation", "mlm-tui"]
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "fill-mask"
+    assert "base_model" not in data and "datasets" not in data  # a local model and a local corpus
+    (result,) = card.data.eval_results
+    assert result.dataset_name == str(odd_corpus)  # the name with its colon, quotes and newline, intact
+    assert result.metric_value == pytest.approx(info.perplexity_after, abs=1e-4)
+    assert f"| {info.perplexity_before:.2f} | {info.perplexity_after:.2f}" in card.text
+    assert "\\n- x.jsonl" in card.text  # the newline escaped in the Markdown: it forges no list item
+    assert "--whole-word-mask" in card.text and f"--model={tiny_model_dir}" in card.text
+    assert f"transformers {info.versions['transformers']}" in card.text
+
+
+def test_a_hub_model_and_dataset_are_named_in_the_metadata(completed_run, monkeypatch):
+    from dataclasses import replace
+
+    from mlm_tui import modelcard
+
+    info = completed_run.info()
+    hub = replace(info, config=replace(info.config, model="distilbert-base-uncased", corpus="wikitext"))
+    data = modelcard.build_card(hub).data.to_dict()
+    assert data["base_model"] == "distilbert-base-uncased" and data["datasets"] == ["wikitext"]
+
+
+def test_export_copies_the_final_model_and_it_loads(cli, completed_run, tmp_path):
+    from mlm_tui.models import load_model
+
+    dest = tmp_path / "out"
+    code, out, err = cli("runs", "export", completed_run.run_id, dest, "--json")
+    assert code == 0, err
+    assert json.loads(out)["path"] == str(dest)
+    names = {p.name for p in dest.iterdir()}
+    assert {"model.safetensors", "tokenizer.json", "config.json", "README.md"} <= names
+    assert load_model(str(dest)).fill("the [MASK] is here.", top_k=1).masks
+    code, _, err = cli("runs", "export", completed_run.run_id, dest)
+    assert code == 2 and err.count("\n") == 1 and "not an empty folder" in err
+
+
+def test_export_writes_a_card_for_a_run_from_before_cards(cli, completed_run, tmp_path):
+    (completed_run.model_path / "README.md").unlink()
+    code, _, err = cli("runs", "export", completed_run.run_id, tmp_path / "out")
+    assert code == 0, err
+    card = (completed_run.model_path / "README.md").read_text()
+    assert (tmp_path / "out" / "README.md").read_text() == card
+
+
+def test_export_and_push_of_a_run_without_a_model_say_so(cli, tiny_model_dir, odd_corpus, tmp_path):
+    run = runstore.create_run({"corpus": str(odd_corpus), "model": "starter"})
+    run.fail("failed", "it broke")
+    run.release()
+    for argv in (("export", run.run_id, tmp_path / "x"), ("push", run.run_id, "me/model")):
+        code, _, err = cli("runs", *argv)
+        assert code == 2 and "has no final model (status: failed)" in err and err.count("\n") == 1
+
+
+def test_push_offline_or_without_a_token_fails_at_once(cli, completed_run, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = cli("runs", "push", completed_run.run_id, "me/model", "--json")
+    assert code == 2 and "HF_HUB_OFFLINE is set" in json.loads(out)["error"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no stored token either
+    code, _, err = cli("runs", "push", completed_run.run_id, "me/model")
+    assert code == 2 and "no Hugging Face token" in err and err.count("\n") == 1
+
+
+def test_push_sends_the_final_model_folder_with_the_plain_library_calls(completed_run, monkeypatch):
+    """The upload cannot run here: the calls it makes are recorded instead, and the folder checked."""
+    import huggingface_hub
+
+    from mlm_tui import modelcard
+
+    calls = []
+    monkeypatch.setattr(modelcard, "check_push", lambda: "hf_token")
+    def create_repo(repo_id: str, **kw: object) -> huggingface_hub.RepoUrl:
+        calls.append(("create", repo_id, kw))
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kw: calls.append(("upload", kw)))
+    assert modelcard.push(completed_run, "me/model", private=True) == "https://huggingface.co/me/model"
+    (_, repo, create), (_, upload) = calls
+    assert repo == "me/model" and create["private"] and create["token"] == "hf_token"
+    folder = Path(upload["folder_path"])
+    assert folder == completed_run.model_path and (folder / "README.md").is_file()
+    assert {"model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
