@@ -20,7 +20,14 @@ from typing import Any, NoReturn
 from mlm_tui import atomic
 from mlm_tui.errors import FieldError, MlmError, UsageError, first_line
 from mlm_tui.progress import format_bytes, format_duration, print_event, say
-from mlm_tui.run_settings import add_train_arguments, config_from_args, flag, given_settings, resumable
+from mlm_tui.run_settings import (
+    add_train_arguments,
+    config_from_args,
+    flag,
+    given_settings,
+    resumable,
+    setting_of,
+)
 from mlm_tui.textsafe import printable
 
 
@@ -62,8 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=5)
     common(p)
 
+    def hub_options(p: argparse.ArgumentParser) -> None:
+        for name in ("subset", "train_split", "test_split", "streaming"):
+            s = setting_of(name)
+            if s.kind == "flag":
+                p.add_argument(flag(name), action="store_true", help=s.help)
+            else:
+                p.add_argument(flag(name), metavar="NAME", help=f"{s.help} (default: {s.blank})")
+
     p = sub.add_parser("chunks", help="tokenize a corpus and cut it into chunks; print the counts")
     p.add_argument("corpus")
+    hub_options(p)
     p.add_argument("--chunk-size", type=int, default=128)
     p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
     p.add_argument("--show", type=int, default=0, metavar="N", help="print the first N chunks decoded")
@@ -100,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="masked-LM perplexity of a model on a corpus (fixed-seed masking)")
     p.add_argument("corpus")
+    hub_options(p)
     p.add_argument("--chunk-size", type=int, default=128)
     p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
     p.add_argument("--test-size", type=_positive_int, help="evaluate on this many chunks (seeded sample)")
@@ -108,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("vocab", help="how the tokenizer cuts a corpus into words and pieces, beside "
                        "general English")
     p.add_argument("corpus")
+    hub_options(p)
     p.add_argument("--model", default=argparse.SUPPRESS, help="directory, run id, starter or hub id")
     p.add_argument("--top", type=_positive_int, default=50, help="words to list, most in need of adapting")
     p.add_argument("--min-count", type=_positive_int, default=5, help="rank only words seen this often")
@@ -144,13 +162,19 @@ def cmd_fill(args: argparse.Namespace) -> None:
     _emit(args, result.to_dict(), "\n".join(lines))
 
 
+def _hub(args: argparse.Namespace) -> Any:
+    from mlm_tui.corpus import HubOptions
+
+    return HubOptions(args.subset, args.train_split, args.test_split, args.streaming)
+
+
 def _tokenizer_and_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from mlm_tui.chunking import check_chunk_size, open_tokenizer, tokenize_corpus
 
     tokenizer = open_tokenizer(args.model)
     check_chunk_size(args.chunk_size, tokenizer)
     splits = tokenize_corpus(args.corpus, tokenizer, args.text_field or "text",
-                             status=say if not args.json else None)
+                             status=say if not args.json else None, hub=_hub(args))
     return tokenizer, splits
 
 
@@ -178,7 +202,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from mlm_tui.evaluate import eval_corpus
 
     result = eval_corpus(args.corpus, args.model, args.chunk_size, args.text_field or "text", args.test_size,
-                         args.allow_pickle)
+                         args.allow_pickle, hub=_hub(args))
     _emit(args, result, f"perplexity {result['perplexity']:.2f} on {result['chunks']} chunks "
           f"({result['masked_tokens']} masked tokens)")
 
@@ -373,7 +397,7 @@ def cmd_vocab(args: argparse.Namespace) -> None:
     from mlm_tui.vocab import REFERENCE_NAME, analyse_corpus
 
     report = analyse_corpus(args.corpus, open_tokenizer(args.model), args.model, args.text_field or "text",
-                            args.min_count, args.top, status=None if args.json else say)
+                            args.min_count, args.top, status=None if args.json else say, hub=_hub(args))
     f, ref = report.figures, report.reference
     lines = [f"{args.corpus}, tokenizer of {args.model}: {f.running_words:,} running words "
              f"({f.distinct_words:,} distinct), {f.tokens:,} tokens",

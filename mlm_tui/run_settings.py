@@ -107,6 +107,14 @@ class TrainConfig:
                                         blank="steps / 1000")
     text_field: str = setting("text", "Text field", "the field of JSON, CSV or Parquet rows holding the text",
                               "text", advanced=True)
+    subset: str | None = setting(None, "Subset", "the dataset's subset (load_dataset's name=, e.g. "
+                                 "wikitext-103-raw-v1)", "text", advanced=True, blank="the default one")
+    train_split: str | None = setting(None, "Train split", "the dataset split to train on", "text",
+                                      advanced=True, blank="train")
+    test_split: str | None = setting(None, "Test split", "the dataset split to measure perplexity on", "text",
+                                     advanced=True, blank="test if there is one, else held out")
+    streaming: bool = setting(False, "Streaming", "read the dataset as a stream, never whole (datasets of "
+                              "any size)", "flag", advanced=True)
     freeze_embeddings: bool = setting(False, "Freeze embeddings", "keep the word embeddings fixed", "flag",
                                       advanced=True)
     allow_pickle: bool = setting(False, "Allow pickle", "allow pytorch_model.bin weights (pickles can run "
@@ -200,6 +208,9 @@ def settings() -> Iterator[tuple[Field[Any], Setting]]:
 
 def _setting(name: str) -> Setting:
     return TrainConfig.__dataclass_fields__[name].metadata["setting"]
+
+
+setting_of = _setting  # for a front end that offers one setting elsewhere (`chunks --subset`)
 
 
 def flag(name: str) -> str:

@@ -280,12 +280,15 @@ class FineTune:
         import numpy as np
 
         from mlm_tui.chunking import tokenize_corpus
+        from mlm_tui.corpus import HubOptions
 
         cfg = self.config
         self.emit("status", message=f"tokenizing {cfg.corpus}")
+        hub = HubOptions(cfg.subset, cfg.train_split, cfg.test_split, cfg.streaming)
+        holdout = self._resolved("test_size", "test_chunks") * cfg.chunk_size
         try:
             splits = tokenize_corpus(cfg.corpus, tokenizer, cfg.text_field, cancelled=self.stop_requested,
-                                     progress=self._tokenize_progress)
+                                     progress=self._tokenize_progress, hub=hub, holdout_tokens=holdout)
         except UsageError:
             if self.stop_requested():  # the tokenizer's own "cancelled" is a usage error: it is a cancel here
                 raise RunCancelled("cancelled while tokenizing") from None

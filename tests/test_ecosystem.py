@@ -121,3 +121,99 @@ def test_push_sends_the_final_model_folder_with_the_plain_library_calls(complete
     folder = Path(upload["folder_path"])
     assert folder == completed_run.model_path and (folder / "README.md").is_file()
     assert {"model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+
+
+# -- hub datasets: subsets, splits, streaming --------------------------------------------------------------
+HUB_README = """---
+configs:
+- config_name: legal
+  data_files:
+  - split: train
+    path: legal/train.jsonl
+  - split: test
+    path: legal/test.jsonl
+- config_name: notes
+  data_files:
+  - split: train
+    path: notes/train.jsonl
+  - split: extra
+    path: notes/extra.jsonl
+---
+# a dataset in Hub layout
+"""
+
+
+def notes(n: int, start: int = 0) -> list[str]:
+    return [f"{SENTENCES[i % len(SENTENCES)]} Note {i} about case {i * 7}." for i in range(start, start + n)]
+
+
+@pytest.fixture(scope="module")
+def hub_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local folder in Hub layout, which `datasets.load_dataset` reads by path, as it would a hub id."""
+    root = tmp_path_factory.mktemp("hub-dataset")
+    (root / "README.md").write_text(HUB_README)
+    for subset, split, docs in (("legal", "train", notes(120)), ("legal", "test", notes(30, 500)),
+                                ("notes", "train", notes(300, 1000)), ("notes", "extra", notes(20, 2000))):
+        (root / subset).mkdir(exist_ok=True)
+        write_jsonl(root / subset / f"{split}.jsonl", docs)
+    return root
+
+
+def test_a_subset_and_its_splits_are_read_as_load_dataset_reads_them(cli, hub_folder, tiny_model_dir):
+    code, out, err = cli("chunks", hub_folder, "--subset", "legal", "--model", tiny_model_dir, "--json")
+    assert code == 0, err
+    splits = json.loads(out)["splits"]
+    assert (splits["train"]["documents"], splits["test"]["documents"]) == (120, 30)
+    code, out, err = cli("chunks", hub_folder, "--subset", "notes", "--test-split", "extra", "--model",
+                         tiny_model_dir, "--json")
+    assert code == 0, err
+    splits = json.loads(out)["splits"]
+    assert (splits["train"]["documents"], splits["test"]["documents"]) == (300, 20)
+
+
+def test_streaming_gives_the_same_tokens_as_the_files_and_writes_no_arrow_copy(hub_folder, tiny_model_dir,
+                                                                               state_root):
+    from mlm_tui.chunking import open_tokenizer, tokenize_corpus
+    from mlm_tui.corpus import HubOptions
+
+    tok = open_tokenizer(str(tiny_model_dir))
+    arrows_before = set(state_root.rglob("*.arrow"))
+    streamed = tokenize_corpus(str(hub_folder), tok, hub=HubOptions(subset="notes", streaming=True))
+    assert set(streamed) == {"train"}  # no test split: nothing held out without a test size
+    direct = tokenize_corpus(str(hub_folder / "notes" / "train.jsonl"), tok)["train"]
+    assert streamed["train"].ids.tolist() == direct.ids.tolist()
+    assert isinstance(streamed["train"].ids, __import__("numpy").memmap)  # served from the token cache
+    assert set(state_root.rglob("*.arrow")) == arrows_before
+
+
+def test_a_stream_without_a_test_split_holds_out_its_first_documents(hub_folder, tiny_model_dir):
+    from mlm_tui.chunking import open_tokenizer, tokenize_corpus
+    from mlm_tui.corpus import HubOptions
+
+    tok = open_tokenizer(str(tiny_model_dir))
+    splits = tokenize_corpus(str(hub_folder), tok, hub=HubOptions(subset="notes", streaming=True),
+                             holdout_tokens=8 * 32)
+    whole = tokenize_corpus(str(hub_folder / "notes" / "train.jsonl"), tok)["train"]
+    test, train = splits["test"], splits["train"]
+    assert test.tokens >= 8 * 32 > test.tokens - int(test.doc_lengths[-1])  # just enough documents
+    assert test.documents + train.documents == whole.documents == 300
+    assert test.ids.tolist() + train.ids.tolist() == whole.ids.tolist()  # the first ones, skipped by train
+
+
+def test_train_streams_a_subset_and_records_it(cli, hub_folder, tiny_model_dir):
+    code, out, err = cli("train", hub_folder, "--subset", "notes", "--streaming", "--model", tiny_model_dir,
+                         *FAST, "--max-steps", "1", "--json")
+    assert code == 0, err
+    info = runstore.find_run(json.loads(out)["run_id"]).info()
+    assert info.plan.test_chunks == 8 and (info.config.subset, info.config.streaming) == ("notes", True)
+    assert "--subset=notes --streaming" in (info.model_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (("--subset", "legal", "--test-split", "dev"), "has no split 'dev' (splits: train, test); pick one with "
+                                                    "--test-split"),
+    (("--subset", "nope"), "could not open the dataset"),
+])
+def test_a_wrong_subset_or_split_is_one_line(cli, hub_folder, tiny_model_dir, argv, says):
+    code, _, err = cli("chunks", hub_folder, *argv, "--model", tiny_model_dir, "--json")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and says in err, err
