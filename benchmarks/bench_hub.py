@@ -32,6 +32,14 @@ configs:
 """
 
 
+# What streaming costs before it reads a document: the local-file floor, plus `datasets` and torch (which
+# `IterableDataset` imports when torch is installed), and the first rows of the stream.
+STREAM_FLOOR = FLOOR + r'''
+import datasets
+next(iter(datasets.load_dataset(sys.argv[2], "code", streaming=True)["train"]))
+'''
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=float, default=32)
@@ -51,9 +59,11 @@ def main() -> None:
              "load_dataset (Arrow)": [*chunks, str(work / "ds"), "--subset", "code"],
              "local file": [*chunks, str(corpus)]}
     tokens = set()
+    peaks = {}
     for name, cmd in cases.items():
         shutil.rmtree(home / "cache", ignore_errors=True)
         seconds, rss, out = run_process(cmd)
+        peaks[name] = rss
         train = json.loads(out)["splits"]["train"]
         tokens.add(train["tokens"])
         arrow = sum(p.stat().st_size for p in (home / "cache").rglob("*.arrow"))
@@ -62,8 +72,12 @@ def main() -> None:
     if len(tokens) != 1:
         sys.exit(f"token counts differ: {sorted(tokens)}")
     floor = run_process([PYTHON, "-c", FLOOR, tok_dir])[1]
-    print(f"token array {tokens.pop() * 4 / 1e6:.0f} MB; floor (Python, libraries, tokenizer) "
-          f"{floor / 1e6:.0f} MB")
+    stream_floor = run_process([PYTHON, "-c", STREAM_FLOOR, tok_dir, str(work / "ds")])[1]
+    print(f"token array {tokens.pop() * 4 / 1e6:.0f} MB; floors before the first document: local file "
+          f"{floor / 1e6:.0f} MB (Python, libraries, tokenizer), streaming {stream_floor / 1e6:.0f} MB "
+          "(the same, datasets, and torch, which IterableDataset imports)")
+    print(f"above its floor: streaming {(peaks['--streaming'] - stream_floor) / 1e6:.0f} MB, local file "
+          f"{(peaks['local file'] - floor) / 1e6:.0f} MB")
     shutil.rmtree(work, ignore_errors=True)
 
 

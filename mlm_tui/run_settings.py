@@ -115,6 +115,10 @@ class TrainConfig:
                                      advanced=True, blank="test if there is one, else held out")
     streaming: bool = setting(False, "Streaming", "read the dataset as a stream, never whole (datasets of "
                               "any size)", "flag", advanced=True)
+    report_to: str = setting("none", "Report to", "a tracker that also gets the metrics and settings "
+                             "(Accelerate's log_with)", "choice",
+                             choices=("none", "tensorboard", "trackio", "wandb", "mlflow"), advanced=True,
+                             on_resume=True)
     freeze_embeddings: bool = setting(False, "Freeze embeddings", "keep the word embeddings fixed", "flag",
                                       advanced=True)
     allow_pickle: bool = setting(False, "Allow pickle", "allow pytorch_model.bin weights (pickles can run "

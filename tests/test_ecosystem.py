@@ -217,3 +217,35 @@ def test_train_streams_a_subset_and_records_it(cli, hub_folder, tiny_model_dir):
 def test_a_wrong_subset_or_split_is_one_line(cli, hub_folder, tiny_model_dir, argv, says):
     code, _, err = cli("chunks", hub_folder, *argv, "--model", tiny_model_dir, "--json")
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and says in err, err
+
+
+# -- trackers ------------------------------------------------------------------------------------------------
+def test_tensorboard_gets_the_metrics_of_metrics_jsonl(cli, corpus_jsonl, tiny_model_dir):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, *FAST, "--max-steps", "3",
+                         "--logging-steps", "1", "--eval-steps", "2", "--report-to", "tensorboard", "--json")
+    assert code == 0, err
+    run = runstore.find_run(json.loads(out)["run_id"])
+    (events,) = {p.parent for p in run.dir.rglob("events.out.tfevents.*") if p.parent.name == "mlm-tui"}
+    board = EventAccumulator(str(events))
+    board.Reload()
+    for name in ("loss", "learning_rate", "tokens_per_s", "eval_perplexity"):
+        want = {row["step"]: row[name] for row in run.metrics() if name in row}
+        got = {e.step: e.value for e in board.Scalars(name)}
+        assert got.keys() == want.keys() and want, name
+        assert list(got.values()) == pytest.approx(list(want.values()), rel=1e-5), name
+
+
+@pytest.mark.parametrize("tracker", ["wandb", "mlflow", "trackio", "tensorboard"])
+def test_a_tracker_that_is_not_installed_names_its_extra(cli, corpus_jsonl, tiny_model_dir, tracker,
+                                                         monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith(tracker) else real(name, *a))
+    code, _, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--report-to", tracker, "--json")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f'--report-to {tracker}: {tracker} is not installed (pip install "mlm-tui[{tracker}]")' in err

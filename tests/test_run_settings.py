@@ -24,7 +24,8 @@ CHANGED = {"corpus": "c.jsonl", "model": "m", "chunk_size": 64, "mlm_probability
            "warmup_steps": 5, "epochs": 2.5, "max_steps": None, "train_size": 100, "test_size": 20, "seed": 7,
            "device": "cpu", "precision": "fp32", "gradient_accumulation": 2, "eval_steps": 10,
            "save_steps": 20, "logging_steps": 3, "text_field": "body", "freeze_embeddings": True,
-           "allow_pickle": True, "subset": "s", "train_split": "tr", "test_split": "te", "streaming": True}
+           "allow_pickle": True, "subset": "s", "train_split": "tr", "test_split": "te", "streaming": True,
+           "report_to": "tensorboard"}
 
 
 def parse(argv: list[str]) -> TrainConfig:
