@@ -27,6 +27,7 @@ from mlm_tui.run_settings import (
     given_settings,
     resumable,
     setting_of,
+    train_argv,
 )
 from mlm_tui.textsafe import printable
 
@@ -351,6 +352,8 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
 
         torch.set_num_threads(threads)
     given = given_settings(args)
+    if "LOCAL_RANK" not in os.environ and _launch(args, given):
+        return
     if args.resume:
         if args.run_id:
             raise UsageError("--run-id starts a new run; it does not go with --resume")
@@ -382,6 +385,48 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
     _emit(args, result, f"run {result['run_id']} completed: perplexity {result['perplexity_before']:.2f} -> "
           f"{result['perplexity_after']:.2f} in {result['steps']} steps; model at "
           f"{printable(result['model_path'])}")
+
+
+def _launch(args: argparse.Namespace, given: dict[str, Any]) -> bool:
+    """Start a run of several processes (`--processes`, `--nodes`) through `accelerate launch` or
+    `torchrun`, and wait for it; False when the run is one process, which trains here.
+
+    The run is created (or claimed, or locked to resume) here first, on node 0, so its id is known before
+    any worker starts and reaches them all; the launch's main process then takes it over.
+    """
+    from mlm_tui import launcher, runstore
+    from mlm_tui.training import pick_device
+
+    if args.resume:
+        run = runstore.find_run(args.resume)
+        if run is None:
+            raise UsageError(f"no run called {args.resume!r} (see: mlm-tui runs)")
+        config, _ = run.train_config().resumed_with(given)
+    else:
+        config, run = config_from_args(args), None
+    if config.processes * config.nodes == 1:
+        return False
+    device = pick_device(config.device)
+    launcher.launch_command(config, [], device)  # bad launch options are refused before a run exists
+    if config.node_rank != 0:
+        run = None  # node 0 keeps the run (several nodes resume from a run store they share)
+    else:
+        if args.resume:
+            run.acquire()
+        elif args.run_id:
+            run = runstore.claim_run(args.run_id, given)
+        else:
+            run = runstore.create_run(asdict(config))
+    if args.resume:
+        argv = args.raw_argv
+    else:
+        argv = ["train", *(["--json"] if args.json else []), *([f"--run-id={run.run_id}"] if run else []),
+                *train_argv(config)[1:]]
+    command = launcher.launch_command(config, argv, device)
+    code = launcher.run_launch(command, run)
+    if code:
+        raise SystemExit(code)  # the launch's main process has said why
+    return True
 
 
 def cmd_workbench(args: argparse.Namespace) -> None:
@@ -422,11 +467,13 @@ COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    want_json = "--json" in argv
+    # The secondary processes of a launch say what went wrong on stderr; stdout's one document is the main's.
+    want_json = "--json" in argv and os.environ.get("RANK", "0") == "0"
     _fill_closed_std_streams()
     previous = signal.getsignal(signal.SIGTERM)
     try:
         args = build_parser().parse_args(argv)
+        args.raw_argv = argv  # what a multi-process launch passes on to each process
         if args.command != "train" and args.model is None:
             args.model = "starter"  # train reads its defaults from TrainConfig, and must see what was given
         from mlm_tui.home import configure_hf_environment

@@ -115,6 +115,14 @@ class TrainConfig:
                                      advanced=True, blank="test if there is one, else held out")
     streaming: bool = setting(False, "Streaming", "read the dataset as a stream, never whole (datasets of "
                               "any size)", "flag", advanced=True)
+    processes: int = setting(1, "Processes", "training processes on this node, one per GPU (started through "
+                             "accelerate launch, or torchrun on the CPU)", "integer", check=_at_least(1))
+    nodes: int = setting(1, "Nodes", "machines taking part; run the same command on each, with its own "
+                         "node rank", "integer", check=_at_least(1), advanced=True)
+    node_rank: int = setting(0, "Node rank", "this machine's number among the nodes (0: the one that keeps "
+                             "the run)", "integer", check=_at_least(0), advanced=True, on_resume=True)
+    main_address: str | None = setting(None, "Main address", "host:port of node 0, with several nodes",
+                                       "text", advanced=True, on_resume=True, blank="this machine")
     report_to: str = setting("none", "Report to", "a tracker that also gets the metrics and settings "
                              "(Accelerate's log_with)", "choice",
                              choices=("none", "tensorboard", "trackio", "wandb", "mlflow"), advanced=True,

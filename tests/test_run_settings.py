@@ -25,7 +25,7 @@ CHANGED = {"corpus": "c.jsonl", "model": "m", "chunk_size": 64, "mlm_probability
            "device": "cpu", "precision": "fp32", "gradient_accumulation": 2, "eval_steps": 10,
            "save_steps": 20, "logging_steps": 3, "text_field": "body", "freeze_embeddings": True,
            "allow_pickle": True, "subset": "s", "train_split": "tr", "test_split": "te", "streaming": True,
-           "report_to": "tensorboard"}
+           "report_to": "tensorboard", "processes": 2, "nodes": 2, "node_rank": 1, "main_address": "h:1"}
 
 
 def parse(argv: list[str]) -> TrainConfig:
