@@ -249,3 +249,46 @@ def test_a_tracker_that_is_not_installed_names_its_extra(cli, corpus_jsonl, tiny
     code, _, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--report-to", tracker, "--json")
     assert code == 2 and err.count("\n") == 1, err
     assert f'--report-to {tracker}: {tracker} is not installed (pip install "mlm-tui[{tracker}]")' in err
+
+
+# -- several processes -----------------------------------------------------------------------------------
+def test_several_gpus_and_nodes_are_the_accelerate_launch_command_users_know():
+    """GPUs and nodes are not here: the commands they would run are checked instead."""
+    import sys
+
+    from mlm_tui.launcher import launch_command
+    from mlm_tui.run_settings import TrainConfig
+
+    one_node = TrainConfig(corpus="c.jsonl", processes=4)
+    assert launch_command(one_node, ["train", "x"], "cuda") == [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4",
+        "--num_machines", "1", "--machine_rank", "0", "-m", "mlm_tui.cli", "train", "x"]
+    nodes = TrainConfig(corpus="c.jsonl", processes=8, nodes=2, node_rank=1, main_address="10.0.0.1:29500")
+    assert launch_command(nodes, ["train"], "cuda")[3:15] == [
+        "--multi_gpu", "--num_processes", "16", "--num_machines", "2", "--machine_rank", "1",
+        "--main_process_ip", "10.0.0.1", "--main_process_port", "29500", "-m"]
+    assert launch_command(nodes, ["train"], "cpu")[1:13] == [
+        "-m", "torch.distributed.run", "--nproc_per_node", "8", "--nnodes", "2", "--node_rank", "1",
+        "--master_addr", "10.0.0.1", "--master_port", "29500"]
+
+
+def test_several_nodes_need_the_main_address_before_a_run_exists(cli, corpus_jsonl):
+    before = runstore.list_runs()[0]
+    code, _, err = cli("train", corpus_jsonl, "--nodes", "2", "--device", "cpu")
+    assert code == 2 and "with 2 nodes give --main-address host:port of node 0" in err, err
+    assert runstore.list_runs()[0] == before
+
+
+def test_the_accelerate_launch_module_takes_these_options():
+    """The options are Accelerate's own: its parser accepts the command built for several nodes."""
+    from accelerate.commands.launch import launch_command_parser
+
+    from mlm_tui.launcher import launch_command
+    from mlm_tui.run_settings import TrainConfig
+
+    config = TrainConfig(corpus="c.jsonl", processes=8, nodes=2, node_rank=1, main_address="10.0.0.1:29500")
+    command = launch_command(config, ["train", "c.jsonl"], "cuda")
+    args = launch_command_parser().parse_args(command[3:])
+    assert (args.multi_gpu, args.num_processes, args.num_machines, args.machine_rank) == (True, 16, 2, 1)
+    assert (args.main_process_ip, args.main_process_port, args.module) == ("10.0.0.1", 29500, True)
+    assert args.training_script == "mlm_tui.cli" and args.training_script_args == ["train", "c.jsonl"]
