@@ -22,6 +22,7 @@ from mlm_tui.errors import FieldError, MlmError, UsageError, first_line
 from mlm_tui.progress import format_bytes, format_duration, print_event, say
 from mlm_tui.run_settings import (
     add_train_arguments,
+    changed_settings,
     config_from_args,
     flag,
     given_settings,
@@ -248,8 +249,6 @@ def _run_of(ref: str) -> Any:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> None:
-    from dataclasses import MISSING, fields
-
     info = _run_of(args.run_id).info()
     lines = [f"run        {info.run_id} ({info.status})"]
     if info.message:
@@ -276,8 +275,7 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     lines.append(f"model path {info.model_path or 'none yet'}")
     lines.append(f"disk       {format_bytes(info.bytes)}")
     if info.config is not None:
-        changed = [f"{flag(f.name)}={getattr(info.config, f.name)}" for f in fields(info.config)
-                   if f.default is not MISSING and getattr(info.config, f.name) != f.default]
+        changed = [f"{flag(name)}={value}" for name, value in changed_settings(info.config).items()]
         lines.append(f"settings   {' '.join(changed) if changed else 'defaults'}")
     elif info.config_problem:
         lines.append(f"settings   unreadable: {info.config_problem}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from mlm_tui import atomic
 from mlm_tui.errors import MlmError, UsageError, first_line
-from mlm_tui.run_settings import train_argv
+from mlm_tui.run_settings import changed_settings, train_argv
 from mlm_tui.runstore import Run, RunInfo
 from mlm_tui.textsafe import printable
 
@@ -65,7 +65,7 @@ def build_card(info: RunInfo) -> Any:
                          model_name=f"mlm-tui run {info.run_id}", eval_results=results)
     before = info.perplexity_before
     change = f" ({(info.perplexity_after / before - 1) * 100:+.1f}%)" if before else ""
-    settings = [(f.name, getattr(cfg, f.name)) for f in _changed(cfg)]
+    settings = changed_settings(cfg).items()
     command = "mlm-tui " + shlex.join(train_argv(cfg))
     versions = info.versions or {}
     lines = [
@@ -92,12 +92,6 @@ def build_card(info: RunInfo) -> Any:
 
 def _ppl(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
-
-
-def _changed(cfg: Any) -> list[Any]:
-    from dataclasses import MISSING, fields
-
-    return [f for f in fields(cfg) if f.default is not MISSING and getattr(cfg, f.name) != f.default]
 
 
 def write_card(run: Run, folder: Path | None = None) -> Path:

@@ -233,6 +233,13 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def changed_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings that differ from their defaults (the corpus aside): what `runs show` and a model card
+    list as a run's settings."""
+    return {f.name: getattr(config, f.name) for f in fields(config)
+            if f.default is not MISSING and getattr(config, f.name) != f.default}
+
+
 def resumable() -> list[str]:
     """The settings `--resume` applies (and records); the others are refused there."""
     return [f.name for f, s in settings() if s.on_resume]
