@@ -26,9 +26,10 @@ TAGS = ["fill-mask", "domain-adaptation", "mlm-tui"]
 
 def _hub_model(ref: str | None) -> str | None:
     """The hub id a run started from, or None for a folder, a run or `starter` (no Hub page to link)."""
-    if not ref:
+    from mlm_tui.models import DEFAULT_MODEL, resolve
+
+    if not ref or ref == DEFAULT_MODEL:  # resolving it could assemble the starter, to no purpose here
         return None
-    from mlm_tui.models import resolve
 
     try:
         resolved = resolve(ref)

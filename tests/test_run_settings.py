@@ -110,7 +110,7 @@ def test_only_what_was_given_counts_as_given() -> None:
 
 def test_resume_applies_the_resumable_settings_and_refuses_the_rest() -> None:
     assert set(resumable()) == {"max_steps", "epochs", "eval_steps", "save_steps", "logging_steps", "device",
-                                "allow_pickle"}
+                                "allow_pickle", "report_to", "node_rank", "main_address"}
     recorded = TrainConfig(corpus="c", chunk_size=32, max_steps=8)
     config, applied = recorded.resumed_with({"max_steps": 12, "eval_steps": 4, "chunk_size": 32})
     assert (config.max_steps, config.eval_steps, applied) == (12, 4, {"max_steps": 12, "eval_steps": 4})
