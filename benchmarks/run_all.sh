@@ -6,6 +6,7 @@ py="${PYTHON:-python}"
 "$py" bench_fill.py
 "$py" bench_chunks.py
 "$py" bench_vocab.py
+"$py" bench_hub.py
 "$py" bench_train.py
 "$py" bench_train.py --precision bf16
 "$py" bench_train.py --precision default

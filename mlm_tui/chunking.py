@@ -22,11 +22,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlm_tui.errors import FieldError, UsageError
+
+if TYPE_CHECKING:
+    from mlm_tui.corpus import HubOptions
 
 Progress = Callable[[int, int], None]  # (characters read, corpus bytes; 0 when not known)
 
@@ -349,41 +352,101 @@ def tokenize_stream(identity: str, tokenizer: Any, batches: Callable[[], Iterato
 
 def tokenize_corpus(corpus_ref: str, tokenizer: Any, text_field: str = "text",
                     progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
-                    status: Callable[[str], None] | None = None) -> dict[str, TokenizedSplit]:
-    """Every split of a corpus, tokenized; served from the cache when files and tokenizer are unchanged."""
-    from mlm_tui.corpus import corpus_files, split_streams, stat_key
+                    status: Callable[[str], None] | None = None, hub: HubOptions | None = None,
+                    holdout_tokens: int | None = None) -> dict[str, TokenizedSplit]:
+    """Every split of a corpus, tokenized; served from the cache when files and tokenizer are unchanged.
+
+    A hub dataset, or a local folder with `hub` options given, is read by `datasets` (see
+    `corpus.HubOptions`) into "train" and, when it has one, "test". With `holdout_tokens` and no test
+    split, a streamed dataset's first documents (enough for that many tokens) become the test split and
+    the train split skips them: a stream cannot be shuffled into a held-out set without reading it whole.
+    """
+    from mlm_tui.corpus import HubOptions, corpus_files, split_streams, stat_key
     from mlm_tui.home import chunks_cache_dir
 
     files = corpus_files(corpus_ref)
     sweep(chunks_cache_dir())
-    keys: dict[str, str] = {}
-    total = 0
-    out: dict[str, TokenizedSplit] = {}
-    if files is not None:
+    if files is None or (hub is not None and hub.given()):
+        out = _tokenize_dataset(corpus_ref, tokenizer, text_field, hub or HubOptions(),
+                                stat_key(files) if files else f"hub:{corpus_ref}", holdout_tokens, progress,
+                                cancelled, status)
+    else:
         base = f"{stat_key(files)}|{text_field}|{tokenizer_fingerprint(tokenizer)}"
         keys = {s: hashlib.blake2b(f"{base}|{s}".encode(), digest_size=16).hexdigest() for s in files}
         cached = {s: _load(k) for s, k in keys.items()}
-        if all(v is not None for v in cached.values()):
-            out = dict(cached)  # type: ignore[arg-type]
-        total = sum(p.stat().st_size for paths in files.values() for p in paths)
-    if not out:
-        if status is not None:
-            status("reading corpus" if files is None else "tokenizing")
-        streams = split_streams(corpus_ref, text_field)
-        if status is not None and files is None:
-            status("tokenizing")
-        done = 0
-
-        def report(chars: int) -> None:
-            nonlocal done
-            done += chars
-            if progress is not None:
-                progress(min(done, total) if total else done, total)
-
-        for split, batches in streams.items():
-            out[split] = _encode(keys.get(split), tokenizer, batches, report, cancelled)
-        if progress is not None and total:
-            progress(total, total)
+        out = dict(cached) if all(v is not None for v in cached.values()) else {}  # type: ignore[arg-type]
+        if not out:
+            total = sum(p.stat().st_size for paths in files.values() for p in paths)
+            if status is not None:
+                status("tokenizing")
+            report = _reporter(progress, total)
+            for split, batches in split_streams(corpus_ref, text_field).items():
+                out[split] = _encode(keys[split], tokenizer, batches, report, cancelled)
+            if progress is not None and total:
+                progress(total, total)
     if not any(split.documents for split in out.values()):
         raise UsageError(f"{corpus_ref}: the corpus is empty (no documents with text)")
     return out
+
+
+def _reporter(progress: Progress | None, total: int) -> Callable[[int], None]:
+    done = 0
+
+    def report(chars: int) -> None:
+        nonlocal done
+        done += chars
+        if progress is not None:
+            progress(min(done, total) if total else done, total)
+
+    return report
+
+
+def _tokenize_dataset(ref: str, tokenizer: Any, text_field: str, options: HubOptions, identity: str,
+                      holdout_tokens: int | None, progress: Progress | None,
+                      cancelled: Callable[[], bool] | None, status: Callable[[str], None] | None
+                      ) -> dict[str, TokenizedSplit]:
+    """A dataset `datasets` reads, each split streamed into the token cache (keyed by the dataset's name,
+    or its local files, the subset, the split and the tokenizer)."""
+    from mlm_tui.corpus import hub_splits
+
+    if status is not None:
+        status("reading corpus")
+    splits = hub_splits(ref, text_field, options)
+    if status is not None:
+        status("tokenizing")
+    base = f"{identity}|{options.subset}|{text_field}|{tokenizer_fingerprint(tokenizer)}"
+    report = _reporter(progress, 0)
+    out: dict[str, TokenizedSplit] = {}
+    for role, (split, batches) in splits.items():
+        if role == "train" and "test" not in splits and holdout_tokens and options.streaming:
+            out["test"], skip = _hold_out(tokenizer, batches(), holdout_tokens, cancelled)
+            batches = lambda whole=batches, n=skip: _skip_documents(whole(), n)  # noqa: E731
+            split = f"{split}|after {skip} documents"
+        key = hashlib.blake2b(f"{base}|{split}".encode(), digest_size=16).hexdigest()
+        out[role] = _load(key) or _encode(key, tokenizer, batches, report, cancelled)
+    return out
+
+
+def _hold_out(tokenizer: Any, batches: Iterator[list[str]], tokens: int,
+              cancelled: Callable[[], bool] | None) -> tuple[TokenizedSplit, int]:
+    """The first documents of a stream that hold at least `tokens` tokens, and how many they are."""
+    held = []
+    have = 0
+    for ids, lengths, _ in encode_batches(tokenizer, batches, cancelled):
+        held.append((ids, lengths))
+        have += len(ids)
+        if have >= tokens:
+            break
+    ids = np.concatenate([i for i, _ in held]) if held else np.empty(0, dtype=np.int32)
+    lengths = np.concatenate([n for _, n in held]) if held else np.empty(0, dtype=np.int64)
+    n = min(len(lengths), int(np.searchsorted(np.cumsum(lengths), tokens)) + 1)
+    return TokenizedSplit(ids[: int(lengths[:n].sum())], lengths[:n]), n
+
+
+def _skip_documents(batches: Iterator[list[str]], n: int) -> Iterator[list[str]]:
+    for batch in batches:
+        if n >= len(batch):
+            n -= len(batch)
+            continue
+        yield batch[n:]
+        n = 0

@@ -20,7 +20,16 @@ from typing import Any, NoReturn
 from mlm_tui import atomic
 from mlm_tui.errors import FieldError, MlmError, UsageError, first_line
 from mlm_tui.progress import format_bytes, format_duration, print_event, say
-from mlm_tui.run_settings import add_train_arguments, config_from_args, flag, given_settings, resumable
+from mlm_tui.run_settings import (
+    add_train_arguments,
+    changed_settings,
+    config_from_args,
+    flag,
+    given_settings,
+    resumable,
+    setting_of,
+    train_argv,
+)
 from mlm_tui.textsafe import printable
 
 
@@ -62,8 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=5)
     common(p)
 
+    def hub_options(p: argparse.ArgumentParser) -> None:
+        for name in ("subset", "train_split", "test_split", "streaming"):
+            s = setting_of(name)
+            if s.kind == "flag":
+                p.add_argument(flag(name), action="store_true", help=s.help)
+            else:
+                p.add_argument(flag(name), metavar="NAME", help=f"{s.help} (default: {s.blank})")
+
     p = sub.add_parser("chunks", help="tokenize a corpus and cut it into chunks; print the counts")
     p.add_argument("corpus")
+    hub_options(p)
     p.add_argument("--chunk-size", type=int, default=128)
     p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
     p.add_argument("--show", type=int, default=0, metavar="N", help="print the first N chunks decoded")
@@ -80,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list the runs in the run store; show or delete one")
     common(p, model=False)
-    runs = p.add_subparsers(dest="runs_command", parser_class=_Parser, metavar="{show,delete,learned}")
+    runs = p.add_subparsers(dest="runs_command", parser_class=_Parser,
+                            metavar="{show,delete,learned,export,push}")
     q = runs.add_parser("show", help="one run: settings, metrics, checkpoints, disk use, model path")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
@@ -94,10 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--top", type=_positive_int, default=30, help="words to list each way")
     q.add_argument("--min-count", type=_positive_int, default=5,
                    help="rank only words masked this often in the test chunks")
+    q = runs.add_parser("export", help="copy a run's final model (weights, tokenizer, card) to a folder")
+    q.add_argument("run_id", metavar="RUN_ID")
+    q.add_argument("dest", metavar="DIR", help="a new or empty folder")
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    q = runs.add_parser("push", help="upload a run's final model to a model repository on the Hub")
+    q.add_argument("run_id", metavar="RUN_ID")
+    q.add_argument("repo_id", metavar="REPO_ID", help="user/name (created if it does not exist)")
+    q.add_argument("--private", action="store_true", help="create the repository private")
     q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
 
     p = sub.add_parser("eval", help="masked-LM perplexity of a model on a corpus (fixed-seed masking)")
     p.add_argument("corpus")
+    hub_options(p)
     p.add_argument("--chunk-size", type=int, default=128)
     p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
     p.add_argument("--test-size", type=_positive_int, help="evaluate on this many chunks (seeded sample)")
@@ -106,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("vocab", help="how the tokenizer cuts a corpus into words and pieces, beside "
                        "general English")
     p.add_argument("corpus")
+    hub_options(p)
     p.add_argument("--model", default=argparse.SUPPRESS, help="directory, run id, starter or hub id")
     p.add_argument("--top", type=_positive_int, default=50, help="words to list, most in need of adapting")
     p.add_argument("--min-count", type=_positive_int, default=5, help="rank only words seen this often")
@@ -142,13 +171,19 @@ def cmd_fill(args: argparse.Namespace) -> None:
     _emit(args, result.to_dict(), "\n".join(lines))
 
 
+def _hub(args: argparse.Namespace) -> Any:
+    from mlm_tui.corpus import HubOptions
+
+    return HubOptions(args.subset, args.train_split, args.test_split, args.streaming)
+
+
 def _tokenizer_and_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from mlm_tui.chunking import check_chunk_size, open_tokenizer, tokenize_corpus
 
     tokenizer = open_tokenizer(args.model)
     check_chunk_size(args.chunk_size, tokenizer)
     splits = tokenize_corpus(args.corpus, tokenizer, args.text_field or "text",
-                             status=say if not args.json else None)
+                             status=say if not args.json else None, hub=_hub(args))
     return tokenizer, splits
 
 
@@ -176,7 +211,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from mlm_tui.evaluate import eval_corpus
 
     result = eval_corpus(args.corpus, args.model, args.chunk_size, args.text_field or "text", args.test_size,
-                         args.allow_pickle)
+                         args.allow_pickle, hub=_hub(args))
     _emit(args, result, f"perplexity {result['perplexity']:.2f} on {result['chunks']} chunks "
           f"({result['masked_tokens']} masked tokens)")
 
@@ -193,7 +228,7 @@ def _change(before: float | None, after: float | None) -> str:
 
 def cmd_runs(args: argparse.Namespace) -> None:
     commands = {None: cmd_runs_list, "show": cmd_runs_show, "delete": cmd_runs_delete,
-                "learned": cmd_runs_learned}
+                "learned": cmd_runs_learned, "export": cmd_runs_export, "push": cmd_runs_push}
     commands[args.runs_command](args)
 
 
@@ -228,8 +263,6 @@ def _run_of(ref: str) -> Any:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> None:
-    from dataclasses import MISSING, fields
-
     from mlm_tui.rundata import general_name
 
     info = _run_of(args.run_id).info()
@@ -260,8 +293,7 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     lines.append(f"model path {info.model_path or 'none yet'}")
     lines.append(f"disk       {format_bytes(info.bytes)}")
     if info.config is not None:
-        changed = [f"{flag(f.name)}={getattr(info.config, f.name)}" for f in fields(info.config)
-                   if f.default is not MISSING and getattr(info.config, f.name) != f.default]
+        changed = [f"{flag(name)}={value}" for name, value in changed_settings(info.config).items()]
         lines.append(f"settings   {' '.join(changed) if changed else 'defaults'}")
     elif info.config_problem:
         lines.append(f"settings   unreadable: {info.config_problem}")
@@ -309,6 +341,22 @@ def cmd_runs_learned(args: argparse.Namespace) -> None:
         lines += [f"  {p.word}: rank {rank}", f"    {p.text}",
                   f"    before: {' | '.join(p.fills_before)}", f"    after:  {' | '.join(p.fills_after)}"]
     _emit(args, report.to_dict(), "\n".join(printable(line) for line in lines))
+def cmd_runs_export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mlm_tui.modelcard import export
+
+    dest = export(_run_of(args.run_id), Path(args.dest).expanduser())
+    _emit(args, {"run_id": args.run_id, "path": str(dest)},
+          f"exported the final model of run {args.run_id} to {printable(str(dest))}")
+
+
+def cmd_runs_push(args: argparse.Namespace) -> None:
+    from mlm_tui.modelcard import push
+
+    url = push(_run_of(args.run_id), args.repo_id, private=args.private)
+    _emit(args, {"run_id": args.run_id, "repo_id": args.repo_id, "url": url},
+          f"pushed the final model of run {args.run_id} to {printable(url)}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -341,6 +389,8 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
 
         torch.set_num_threads(threads)
     given = given_settings(args)
+    if "LOCAL_RANK" not in os.environ and _launch(args, given):
+        return
     if args.resume:
         if args.run_id:
             raise UsageError("--run-id starts a new run; it does not go with --resume")
@@ -376,6 +426,48 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
           f"model at {printable(result['model_path'])}")
 
 
+def _launch(args: argparse.Namespace, given: dict[str, Any]) -> bool:
+    """Start a run of several processes (`--processes`, `--nodes`) through `accelerate launch` or
+    `torchrun`, and wait for it; False when the run is one process, which trains here.
+
+    The run is created (or claimed, or locked to resume) here first, on node 0, so its id is known before
+    any worker starts and reaches them all; the launch's main process then takes it over.
+    """
+    from mlm_tui import launcher, runstore
+    from mlm_tui.training import pick_device
+
+    if args.resume:
+        run = runstore.find_run(args.resume)
+        if run is None:
+            raise UsageError(f"no run called {args.resume!r} (see: mlm-tui runs)")
+        config, _ = run.train_config().resumed_with(given)
+    else:
+        config, run = config_from_args(args), None
+    if config.processes * config.nodes == 1:
+        return False
+    device = pick_device(config.device)
+    launcher.launch_command(config, [], device)  # bad launch options are refused before a run exists
+    if config.node_rank != 0:
+        run = None  # node 0 keeps the run (several nodes resume from a run store they share)
+    else:
+        if args.resume:
+            run.acquire()
+        elif args.run_id:
+            run = runstore.claim_run(args.run_id, given)
+        else:
+            run = runstore.create_run(asdict(config))
+    if args.resume:
+        argv = args.raw_argv
+    else:
+        argv = ["train", *(["--json"] if args.json else []), *([f"--run-id={run.run_id}"] if run else []),
+                *train_argv(config)[1:]]
+    command = launcher.launch_command(config, argv, device)
+    code = launcher.run_launch(command, run)
+    if code:
+        raise SystemExit(code)  # the launch's main process has said why
+    return True
+
+
 def cmd_workbench(args: argparse.Namespace) -> None:
     from mlm_tui.app.main import run_app
 
@@ -389,7 +481,7 @@ def cmd_vocab(args: argparse.Namespace) -> None:
     from mlm_tui.vocab import REFERENCE_NAME, analyse_corpus
 
     report = analyse_corpus(args.corpus, open_tokenizer(args.model), args.model, args.text_field or "text",
-                            args.min_count, args.top, status=None if args.json else say)
+                            args.min_count, args.top, status=None if args.json else say, hub=_hub(args))
     f, ref = report.figures, report.reference
     lines = [f"{args.corpus}, tokenizer of {args.model}: {f.running_words:,} running words "
              f"({f.distinct_words:,} distinct), {f.tokens:,} tokens",
@@ -414,11 +506,13 @@ COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    want_json = "--json" in argv
+    # The secondary processes of a launch say what went wrong on stderr; stdout's one document is the main's.
+    want_json = "--json" in argv and os.environ.get("RANK", "0") == "0"
     _fill_closed_std_streams()
     previous = signal.getsignal(signal.SIGTERM)
     try:
         args = build_parser().parse_args(argv)
+        args.raw_argv = argv  # what a multi-process launch passes on to each process
         if args.command != "train" and args.model is None:
             args.model = "starter"  # train reads its defaults from TrainConfig, and must see what was given
         from mlm_tui.home import configure_hf_environment

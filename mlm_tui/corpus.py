@@ -15,6 +15,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,9 @@ def fingerprint(ref: str) -> str:
 
 
 def split_streams(ref: str, text_field: str = "text") -> dict[str, Batches]:
-    """Each split's documents as a restartable stream of batches; local files are only opened when read."""
+    """Each split's documents of local files as a restartable stream of batches, opened only when read."""
     files = corpus_files(ref)
-    if files is None:
-        splits = _load_hub(ref, text_field)
-        return {split: (lambda docs=docs: batched(docs)) for split, docs in splits.items()}
+    assert files is not None, "hub datasets are read by hub_splits"
 
     def stream(paths: list[Path]) -> Iterator[list[str]]:
         for path in paths:
@@ -362,19 +361,86 @@ def check_hub_dataset(name: str) -> bool:
     return cached
 
 
-def _load_hub(name: str, text_field: str) -> dict[str, list[str]]:
-    check_hub_dataset(name)
+@dataclass(frozen=True)
+class HubOptions:
+    """How a dataset is read with `datasets.load_dataset`: a hub id, or a local folder in Hub layout (a
+    README whose `configs` name each subset's data files per split), which it reads by path.
+
+    `subset` is `load_dataset`'s `name=`; the train split defaults to `train`, the test split to `test`
+    when the dataset has one. `streaming` reads an `IterableDataset`: rows go straight into the token
+    cache a batch at a time, never materialised whole or written again as Arrow files.
+    """
+
+    subset: str | None = None
+    train_split: str | None = None
+    test_split: str | None = None
+    streaming: bool = False
+
+    def given(self) -> bool:
+        """Whether any option was given: then even a local folder is read by `load_dataset`."""
+        return any((self.subset, self.train_split, self.test_split, self.streaming))
+
+
+HubSplit = tuple[str, Batches]  # the dataset's own split name and its stream of document batches
+
+
+def hub_splits(ref: str, text_field: str, options: HubOptions) -> dict[str, HubSplit]:
+    """The train split (and the test split, if any) of a dataset `load_dataset` reads, as "train" and
+    "test"; the dataset's own split names come along for messages and cache keys."""
+    local = Path(ref).expanduser().exists()
+    if not local:
+        check_hub_dataset(ref)
+    from mlm_tui.home import configure_hf_environment
+
+    configure_hf_environment()
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    where = ref + (f" ({options.subset})" if options.subset else "")
     try:
-        dd = datasets.load_dataset(name)
-    except Exception as exc:  # offline, unknown name, gated...: one line either way
+        dd = datasets.load_dataset(str(Path(ref).expanduser()) if local else ref, options.subset,
+                                   streaming=options.streaming)
+    except Exception as exc:  # an unknown subset, offline, gated...: one line either way
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        hint = " (HF_HUB_OFFLINE is set)" if offline else ""
-        raise UsageError(f"no corpus file, folder or reachable hub dataset called {name!r}{hint}: "
-                         f"{_first_line(exc)}") from None
-    return {split: _column(ds, text_field, f"{name}[{split}]") for split, ds in dd.items()}
+        hint = " (HF_HUB_OFFLINE is set)" if offline and not local else ""
+        raise UsageError(f"could not open the dataset {where}{hint}: {_first_line(exc)}") from None
+    names = list(dd)
+    chosen = {"train": options.train_split or "train"}
+    if options.test_split or "test" in names:
+        chosen["test"] = options.test_split or "test"
+    out: dict[str, HubSplit] = {}
+    for role, split in chosen.items():
+        if split not in names:
+            raise FieldError(f"{role}_split", f"{where} has no split {split!r} (splits: {', '.join(names)}); "
+                             "pick one with {field}")
+        out[role] = (split, lambda ds=dd[split], split=split: _dataset_batches(ds, text_field,
+                                                                               f"{where}[{split}]"))
+    return out
+
+
+def _dataset_batches(ds: Any, text_field: str, where: str) -> Iterator[list[str]]:
+    """A `Dataset` or `IterableDataset`, a block of documents at a time, empty documents left out."""
+    docs: list[str] = []
+    size = 0
+    for rows in ds.iter(batch_size=256):
+        if text_field not in rows:
+            texts = [k for k, v in rows.items() if v and isinstance(v[0], str)]
+            _require_field(list(rows), text_field, where, texts)
+        for text in rows[text_field]:
+            if not isinstance(text, str):
+                if text is None:
+                    continue
+                raise FieldError("text_field", f"{where}: the text field {text_field!r} holds "
+                                 f"{type(text).__name__}, not text; pick another with {{field}}")
+            if text.strip():
+                docs.append(text)
+                size += len(text)
+        if size >= BLOCK_BYTES:
+            yield docs
+            docs, size = [], 0
+    if docs:
+        yield docs
 
 
 def _first_line(exc: BaseException) -> str:

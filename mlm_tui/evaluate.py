@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlm_tui.corpus import HubOptions
 from mlm_tui.errors import RunCancelled, UsageError
 from mlm_tui.heads import MaskedOnlyMLM
 from mlm_tui.masking import IGNORE, TokenTables, fixed_masks
@@ -88,14 +89,15 @@ def _masked_only(model: Any) -> MaskedOnlyMLM:
 
 
 def eval_corpus(corpus: str, model: str, chunk_size: int, text_field: str = "text",
-                test_size: int | None = None, allow_pickle: bool = False) -> dict[str, Any]:
+                test_size: int | None = None, allow_pickle: bool = False,
+                hub: HubOptions | None = None) -> dict[str, Any]:
     """Perplexity of a model on a whole corpus (every split), or on a seeded sample of `test_size` chunks."""
     from mlm_tui.chunking import check_chunk_size, tokenize_corpus
     from mlm_tui.models import load_model
 
     handle = load_model(model, allow_pickle=allow_pickle)
     check_chunk_size(chunk_size, handle.tokenizer)
-    splits = tokenize_corpus(corpus, handle.tokenizer, text_field)
+    splits = tokenize_corpus(corpus, handle.tokenizer, text_field, hub=hub)
     chunks = np.concatenate([s.chunks(chunk_size) for s in splits.values()])
     if test_size is not None and test_size < len(chunks):
         chunks = chunks[np.sort(np.random.default_rng(0).choice(len(chunks), test_size, replace=False))]

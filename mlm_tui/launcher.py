@@ -18,7 +18,7 @@ import sys
 from dataclasses import asdict
 
 from mlm_tui import runstore
-from mlm_tui.errors import MlmError
+from mlm_tui.errors import FieldError, MlmError
 from mlm_tui.run_settings import TrainConfig, train_argv
 
 
@@ -82,4 +82,69 @@ def cancel(run: runstore.Run) -> None:
     info = run.info()
     if info.pid is not None and info.host in (None, os.uname().nodename) and run.is_live():
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(info.pid, signal.SIGTERM)
+            if info.process_group is not None:  # a multi-process launch: its agent stops every worker
+                os.killpg(info.process_group, signal.SIGTERM)
+            else:
+                os.kill(info.pid, signal.SIGTERM)
+
+
+# -- several processes ------------------------------------------------------------------------------------
+def launch_command(config: TrainConfig, argv: list[str], device: str) -> list[str]:
+    """The command that starts `mlm-tui train` (`argv`) on every process of this node.
+
+    On CUDA it is `accelerate launch --multi_gpu` with the options Accelerate users know; on the CPU,
+    `torchrun` (the same elastic launcher Accelerate runs for several GPUs, without GPU checks). With
+    several nodes, every node runs the same command with its own node rank.
+    """
+    host, port = None, None
+    if config.nodes > 1:
+        if not config.main_address or ":" not in config.main_address:
+            raise FieldError("main_address", f"with {config.nodes} nodes give {{field}} host:port of node 0 "
+                             "(the same on every node)")
+        host, _, port = config.main_address.rpartition(":")
+    if device == "cuda":
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+               "--num_processes", str(config.processes * config.nodes), "--num_machines", str(config.nodes),
+               "--machine_rank", str(config.node_rank)]
+        if host is not None:
+            cmd += ["--main_process_ip", host, "--main_process_port", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(config.processes),
+               "--nnodes", str(config.nodes), "--node_rank", str(config.node_rank)]
+        if host is not None:
+            cmd += ["--master_addr", host, "--master_port", str(port)]
+    return [*cmd, "-m", "mlm_tui.cli", *argv]
+
+
+def run_launch(command: list[str], run: runstore.Run | None) -> int:
+    """Run a multi-process launch to its end; its exit status.
+
+    This process holds `run`'s lock (None on a node other than node 0) for the launch's whole life, and
+    the launch's main process writes the run under it (see `Run.acquire`); a launch that ends without
+    saying how (killed, or failed before it took the run) is recorded as failed here. The launch gets a
+    session of its own, whose process group a cancel signals (`cancel`); a Ctrl+C or SIGTERM here is
+    passed on to it, and the launcher there stops every worker at its next step.
+    """
+    env = dict(os.environ)
+    if run is not None:
+        env[runstore.DELEGATED_ENV] = run.run_id
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def forward(signum: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if run is not None:
+            run.update_state(process_group=process.pid)
+        process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if run is not None:
+            if run.state().get("status") in runstore.LIVE:
+                run.fail("failed", f"the launch ended (exit status {process.returncode}) before the run "
+                         "recorded why")
+            run.release()
+    return process.returncode

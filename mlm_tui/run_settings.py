@@ -112,6 +112,26 @@ class TrainConfig:
                                         blank="steps / 1000")
     text_field: str = setting("text", "Text field", "the field of JSON, CSV or Parquet rows holding the text",
                               "text", advanced=True)
+    subset: str | None = setting(None, "Subset", "the dataset's subset (load_dataset's name=, e.g. "
+                                 "wikitext-103-raw-v1)", "text", advanced=True, blank="the default one")
+    train_split: str | None = setting(None, "Train split", "the dataset split to train on", "text",
+                                      advanced=True, blank="train")
+    test_split: str | None = setting(None, "Test split", "the dataset split to measure perplexity on", "text",
+                                     advanced=True, blank="test if there is one, else held out")
+    streaming: bool = setting(False, "Streaming", "read the dataset as a stream, never whole (datasets of "
+                              "any size)", "flag", advanced=True)
+    processes: int = setting(1, "Processes", "training processes on this node, one per GPU (started through "
+                             "accelerate launch, or torchrun on the CPU)", "integer", check=_at_least(1))
+    nodes: int = setting(1, "Nodes", "machines taking part; run the same command on each, with its own "
+                         "node rank", "integer", check=_at_least(1), advanced=True)
+    node_rank: int = setting(0, "Node rank", "this machine's number among the nodes (0: the one that keeps "
+                             "the run)", "integer", check=_at_least(0), advanced=True, on_resume=True)
+    main_address: str | None = setting(None, "Main address", "host:port of node 0, with several nodes",
+                                       "text", advanced=True, on_resume=True, blank="this machine")
+    report_to: str = setting("none", "Report to", "a tracker that also gets the metrics and settings "
+                             "(Accelerate's log_with)", "choice",
+                             choices=("none", "tensorboard", "trackio", "wandb", "mlflow"), advanced=True,
+                             on_resume=True)
     freeze_embeddings: bool = setting(False, "Freeze embeddings", "keep the word embeddings fixed", "flag",
                                       advanced=True)
     allow_pickle: bool = setting(False, "Allow pickle", "allow pytorch_model.bin weights (pickles can run "
@@ -207,12 +227,22 @@ def _setting(name: str) -> Setting:
     return TrainConfig.__dataclass_fields__[name].metadata["setting"]
 
 
+setting_of = _setting  # for a front end that offers one setting elsewhere (`chunks --subset`)
+
+
 def flag(name: str) -> str:
     """The command-line name of a setting (or of any option, by its dest name): `--chunk-size`, `CORPUS`."""
     f = TrainConfig.__dataclass_fields__.get(name)
     if f is not None and f.default is MISSING:
         return name.upper()  # a positional argument
     return "--" + name.replace("_", "-")
+
+
+def changed_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings that differ from their defaults (the corpus aside): what `runs show` and a model card
+    list as a run's settings."""
+    return {f.name: getattr(config, f.name) for f in fields(config)
+            if f.default is not MISSING and getattr(config, f.name) != f.default}
 
 
 def resumable() -> list[str]:

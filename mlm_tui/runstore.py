@@ -43,6 +43,7 @@ RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
 STATUSES = ("preparing", "running", "completed", "cancelled", "failed", "interrupted")
 LIVE = ("preparing", "running")
 LOCK_FD_ENV = "MLM_TUI_RUN_LOCK_FD"  # the lock a launcher hands down to the process it starts
+DELEGATED_ENV = "MLM_TUI_RUN_DELEGATED"  # a run whose lock the process that started this launch holds
 
 
 class CorruptRun(MlmError):
@@ -54,6 +55,7 @@ class Run:
     run_id: str
     dir: Path
     _lock_file: IO[str] | None = field(default=None, repr=False, compare=False)
+    _delegated: bool = field(default=False, repr=False, compare=False)  # see `acquire`
 
     @property
     def model_path(self) -> Path:
@@ -152,7 +154,16 @@ class Run:
             fh.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
     def acquire(self) -> None:
-        """Become the run's writer until `release()`; refused while another process holds the lock."""
+        """Become the run's writer until `release()`; refused while another process holds the lock.
+
+        The main process of a multi-process launch writes the run under the lock of the process that
+        started the launch and waits for it (see `launcher.run_launch`): a descriptor cannot travel through
+        `accelerate launch`, and handing the lock over would leave the run without an owner for a moment.
+        """
+        if os.environ.get(DELEGATED_ENV) == self.run_id:
+            os.environ.pop(DELEGATED_ENV)
+            self._delegated = True
+            return
         fh = open(self.dir / "lock", "a")  # noqa: SIM115 - kept open for as long as the lock is held
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -182,7 +193,7 @@ class Run:
 
     def owns_lock(self) -> bool:
         """True when this process holds the run's lock (it is the run's writer)."""
-        return self._lock_file is not None
+        return self._lock_file is not None or self._delegated
 
     def fail(self, status: str, message: str) -> None:
         """Record why the run stopped (`failed` or `cancelled`)."""
@@ -190,6 +201,7 @@ class Run:
         self.log(f"{status}: {message}")
 
     def release(self) -> None:
+        self._delegated = False
         if self._lock_file is not None:
             self._lock_file.close()  # closing the file releases the flock
             self._lock_file = None
@@ -389,6 +401,8 @@ class RunInfo:
     corpus_fingerprint: str | None  # of the corpus the run last read (see `corpus.fingerprint`)
     pid: int | None  # of the training process, the last one that ran it
     host: str | None
+    versions: dict[str, str | None] = field(default_factory=dict)  # library versions the run recorded
+    process_group: int | None = None  # of a multi-process launch: what a cancel signals
 
     @classmethod
     def read(cls, run: Run) -> RunInfo:
@@ -431,6 +445,9 @@ class RunInfo:
             resumes=[r for r in resumes if isinstance(r, dict)] if isinstance(resumes, list) else [],
             corpus_fingerprint=_text(raw.get("corpus_fingerprint")), pid=_count(state.get("pid")),
             host=_text(state.get("host")),
+            versions={str(k): _text(v) for k, v in raw["versions"].items()}
+            if isinstance(raw.get("versions"), dict) else {},
+            process_group=_count(state.get("process_group")),
         )
 
     def summary(self) -> dict[str, Any]:

@@ -165,6 +165,8 @@ class FineTune:
                 raise self._record_failure(exc) from None
             raise
         finally:
+            if self.accelerator.trackers:
+                self.accelerator.end_training()  # flushes the tracker's files, whatever the outcome
             if self.is_main and self.run_record is not None:
                 self.run_record.release()
 
@@ -189,8 +191,14 @@ class FineTune:
         self.device = pick_device(cfg.device)
         self.precision = pick_precision(cfg.precision, self.device)
         mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.precision]
+        trackers = _trackers(cfg.report_to)
+        # A tracker's folder is known once the run is (see `_start_trackers`); this one satisfies the check
+        # Accelerate makes when it is created.
+        from mlm_tui.home import runs_dir
+
         self.accelerator = Accelerator(mixed_precision=mixed, cpu=self.device == "cpu",
-                                       gradient_accumulation_steps=cfg.gradient_accumulation)
+                                       gradient_accumulation_steps=cfg.gradient_accumulation,
+                                       log_with=trackers, project_dir=str(runs_dir()) if trackers else None)
         self.is_main = self.accelerator.is_main_process
         set_seed(cfg.seed)
 
@@ -285,13 +293,16 @@ class FineTune:
 
     def _data(self, tokenizer: Any) -> tuple[np.ndarray, np.ndarray]:
         from mlm_tui.chunking import tokenize_corpus
+        from mlm_tui.corpus import HubOptions
         from mlm_tui.rundata import select_chunks
 
         cfg = self.config
         self.emit("status", message=f"tokenizing {cfg.corpus}")
+        hub = HubOptions(cfg.subset, cfg.train_split, cfg.test_split, cfg.streaming)
+        holdout = self._resolved("test_size", "test_chunks") * cfg.chunk_size
         try:
             splits = tokenize_corpus(cfg.corpus, tokenizer, cfg.text_field, cancelled=self.stop_requested,
-                                     progress=self._tokenize_progress)
+                                     progress=self._tokenize_progress, hub=hub, holdout_tokens=holdout)
         except UsageError:
             if self.stop_requested():  # the tokenizer's own "cancelled" is a usage error: it is a cancel here
                 raise RunCancelled("cancelled while tokenizing") from None
@@ -336,7 +347,20 @@ class FineTune:
         self.plan = plan
         return plan
 
+    def _start_trackers(self) -> None:
+        """The tracker's run: named after the run, its files (TensorBoard's events) in the run's folder
+        (`<run>/mlm-tui/`), the settings as its configuration. Only the main process tracks."""
+        acc, run = self.accelerator, self.run_record
+        if not acc.log_with or run is None:
+            return
+        acc.project_configuration.logging_dir = str(run.dir)
+        settings = {k: v for k, v in asdict(self.config).items() if v is not None}
+        names = {"wandb": {"name": run.run_id}, "trackio": {"name": run.run_id},
+                 "mlflow": {"run_name": run.run_id}}
+        acc.init_trackers("mlm-tui", config=settings, init_kwargs=names)
+
     def _record_start(self, plan: Plan) -> None:
+        self._start_trackers()
         store = self.store
         if isinstance(store, Run):
             store.update_config(plan=asdict(plan))
@@ -418,7 +442,7 @@ class FineTune:
             ppl_before = self._perplexity(parts, plan, parts.eval_cancel)
             self.store.update_state(perplexity_before=ppl_before)
             self.emit("eval", step=0, perplexity=ppl_before)
-            self.store.append_metrics({"step": 0, "eval_perplexity": ppl_before})
+            self._append_metrics({"step": 0, "eval_perplexity": ppl_before})
             self._measure_general(parts, plan, "before")
         return ppl_before
 
@@ -447,6 +471,13 @@ class FineTune:
         evalset = parts.evalset if evalset is None else evalset
         return perplexity(parts.wrapper, evalset, plan.batch_size * 2, self.accelerator.device,
                           parts.autocast, cancel).perplexity
+
+    def _append_metrics(self, row: dict[str, Any]) -> None:
+        """A metrics.jsonl row, and the same numbers to the tracker (`--report-to`), if any."""
+        self.store.append_metrics(row)
+        if self.accelerator.trackers:
+            self.accelerator.log({k: v for k, v in row.items() if k not in ("step", "epoch", "elapsed")},
+                                 step=row["step"])
 
     def _tokens_per_step(self, plan: Plan) -> int:
         return plan.batch_size * plan.processes * self.config.gradient_accumulation * self.config.chunk_size
@@ -537,7 +568,7 @@ class FineTune:
         row = {"step": step, "loss": round(mean_loss, 5), "learning_rate": parts.scheduler.get_last_lr()[0],
                "tokens_per_s": round(tps, 1), "epoch": round(step / plan.steps_per_epoch, 4),
                "elapsed": round(elapsed, 2)}
-        self.store.append_metrics(row)
+        self._append_metrics(row)
         self.emit("step", total=plan.steps, eta=eta, **row)
         self.store.update_state(step=step, loss=mean_loss, tokens_per_s=tps, eta=eta, train_runtime=elapsed)
         self._loss_sum.zero_()
@@ -548,7 +579,7 @@ class FineTune:
 
         ppl = self._perplexity(parts, plan, parts.eval_cancel)
         parts.wrapper.train()
-        self.store.append_metrics({"step": step, "eval_perplexity": ppl})
+        self._append_metrics({"step": step, "eval_perplexity": ppl})
         self.emit("eval", step=step, perplexity=ppl)
         is_best = self.best is None or ppl < self.best
         self.best = min(ppl, self.best) if self.best is not None else ppl
@@ -584,7 +615,7 @@ class FineTune:
 
         self.emit("status", message="measuring perplexity after training")
         ppl_after = self._perplexity(parts, plan, None)
-        self.store.append_metrics({"step": step, "eval_perplexity": ppl_after})
+        self._append_metrics({"step": step, "eval_perplexity": ppl_after})
         self.emit("eval", step=step, perplexity=ppl_after)
         self._measure_general(parts, plan, "after")
         run = self.store
@@ -608,6 +639,12 @@ class FineTune:
         run.update_state(status="completed", finished=time.time(), perplexity_after=ppl_after,
                          train_runtime=runtime, train_tokens=tokens, step=step, eta=0)
         run.log(f"completed: perplexity {ppl_before:.2f} -> {ppl_after:.2f}")
+        from mlm_tui.modelcard import write_card
+
+        try:  # from the completed record: the card states the results the store holds
+            write_card(run)
+        except (OSError, MlmError) as exc:  # the model is saved; export and push write the card again
+            self.emit("warning", message=f"could not write the model card ({exc})")
         return result
 
     def _record_failure(self, exc: BaseException) -> BaseException:
@@ -632,6 +669,23 @@ class FineTune:
             status, error = ("cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"), exc
         run.fail(status, msg)
         return error
+
+
+TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",),
+                   "wandb": ("wandb",), "mlflow": ("mlflow",)}
+
+
+def _trackers(name: str) -> list[str] | None:
+    """Accelerate's `log_with` for `--report-to`; a tracker that is not installed is refused in one line
+    naming the extra that installs it (Accelerate itself would only warn, and log nowhere)."""
+    if name == "none":
+        return None
+    from importlib.util import find_spec
+
+    if not any(find_spec(module) for module in TRACKER_MODULES[name]):
+        raise FieldError("report_to", f"{{field}} {name}: {name} is not installed "
+                         f'(pip install "mlm-tui[{name}]")')
+    return [name]
 
 
 def _versions() -> dict[str, str | None]:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mlm_tui.chunking import Progress, TokenizedSplit, backend_of
+from mlm_tui.corpus import HubOptions
 from mlm_tui.errors import UsageError
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "general_english.txt.gz"
@@ -409,11 +410,11 @@ def vocab_report(splits: dict[str, TokenizedSplit], tokenizer: Any, corpus: str,
 def analyse_corpus(corpus: str, tokenizer: Any, model: str, text_field: str = "text", min_count: int = 5,
                    top: int = 50, reference: bool = True, progress: Progress | None = None,
                    cancelled: Callable[[], bool] | None = None,
-                   status: Callable[[str], None] | None = None) -> VocabReport:
+                   status: Callable[[str], None] | None = None, hub: HubOptions | None = None) -> VocabReport:
     """Tokenize (or read from the token cache) every split of a corpus, then count its words."""
     from mlm_tui.chunking import tokenize_corpus
 
-    splits = tokenize_corpus(corpus, tokenizer, text_field, progress, cancelled, status)
+    splits = tokenize_corpus(corpus, tokenizer, text_field, progress, cancelled, status, hub=hub)
     if status is not None:
         status("counting words")
     return vocab_report(splits, tokenizer, corpus, model, min_count, top, reference, cancelled)

@@ -220,51 +220,64 @@ def test_secondary_processes_train_but_write_nothing(cli, tiny_model_dir, corpus
     assert sorted(p.name for p in runstore.runs_dir().iterdir()) == before
 
 
-def torchrun(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mlm_tui.cli",
-            *argv]
-
-
-def test_two_process_launch_trains_one_run_and_resumes_it(cli, tiny_model_dir, corpus_jsonl):
-    """`torchrun` with two CPU processes (gloo): one run, one result, one copy of progress; a cancel stops
-    both at the same step, the checkpoint holds both processes' random state, and both resume from it."""
+def cli_process(*argv: str, **kwargs) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLM_TUI_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "mlm_tui.cli", *argv], capture_output=True, text=True,
+                          env=env, timeout=300, **kwargs)
+
+
+def test_two_process_launch_trains_one_run_and_resumes_it(tiny_model_dir, corpus_jsonl, monkeypatch):
+    """`--processes 2` (torchrun with two CPU processes, gloo): one run, one result, one copy of progress.
+    Launched as the workbench does, the run exists from the start and is never without an owner; a cancel
+    signals the launch's process group and stops both processes at the same step, the checkpoint holds
+    both processes' random state, both resume from it, and the final model loads."""
+    from mlm_tui import launcher
+    from mlm_tui.models import load_model
+
     first = train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "4", "--save-steps", "2", "--test-size",
-                       "8", "--json")
-    proc = subprocess.run(torchrun(*first),
-                          capture_output=True, text=True, env=env, timeout=300)
+                       "8", "--processes", "2", "--json")
+    proc = cli_process(*first)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert (result["status"], result["steps"], result["train_tokens"]) == ("completed", 4, 4 * 2 * 4 * 32)
     assert proc.stderr.count("step 4/4") == 1
     run = runstore.find_run(result["run_id"])
-    assert run.status() == "completed" and step_rows(run) == [1, 2, 3, 4]
+    assert run.status() == "completed" and step_rows(run) == [1, 2, 3, 4] and run.info().plan.processes == 2
 
-    run_id = runstore.new_run_id()  # chosen up front, as the workbench's launcher does
-    argv = train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "100000", "--save-steps", "2",
-                      "--logging-steps", "1", "--test-size", "8", f"--run-id={run_id}")
-    proc = subprocess.Popen(torchrun(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        while (run := runstore.find_run(run_id)) is None or not checkpoints.steps(run):
-            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()
+    monkeypatch.setenv("MLM_TUI_THREADS", "1")
+    config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
+                         max_steps=100000, save_steps=2, logging_steps=1, test_size=8, processes=2)
+    run = runstore.find_run(launcher.launch(config))
+    seen = set()
+    deadline = time.monotonic() + 240
+    while not checkpoints.steps(run):
+        seen.add(run.status())
+        assert time.monotonic() < deadline and run.is_live(), (run.dir / "output.txt").read_text()
+        time.sleep(0.1)
+    assert "interrupted" not in seen and {"preparing", "running"} >= seen
+    group = run.info().process_group
+    launcher.cancel(run)
+    while run.is_live():
+        assert time.monotonic() < deadline, (run.dir / "output.txt").read_text()
+        time.sleep(0.2)
+    assert run.status() == "cancelled", (run.dir / "output.txt").read_text()
+    deadline = time.monotonic() + 60
+    with contextlib.suppress(ProcessLookupError):  # the whole launch is gone, workers included
+        while time.monotonic() < deadline:
+            os.killpg(group, 0)
             time.sleep(0.2)
-        (run.dir / "cancel").touch()
-        proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert run.status() == "cancelled"
+        pytest.fail("the launch's processes are still there after the cancel")
     stopped = run.info().step
     from safetensors.torch import load_file
 
     saved = load_file(checkpoints.latest_checkpoint(run) / "rng_state.safetensors")
     assert {"0.cpu", "1.cpu"} <= set(saved)
-    proc = subprocess.run(torchrun("train", "--resume", run_id, f"--max-steps={stopped + 2}", "--json"),
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = cli_process("train", "--resume", run.run_id, f"--max-steps={stopped + 2}", "--json")
     assert proc.returncode == 0, proc.stderr
     assert f"resumed at step {stopped} of {stopped + 2}" in proc.stderr
     assert json.loads(proc.stdout)["steps"] == stopped + 2
     assert run.status() == "completed" and step_rows(run) == list(range(1, stopped + 3))
+    assert load_model(run.run_id).fill("the [MASK] is here.", top_k=1).masks
 
 
 def losses(run: runstore.Run) -> dict[int, float]:

@@ -25,7 +25,8 @@ CHANGED = {"corpus": "c.jsonl", "model": "m", "chunk_size": 64, "mlm_probability
            "general": "g.txt", "no_general": True, "device": "cpu", "precision": "fp32",
            "gradient_accumulation": 2, "eval_steps": 10,
            "save_steps": 20, "logging_steps": 3, "text_field": "body", "freeze_embeddings": True,
-           "allow_pickle": True}
+           "allow_pickle": True, "subset": "s", "train_split": "tr", "test_split": "te", "streaming": True,
+           "report_to": "tensorboard", "processes": 2, "nodes": 2, "node_rank": 1, "main_address": "h:1"}
 
 
 def parse(argv: list[str]) -> TrainConfig:
@@ -110,7 +111,7 @@ def test_only_what_was_given_counts_as_given() -> None:
 
 def test_resume_applies_the_resumable_settings_and_refuses_the_rest() -> None:
     assert set(resumable()) == {"max_steps", "epochs", "eval_steps", "save_steps", "logging_steps", "device",
-                                "allow_pickle"}
+                                "allow_pickle", "report_to", "node_rank", "main_address"}
     recorded = TrainConfig(corpus="c", chunk_size=32, max_steps=8)
     config, applied = recorded.resumed_with({"max_steps": 12, "eval_steps": 4, "chunk_size": 32})
     assert (config.max_steps, config.eval_steps, applied) == (12, 4, {"max_steps": 12, "eval_steps": 4})
