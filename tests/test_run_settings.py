@@ -61,7 +61,10 @@ def test_a_blank_form_takes_the_defaults_and_names_every_bad_box() -> None:
                                        "batch_size": "0", "device": "tpu"})
     assert config is None
     assert errors == {"corpus": "Corpus: give a corpus file, folder or hub dataset",
-                      "chunk_size": "Chunk size: not a whole number: 'ten'"}
+                      "chunk_size": "Chunk size: not a whole number: 'ten'",
+                      "learning_rate": "Learn. rate must be positive (got -1.0)",
+                      "batch_size": "Batch size must be at least 1 (got 0)",
+                      "device": "Device must be auto, cpu or cuda (got tpu)"}  # every bad box at once
     _, errors = config_from_form({"corpus": "c", "learning_rate": "-1", "batch_size": "0", "device": "tpu"})
     assert errors == {"learning_rate": "Learn. rate must be positive (got -1.0)",
                       "batch_size": "Batch size must be at least 1 (got 0)",
