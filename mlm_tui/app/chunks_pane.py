@@ -21,8 +21,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, Static
 
-from mlm_tui.app.render import chunk_text, fate_legend, printable, short_ref
+from mlm_tui.app.render import chunk_text, fate_legend, short_ref
 from mlm_tui.errors import MissingTextField, first_line
+from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
     from mlm_tui.chunking import TokenizedSplit

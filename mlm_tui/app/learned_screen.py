@@ -18,8 +18,8 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from mlm_tui.app.render import printable
 from mlm_tui.errors import first_line
+from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
     from mlm_tui.learned import LearnedReport, WordChange

@@ -10,7 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.cells import set_cell_size
 from rich.text import Text
+
+from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
     from mlm_tui.fill import FillResult
@@ -19,12 +22,6 @@ BAR_WIDTH = 20
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 SPECIAL_STYLE = "bold magenta"
 TOP_K = 5
-
-
-def printable(text: str) -> str:
-    """Text from data (file names, config fields, corpus text) with control characters shown escaped, so
-    an escape sequence never drives the terminal and a newline never breaks a one-line cell."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def short_ref(ref: str) -> str:
@@ -63,7 +60,7 @@ def fills_text(result: FillResult, title: str, baseline: FillResult | None = Non
         if baseline is not None and n < len(baseline.masks):
             before = {f.token_id: f.score for f in baseline.masks[n].fills}
         for fill in mask.fills[:top_k]:
-            out.append(f" {fill.token[:token_width]:<{token_width}} ")
+            out.append(f" {set_cell_size(printable(fill.token), token_width)} ")  # wide characters too
             out.append(bar(fill.score, bar_width), style="green")
             out.append(f" {percent(fill.score)}")
             if baseline is not None:

@@ -33,9 +33,10 @@ from textual.widgets import (
     Static,
 )
 
-from mlm_tui.app.render import ppl_change, printable, short_ref
+from mlm_tui.app.render import ppl_change, short_ref
 from mlm_tui.progress import format_bytes, format_duration
 from mlm_tui.run_settings import FormField, TrainConfig, config_from_form, form_fields
+from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
     from mlm_tui.app.chunks_pane import CorpusOpened

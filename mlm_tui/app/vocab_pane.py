@@ -18,8 +18,9 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
-from mlm_tui.app.render import printable, short_ref
+from mlm_tui.app.render import short_ref
 from mlm_tui.errors import first_line
+from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
     from mlm_tui.vocab import VocabReport, WordStat

@@ -223,7 +223,8 @@ class WorkbenchApp(App[None]):
 
     def _ask_model(self, title: str, role: str) -> None:
         from mlm_tui.app.prompt import ModelPickScreen
-        from mlm_tui.app.render import ppl_change, printable, short_ref
+        from mlm_tui.app.render import ppl_change, short_ref
+        from mlm_tui.textsafe import printable
 
         current = self.query_one(FillPane).refs[role] or ""
         runs = [(info.run_id, printable(f"{info.run_id} · {short_ref(info.corpus or '?')} · "
