@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help=argparse.SUPPRESS)  # chosen by a launcher (see launcher.launch)
     common(p, model=False)
 
+    p = sub.add_parser("lr-find", help="the learning-rate range test alone: the rate that --learning-rate "
+                       "auto would pick for a run with these settings")
+    add_train_arguments(p)
+    common(p, model=False)
+
     p = sub.add_parser("runs", help="list the runs in the run store; show or delete one")
     common(p, model=False)
     runs = p.add_subparsers(dest="runs_command", parser_class=_Parser, metavar="{show,delete}")
@@ -332,6 +337,19 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
           f"{printable(result['model_path'])}")
 
 
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    """The range test of a run with these settings, nothing trained or kept; with --json:
+    `{"model", "suggested", "reason", "curve": [{"lr", "loss"}]}`."""
+    from mlm_tui.training import FineTune
+
+    config = config_from_args(args)
+    test = FineTune(config, on_event=print_event).find_rate()
+    lines = [f"{'rate':>9}  loss", *(f"{p['lr']:9.2e}  {p['loss']:.4f}" for p in test.curve()),
+             f"suggested learning rate {test.suggested:.2e}: {test.reason}"]
+    _emit(args, {"model": config.model, "suggested": test.suggested, "reason": test.reason,
+                 "curve": test.curve()}, "\n".join(lines))
+
+
 def cmd_workbench(args: argparse.Namespace) -> None:
     from mlm_tui.app.main import run_app
 
@@ -365,7 +383,7 @@ def cmd_vocab(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": cmd_runs, "eval": cmd_eval,
-            "vocab": cmd_vocab}
+            "vocab": cmd_vocab, "lr-find": cmd_lr_find}
 
 
 def main(argv: list[str] | None = None) -> int:
