@@ -220,7 +220,8 @@ def _run_of(ref: str) -> Any:
 def cmd_runs_show(args: argparse.Namespace) -> None:
     from dataclasses import MISSING, fields
 
-    info = _run_of(args.run_id).info()
+    run = _run_of(args.run_id)
+    info = run.info()
     lines = [f"run        {info.run_id} ({info.status})"]
     if info.message:
         lines.append(f"message    {info.message}")
@@ -251,6 +252,9 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         lines.append(f"settings   {' '.join(changed) if changed else 'defaults'}")
     elif info.config_problem:
         lines.append(f"settings   unreadable: {info.config_problem}")
+    chosen = run.config().get("lr_find") if info.config is not None else None  # see lr_find: `auto`
+    if isinstance(chosen, dict) and isinstance(chosen.get("suggested"), int | float):
+        lines.append(f"learn rate {chosen['suggested']:.2e} (auto): {chosen.get('reason')}")
     if info.plan is not None:
         p = info.plan
         lines.append(f"plan       {p.device} ({p.precision}), batch {p.batch_size} x {p.processes} "
