@@ -71,13 +71,13 @@ def one_run(corpus: Path, model: str, rate: float | str, args: argparse.Namespac
     config = TrainConfig(corpus=str(corpus), model=model, max_steps=args.steps, batch_size=args.batch_size,
                          chunk_size=args.chunk_size, test_size=args.test_size, learning_rate=rate)
     trainer = FineTune(config)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     result = trainer.run()
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     lr = rate if rate != "auto" else json.loads((Path(result["model_path"]).parent / "config.json")
                                                 .read_text())["lr_find"]["suggested"]
     return {"before": result["perplexity_before"], "after": result["perplexity_after"], "wall": wall,
-            "lr": lr, "run_id": result["run_id"]}
+            "cpu": cpu, "lr": lr, "run_id": result["run_id"]}
 
 
 def table(rows: list[dict]) -> str:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from mlm_tui import lr_find, runstore
+from mlm_tui.cli import build_parser
 from mlm_tui.errors import RunCancelled
-from mlm_tui.run_settings import TrainConfig, config_from_form
+from mlm_tui.run_settings import TrainConfig, config_from_args, config_from_form, train_argv
 from mlm_tui.training import FineTune
 
 
@@ -57,6 +58,8 @@ def test_a_short_run_is_refused_for_auto_with_the_reason():
 def test_auto_is_a_value_of_the_setting_in_the_form_the_cli_and_the_record(cli):
     config, errors = config_from_form({"corpus": "c.jsonl", "learning_rate": " Auto "})
     assert errors == {} and config.learning_rate == "auto"
+    launched = build_parser().parse_args(train_argv(config))  # the workbench's launcher passes it on
+    assert config_from_args(launched) == config
     assert TrainConfig.from_record({"corpus": "c", "learning_rate": "auto"}).learning_rate == "auto"
     _, errors = config_from_form({"corpus": "c.jsonl", "learning_rate": "fast"})
     assert errors == {"learning_rate": "Learn. rate: not a number or auto: 'fast'"}
@@ -105,7 +108,8 @@ def losses(run: runstore.Run) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_an_auto_run_records_its_test_and_trains_as_a_run_at_the_rate_it_chose(tiny_model_dir, corpus_jsonl):
+def test_an_auto_run_records_its_test_and_trains_as_a_run_at_the_rate_it_chose(cli, tiny_model_dir,
+                                                                                 corpus_jsonl):
     events: list[dict] = []
     auto = FineTune(settings(corpus_jsonl, tiny_model_dir, max_steps=10 * lr_find.MIN_STEPS),
                     on_event=events.append)
@@ -119,6 +123,8 @@ def test_an_auto_run_records_its_test_and_trains_as_a_run_at_the_rate_it_chose(t
         {"lr": e["lr"], "loss": e["loss"]} for e in events if e["event"] == "lr_find"]
     said = [e["message"] for e in events if e["event"] == "status" and "(auto)" in e["message"]]
     assert said == [f"learning rate {chosen:.2e} (auto): {recorded['lr_find']['reason']}"]
+    code, out, _ = cli("runs", "show", run.run_id)
+    assert code == 0 and f"learn rate {chosen:.2e} (auto): {recorded['lr_find']['reason']}" in out
     fixed = FineTune(settings(corpus_jsonl, tiny_model_dir, max_steps=10 * lr_find.MIN_STEPS,
                               learning_rate=chosen))
     fixed.run()
