@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--test-size", type=int, default=100)
     parser.add_argument("--only", nargs="*", default=None, help="corpus/model pairs: foldoc/starter ...")
+    parser.add_argument("--rates", nargs="+", default=[str(r) for r in RATES], help="in this order")
     parser.add_argument("--table", nargs="+", type=Path, help="print the table of these files, exit")
     args = parser.parse_args()
     if args.table:
@@ -127,7 +128,7 @@ def main() -> None:
         for mname, model in models.items():
             if args.only and f"{cname}/{mname}" not in args.only:
                 continue
-            for rate in RATES:
+            for rate in (r if r == "auto" else float(r) for r in args.rates):
                 if (cname, mname, str(rate)) in done:
                     continue
                 row = {"corpus": cname, "model": mname, "rate": rate, **one_run(corpus, model, rate, args)}
