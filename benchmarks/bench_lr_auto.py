@@ -81,24 +81,34 @@ def one_run(corpus: Path, model: str, rate: float | str, args: argparse.Namespac
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| corpus | model | " + " | ".join(f"{r:g}" if r != "auto" else "auto (rate)" for r in RATES)
-           + " | auto / best drop | auto extra wall | passes |", "|" + "---|" * (len(RATES) + 5)]
+    """One line per corpus and model; a rate not run yet shows as such, and the verdict waits for all."""
+    fixed = [str(r) for r in RATES if r != "auto"]
+    out = ["| corpus | model | ppl before | " + " | ".join(fixed) + " | auto | auto / best drop | "
+           "auto extra time: wall, CPU | passes |", "|" + "---|" * (len(RATES) + 6)]
     groups: dict[tuple[str, str], dict] = {}
     for r in rows:
         groups.setdefault((r["corpus"], r["model"]), {})[str(r["rate"])] = r
     for (corpus, model), runs in groups.items():
-        if len(runs) < len(RATES):
-            continue
         drop = {k: 1 - v["after"] / v["before"] for k, v in runs.items()}
-        fixed = [str(r) for r in RATES if r != "auto"]
-        best = max(fixed, key=drop.__getitem__)
-        share = drop["auto"] / drop[best]
-        extra = runs["auto"]["wall"] / statistics.median(runs[k]["wall"] for k in fixed) - 1
-        cells = [f"-{drop[k]:.1%} ({runs[k]['wall']:.0f} s)" for k in fixed]
-        cells.append(f"-{drop['auto']:.1%} ({runs['auto']['lr']:.1e}, {runs['auto']['wall']:.0f} s)")
-        ok = share >= 0.9 and extra <= 0.25
-        out.append(f"| {corpus} | {model} | " + " | ".join(cells) + f" | {share:.0%} | {extra:+.0%} | "
-                   f"{'yes' if ok else 'no'} |")
+        cells = [f"{runs[k]['after']:.1f} (-{drop[k]:.1%}, {runs[k]['wall']:.0f} s)" if k in runs else "not run"
+                 for k in fixed]
+        auto = runs.get("auto")
+        cells.append(f"{auto['after']:.1f} (-{drop['auto']:.1%}, {auto['wall']:.0f} s) at {auto['lr']:.1e}"
+                     if auto else "not run")
+        ran = [k for k in fixed if k in runs]
+        verdict = share = extra = "-"
+        if auto and ran:
+            best = max(ran, key=drop.__getitem__)
+            ratio = drop["auto"] / drop[best]
+            wall = auto["wall"] / statistics.median(runs[k]["wall"] for k in ran) - 1
+            cpus = [runs[k]["cpu"] for k in ran if "cpu" in runs[k]]
+            cpu = f"{auto['cpu'] / statistics.median(cpus) - 1:+.0%}" if "cpu" in auto and cpus else "-"
+            share, extra = f"{ratio:.0%} (best {best})", f"{wall:+.0%}, {cpu}"
+            verdict = ("yes" if ratio >= 0.9 and wall <= 0.25 else "no") if len(ran) == len(fixed) else (
+                f"open: {len(ran)} of {len(fixed)} fixed rates run")
+        before = next(iter(runs.values()))["before"]
+        out.append(f"| {corpus} | {model} | {before:.1f} | " + " | ".join(cells)
+                   + f" | {share} | {extra} | {verdict} |")
     return "\n".join(out)
 
 
