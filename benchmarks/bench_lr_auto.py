@@ -90,8 +90,8 @@ def table(rows: list[dict]) -> str:
         groups.setdefault((r["corpus"], r["model"]), {})[str(r["rate"])] = r
     for (corpus, model), runs in groups.items():
         drop = {k: 1 - v["after"] / v["before"] for k, v in runs.items()}
-        cells = [f"{runs[k]['after']:.1f} (-{drop[k]:.1%}, {runs[k]['wall']:.0f} s)" if k in runs else "not run"
-                 for k in fixed]
+        cells = [f"{runs[k]['after']:.1f} (-{drop[k]:.1%}, {runs[k]['wall']:.0f} s)" if k in runs
+                 else "not run" for k in fixed]
         auto = runs.get("auto")
         cells.append(f"{auto['after']:.1f} (-{drop['auto']:.1%}, {auto['wall']:.0f} s) at {auto['lr']:.1e}"
                      if auto else "not run")
