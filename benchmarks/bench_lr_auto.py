@@ -86,7 +86,11 @@ def table(rows: list[dict]) -> str:
     out = ["| corpus | model | ppl before | " + " | ".join(fixed) + " | auto | auto / best drop | "
            "auto extra time: wall, CPU | passes |", "|" + "---|" * (len(RATES) + 6)]
     groups: dict[tuple[str, str], dict] = {}
+    from mlm_tui.lr_find import FRACTION
+
     for r in rows:
+        if r["rate"] == "auto" and r.get("fraction", FRACTION) != FRACTION:
+            continue  # a row of an earlier rule (benchmarks/lr_auto_results.json keeps them)
         groups.setdefault((r["corpus"], r["model"]), {})[str(r["rate"])] = r
     for (corpus, model), runs in groups.items():
         drop = {k: 1 - v["after"] / v["before"] for k, v in runs.items()}
