@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help=argparse.SUPPRESS)  # chosen by a launcher (see launcher.launch)
     common(p, model=False)
 
+    p = sub.add_parser("lr-find", help="the learning-rate range test alone: the rate that --learning-rate "
+                       "auto would pick for a run with these settings")
+    add_train_arguments(p)
+    common(p, model=False)
+
     p = sub.add_parser("runs", help="list the runs in the run store; show or delete one")
     common(p, model=False)
     runs = p.add_subparsers(dest="runs_command", parser_class=_Parser,
@@ -265,7 +270,8 @@ def _run_of(ref: str) -> Any:
 def cmd_runs_show(args: argparse.Namespace) -> None:
     from mlm_tui.rundata import general_name
 
-    info = _run_of(args.run_id).info()
+    run = _run_of(args.run_id)
+    info = run.info()
     lines = [f"run        {info.run_id} ({info.status})"]
     if info.message:
         lines.append(f"message    {info.message}")
@@ -297,6 +303,9 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         lines.append(f"settings   {' '.join(changed) if changed else 'defaults'}")
     elif info.config_problem:
         lines.append(f"settings   unreadable: {info.config_problem}")
+    chosen = run.config().get("lr_find") if info.config is not None else None  # see lr_find: `auto`
+    if isinstance(chosen, dict) and isinstance(chosen.get("suggested"), int | float):
+        lines.append(f"learn rate {chosen['suggested']:.2e} (auto): {chosen.get('reason')}")
     if info.plan is not None:
         p = info.plan
         lines.append(f"plan       {p.device} ({p.precision}), batch {p.batch_size} x {p.processes} "
@@ -468,6 +477,19 @@ def _launch(args: argparse.Namespace, given: dict[str, Any]) -> bool:
     return True
 
 
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    """The range test of a run with these settings, nothing trained or kept; with --json:
+    `{"model", "suggested", "reason", "curve": [{"lr", "loss"}]}`."""
+    from mlm_tui.training import FineTune
+
+    config = config_from_args(args)
+    test = FineTune(config, on_event=print_event).find_rate()
+    lines = [f"{'rate':>9}  loss", *(f"{p['lr']:9.2e}  {p['loss']:.4f}" for p in test.curve()),
+             f"suggested learning rate {test.suggested:.2e}: {test.reason}"]
+    _emit(args, {"model": config.model, "suggested": test.suggested, "reason": test.reason,
+                 "curve": test.curve()}, "\n".join(lines))
+
+
 def cmd_workbench(args: argparse.Namespace) -> None:
     from mlm_tui.app.main import run_app
 
@@ -501,7 +523,7 @@ def cmd_vocab(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": cmd_runs, "eval": cmd_eval,
-            "vocab": cmd_vocab}
+            "vocab": cmd_vocab, "lr-find": cmd_lr_find}
 
 
 def main(argv: list[str] | None = None) -> int:

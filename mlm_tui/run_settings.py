@@ -57,6 +57,7 @@ class Setting:
     on_resume: bool = False  # may change on --resume: it leaves the data order and the masks as they were
     auto: Callable[[str], Any] | None = None  # the value a blank takes on a device ("cuda" or "cpu")
     blank: str = ""  # what a blank means when it is not a device default ("all", "from epochs")
+    words: tuple[str, ...] = ()  # words a number setting takes besides numbers ("auto")
 
 
 def setting(default: Any, label: str, help: str, kind: Kind, **meta: Any) -> Any:
@@ -73,8 +74,9 @@ class TrainConfig:
     whole_word_mask: bool = setting(False, "Whole-word masking", "mask all pieces of a word together", "flag")
     batch_size: int | None = setting(None, "Batch size", "chunks per step and process", "integer",
                                      check=_at_least(1), auto=_by_device(64, 16))
-    learning_rate: float = setting(2e-5, "Learn. rate", "peak learning rate (AdamW, linear decay)", "number",
-                                   check=_positive)
+    learning_rate: float | str = setting(2e-5, "Learn. rate", "peak learning rate (AdamW, linear decay); "
+                                         "auto: a short range test on the run's own batches picks it",
+                                         "number", check=_positive, words=("auto",))
     weight_decay: float = setting(0.01, "Weight decay", "AdamW weight decay", "number", check=_non_negative,
                                   advanced=True)
     warmup_steps: int = setting(0, "Warmup steps", "steps of linear warmup", "integer", check=_at_least(0),
@@ -142,7 +144,7 @@ class TrainConfig:
         found = []
         for f, s in settings():
             value = getattr(self, f.name)
-            if value is None or s.kind == "flag":
+            if value is None or s.kind == "flag" or value in s.words:
                 continue
             if s.choices and value not in s.choices:
                 found.append(FieldError(f.name, f"must be {_either(s.choices)} (got {value})"))
@@ -190,8 +192,9 @@ class TrainConfig:
                     raise FieldError(f.name, "is missing")
                 continue
             value = data[f.name]
-            if not (value is None and f.default is None) and not _has_kind(value, s.kind):
-                raise FieldError(f.name, f"is {value!r}, not {KIND_WORDS[s.kind]}")
+            if not (value is None and f.default is None) and not _has_kind(value, s.kind) and \
+                    value not in s.words:
+                raise FieldError(f.name, f"is {value!r}, not {_kind_words(s)}")
             values[f.name] = value
         config = cls(**values)
         config.validate()
@@ -212,6 +215,10 @@ def _has_kind(value: Any, kind: Kind) -> bool:
     if kind == "number":
         return isinstance(value, int | float)
     return isinstance(value, str)
+
+
+def _kind_words(s: Setting) -> str:
+    return KIND_WORDS[s.kind] + "".join(f" or {word}" for word in s.words)
 
 
 def _either(choices: tuple[str, ...]) -> str:
@@ -270,6 +277,22 @@ PARSE: dict[Kind, Callable[[str], Any]] = {"integer": _parse_int, "number": _par
                                            "path": str, "choice": str}
 
 
+def _parser(s: Setting) -> Callable[[str], Any]:
+    """The parser of a setting's text: its kind's, and its words (`auto`) besides."""
+    if not s.words:
+        return PARSE[s.kind]
+
+    def parse(text: str) -> Any:
+        if text.strip().lower() in s.words:
+            return text.strip().lower()
+        try:
+            return PARSE[s.kind](text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"not {_kind_words(s)}: {text!r}") from None
+
+    return parse
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """One argument per setting. Their default is SUPPRESS, so what the user gave is exactly what lands in
     the namespace: defaults come from `TrainConfig`, and `--resume` can refuse a flag that was given."""
@@ -284,8 +307,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         if s.kind == "flag":
             target.add_argument(flag(f.name), action="store_const", const=True, help=s.help, **kwargs)
         else:
-            target.add_argument(flag(f.name), type=PARSE[s.kind], choices=s.choices or None,
-                                metavar=METAVAR.get(s.kind), help=f"{s.help} (default: {note})", **kwargs)
+            metavar = "|".join((METAVAR[s.kind], *s.words)) if s.kind in METAVAR else None
+            target.add_argument(flag(f.name), type=_parser(s), choices=s.choices or None, metavar=metavar,
+                                help=f"{s.help} (default: {note})", **kwargs)
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -366,7 +390,7 @@ def config_from_form(values: Mapping[str, str | bool]) -> tuple[TrainConfig | No
                 errors[f.name] = FieldError(f.name, "{field}: give a corpus file, folder or hub dataset")
             continue  # the default (None: the trainer chooses)
         try:
-            parsed[f.name] = PARSE[s.kind](text)
+            parsed[f.name] = _parser(s)(text)
         except argparse.ArgumentTypeError as exc:
             errors[f.name] = FieldError(f.name, f"{{field}}: {exc}")
     # Every value that parsed is checked too, so the form marks all its problems at once.

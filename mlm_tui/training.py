@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from mlm_tui.lr_find import RangeTest
+
 Event = dict[str, Any]
 TOKENIZE_STATE_S = 0.5  # how often tokenizing progress is written to the run's state
 
@@ -375,25 +377,15 @@ class FineTune:
 
         from mlm_tui.heads import MaskedOnlyMLM
         from mlm_tui.masking import TokenTables
-        from mlm_tui.models import load_weights
         from mlm_tui.rundata import fixed_evalset
 
         cfg, acc = self.config, self.accelerator
-        self.emit("status", message=f"loading model {cfg.model}")
-        model = load_weights(source, allow_pickle=cfg.allow_pickle)
-        if cfg.freeze_embeddings:
-            for p in model.base_model.embeddings.parameters():
-                p.requires_grad_(False)
+        model = self._load_model(source)
         tables = TokenTables.from_tokenizer(tokenizer)
         evalset = fixed_evalset(test_chunks, tables, cfg)
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        rate = self._peak_rate(model, tables, train_chunks, plan)
         fused = {"fused": True} if plan.device == "cuda" else {"foreach": True}
-        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, **fused)
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=rate, **fused)
         scheduler = get_scheduler("linear", optimizer, num_warmup_steps=cfg.warmup_steps,
                                   num_training_steps=plan.steps)
         wrapper, optimizer, scheduler = acc.prepare(MaskedOnlyMLM(model), optimizer, scheduler)
@@ -407,6 +399,86 @@ class FineTune:
         eval_cancel = self.stop_requested if acc.num_processes == 1 else None
         return _Parts(model, wrapper, optimizer, scheduler, tokenizer, tables, evalset, data, autocast,
                       eval_cancel)
+
+    def _load_model(self, source: str) -> Any:
+        from mlm_tui.models import load_weights
+
+        self.emit("status", message=f"loading model {self.config.model}")
+        model = load_weights(source, allow_pickle=self.config.allow_pickle)
+        if self.config.freeze_embeddings:
+            for p in model.base_model.embeddings.parameters():
+                p.requires_grad_(False)
+        return model
+
+    # -- the learning rate (`auto`: see lr_find) -------------------------------------------------------
+    def _peak_rate(self, model: Any, tables: Any, train_chunks: np.ndarray, plan: Plan) -> float:
+        """The rate given; for `auto`, the one the run's range test chose: recorded when the run started
+        (a resumed run keeps it), else found now on the main process's batches and sent to every process."""
+        rate = self.config.learning_rate
+        if rate != "auto":
+            return float(rate)
+        recorded = self.resume_run.config().get("lr_find") if self.resume_run is not None else None
+        if isinstance(recorded, dict) and isinstance(recorded.get("suggested"), int | float):
+            self.emit("status", message=f"learning rate {recorded['suggested']:.2e}, chosen by the range "
+                      "test when the run started")
+            return float(recorded["suggested"])
+        from mlm_tui.lr_find import steps_for, write_curve
+
+        steps_for(plan.steps)  # too short a run is refused by every process, before any waits for the main
+        test = self._range_test(model, tables, train_chunks, plan) if self.is_main else None
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            test = broadcast_object_list([test])[0]
+        assert test is not None
+        store = self.store
+        if isinstance(store, Run):
+            write_curve(store.dir, test)
+            store.update_config(lr_find=test.to_dict())
+        return test.suggested
+
+    def _range_test(self, model: Any, tables: Any, train_chunks: np.ndarray, plan: Plan) -> RangeTest:
+        """The range test on the run's first batches as process 0 sees them (epoch 0's order, wrapping
+        around a small corpus), one micro-batch a step."""
+        import numpy as np
+        import torch
+
+        from mlm_tui.lr_find import LR_MAX, LR_MIN, range_test, steps_for
+        from mlm_tui.masking import generator_for
+
+        cfg = self.config
+        steps = steps_for(plan.steps)
+        order = torch.randperm(len(train_chunks), generator=generator_for(cfg.seed, -1))  # as `_step` draws
+        per_micro = plan.batch_size * plan.processes
+
+        def batches(k: int) -> torch.Tensor:
+            rows = order[torch.arange(k * per_micro, (k + 1) * per_micro) % len(order)][:: plan.processes]
+            return torch.from_numpy(np.ascontiguousarray(train_chunks[rows.numpy()]))
+
+        def on_point(k: int, lr: float, loss: float) -> None:
+            self.emit("lr_find", step=k + 1, steps=steps, lr=lr, loss=loss)
+
+        self.emit("status", message=f"learning-rate range test: {steps} steps from {LR_MIN:g} to {LR_MAX:g} "
+                  "on the run's first batches, on a copy of the model")
+        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
+        test = range_test(model, batches, tables, steps=steps, seed=cfg.seed,
+                          mlm_probability=cfg.mlm_probability, whole_word=cfg.whole_word_mask,
+                          weight_decay=cfg.weight_decay, device=self.accelerator.device, autocast=autocast,
+                          on_point=on_point, should_stop=self.stop_requested if plan.processes == 1 else None)
+        self.emit("status", message=f"learning rate {test.suggested:.2e} (auto): {test.reason}")
+        return test
+
+    def find_rate(self) -> RangeTest:
+        """The range test alone, as `mlm-tui lr-find` runs it: no run is created and nothing is kept."""
+        from mlm_tui.masking import TokenTables
+
+        self._start_accelerator()
+        source, tokenizer = self._open_model()
+        train_chunks, test_chunks = self._data(tokenizer)
+        plan = self._plan(len(train_chunks), len(test_chunks))
+        self.emit("plan", **asdict(plan))
+        model = self._load_model(source)
+        return self._range_test(model, TokenTables.from_tokenizer(tokenizer), train_chunks, plan)
 
     def _restore(self, parts: _Parts, plan: Plan) -> int:
         """The step to start from: the checkpoint's, with its optimizer, scheduler and RNG states."""
@@ -686,6 +758,13 @@ def _trackers(name: str) -> list[str] | None:
         raise FieldError("report_to", f"{{field}} {name}: {name} is not installed "
                          f'(pip install "mlm-tui[{name}]")')
     return [name]
+def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and norms, as the Trainer does."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _versions() -> dict[str, str | None]:

@@ -132,7 +132,7 @@ def test_resume_applies_the_resumable_settings_and_refuses_the_rest() -> None:
 @pytest.mark.parametrize(("field", "value", "words"), [
     ("chunk_size", "32", "chunk_size is '32', not a whole number"),
     ("chunk_size", True, "chunk_size is True, not a whole number"),
-    ("learning_rate", "fast", "learning_rate is 'fast', not a number"),
+    ("learning_rate", "fast", "learning_rate is 'fast', not a number or auto"),
     ("whole_word_mask", 1, "whole_word_mask is 1, not true or false"),
     ("model", None, "model is None, not text"),
     ("chunk_size", -3, "chunk_size must be at least 2 (got -3)"),

@@ -1,0 +1,209 @@
+"""`--learning-rate auto` and `mlm-tui lr-find`: the rule, the throwaway copy, the record and resume."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from mlm_tui import lr_find, runstore
+from mlm_tui.cli import build_parser
+from mlm_tui.errors import RunCancelled
+from mlm_tui.run_settings import TrainConfig, config_from_args, config_from_form, train_argv
+from mlm_tui.training import FineTune
+
+
+def curve(n: int, diverge_at: float | None, noise: float, seed: int = 0) -> tuple[list[float], list[float]]:
+    """A range-test curve: a loss of about 3 that falls a little, with seeded per-step noise of +-`noise`,
+    then climbs a nat per step from the first rate at or past `diverge_at`."""
+    rng = random.Random(seed)
+    lrs = lr_find.rates(n)
+    losses, climb = [], 0
+    for k, lr in enumerate(lrs):
+        loss = 3.0 - 0.3 * k / n + rng.uniform(-noise, noise)
+        if diverge_at is not None and lr >= diverge_at:
+            climb += 1
+            loss += 1.0 + climb
+        losses.append(loss)
+    return lrs, losses
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("n", [15, 100])
+def test_the_rule_reads_the_rate_off_where_the_loss_diverges_not_off_the_noise(n, seed):
+    lrs, losses = curve(n, diverge_at=3e-3, noise=0.3, seed=seed)
+    first_diverged = next(lr for lr in lrs if lr >= 3e-3)
+    test = lr_find.suggest(lrs, losses)
+    assert test.suggested == pytest.approx(lr_find.FRACTION * first_diverged)
+    assert f"diverged at {first_diverged:.1e}" in test.reason
+    assert test.curve() == [{"lr": lr, "loss": loss} for lr, loss in zip(lrs, losses, strict=True)]
+
+
+def test_a_curve_that_never_diverges_suggests_a_fraction_of_the_top_rate():
+    lrs, losses = curve(20, diverge_at=None, noise=0.3)
+    test = lr_find.suggest(lrs, losses)
+    assert test.suggested == pytest.approx(lr_find.FRACTION * lrs[-1])
+    assert "did not diverge" in test.reason
+
+
+def test_a_short_run_is_refused_for_auto_with_the_reason():
+    assert lr_find.steps_for(150) == 15 and lr_find.steps_for(5000) == lr_find.MAX_STEPS
+    with pytest.raises(Exception, match="at least 80 steps") as caught:
+        lr_find.steps_for(40)
+    assert caught.value.field == "learning_rate"
+
+
+def test_auto_is_a_value_of_the_setting_in_the_form_the_cli_and_the_record(cli):
+    config, errors = config_from_form({"corpus": "c.jsonl", "learning_rate": " Auto "})
+    assert errors == {} and config.learning_rate == "auto"
+    launched = build_parser().parse_args(train_argv(config))  # the workbench's launcher passes it on
+    assert config_from_args(launched) == config
+    assert TrainConfig.from_record({"corpus": "c", "learning_rate": "auto"}).learning_rate == "auto"
+    _, errors = config_from_form({"corpus": "c.jsonl", "learning_rate": "fast"})
+    assert errors == {"learning_rate": "Learn. rate: not a number or auto: 'fast'"}
+    code, _, err = cli("train", "c.jsonl", "--learning-rate", "fast")
+    assert code == 2 and "not a number or auto: 'fast'" in err
+
+
+def tiny_batches(tokenizer_dir: Path, n: int):
+    import torch
+    from transformers import AutoTokenizer
+
+    from mlm_tui.masking import TokenTables
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(1000, 5000, (n * 4, 16), generator=g)
+    return (lambda k: data[k * 4 : (k + 1) * 4]), TokenTables.from_tokenizer(tokenizer)
+
+
+def test_the_test_trains_a_copy_and_leaves_the_model_and_the_random_state_as_they_were(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches, tables = tiny_batches(tiny_model_dir, 12)
+    rng = torch.get_rng_state()
+    test = lr_find.range_test(model, batches, tables, steps=12, seed=1, mlm_probability=0.15,
+                              whole_word=False, weight_decay=0.01, device="cpu")
+    assert torch.equal(torch.get_rng_state(), rng)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert 4 <= len(test.lrs) <= 12 and test.lrs == lr_find.rates(12)[: len(test.lrs)]
+    assert len(set(test.losses)) == len(test.losses)  # it trained: every step's loss differs
+
+
+def settings(corpus: Path, model: Path, **overrides: object) -> TrainConfig:
+    values = {"corpus": str(corpus), "model": str(model), "chunk_size": 32, "batch_size": 4, "max_steps": 80,
+              "logging_steps": 1, "test_size": 8, "precision": "fp32", "device": "cpu", "save_steps": 1000,
+              "learning_rate": "auto", **overrides}
+    return TrainConfig(**values)
+
+
+def losses(run: runstore.Run) -> dict[int, float]:
+    return {row["step"]: row["loss"] for row in run.metrics() if "loss" in row}
+
+
+@pytest.mark.slow
+def test_an_auto_run_records_its_test_and_trains_as_a_run_at_the_rate_it_chose(cli, tiny_model_dir,
+                                                                                 corpus_jsonl):
+    events: list[dict] = []
+    auto = FineTune(settings(corpus_jsonl, tiny_model_dir, max_steps=10 * lr_find.MIN_STEPS),
+                    on_event=events.append)
+    auto.run()
+    run = auto.run_record
+    recorded = run.config()
+    assert recorded["learning_rate"] == "auto"  # the setting as given; the rate chosen beside it
+    chosen = recorded["lr_find"]["suggested"]
+    points = lr_find.read_curve(run.dir)
+    assert len(points) == recorded["lr_find"]["steps"] and points == [
+        {"lr": e["lr"], "loss": e["loss"]} for e in events if e["event"] == "lr_find"]
+    said = [e["message"] for e in events if e["event"] == "status" and "(auto)" in e["message"]]
+    assert said == [f"learning rate {chosen:.2e} (auto): {recorded['lr_find']['reason']}"]
+    code, out, _ = cli("runs", "show", run.run_id)
+    assert code == 0 and f"learn rate {chosen:.2e} (auto): {recorded['lr_find']['reason']}" in out
+    fixed = FineTune(settings(corpus_jsonl, tiny_model_dir, max_steps=10 * lr_find.MIN_STEPS,
+                              learning_rate=chosen))
+    fixed.run()
+    assert run.info().perplexity_before == fixed.run_record.info().perplexity_before
+    want, got = losses(fixed.run_record), losses(run)
+    assert len(want) == 10 * lr_find.MIN_STEPS and len(set(want.values())) > 1
+    for step in want:  # same weights, masks and dropout draws as if the test had never run
+        assert got[step] == pytest.approx(want[step], rel=1e-4), step
+
+
+@pytest.mark.slow
+def test_a_resumed_auto_run_keeps_the_rate_its_test_chose(tiny_model_dir, corpus_jsonl):
+    steps = 10 * lr_find.MIN_STEPS
+    straight = FineTune(settings(corpus_jsonl, tiny_model_dir, max_steps=steps))
+    straight.run()
+    stop: list[int] = []
+    cut = FineTune(settings(corpus_jsonl, tiny_model_dir, max_steps=steps),
+                   should_stop=lambda: bool(stop),
+                   on_event=lambda e: stop.append(1) if e["event"] == "step" and e["step"] == 12 else None)
+    with pytest.raises(RunCancelled):
+        cut.run()
+    run = cut.run_record
+    chosen = run.config()["lr_find"]["suggested"]
+    curve_written = (run.dir / lr_find.CURVE_FILE).stat().st_mtime_ns
+    events: list[dict] = []
+    FineTune.resuming(run, on_event=events.append).run()
+    assert not [e for e in events if e["event"] == "lr_find"]  # no second test
+    assert (run.dir / lr_find.CURVE_FILE).stat().st_mtime_ns == curve_written
+    said = f"learning rate {chosen:.2e}, chosen by the range test when the run started"
+    assert any(e.get("message") == said for e in events)
+    want, got = losses(straight.run_record), losses(run)
+    assert sorted(got) == sorted(want)
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=1e-4), step
+
+
+def test_lr_find_cli_contract(cli, tiny_model_dir, corpus_jsonl):
+    runs_before = len(runstore.list_runs()[0])
+    code, out, err = cli("lr-find", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", "32",
+                         "--batch-size", "4", "--max-steps", "100", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result) == {"model", "suggested", "reason", "curve"} and result["model"] == str(tiny_model_dir)
+    assert 1 <= len(result["curve"]) <= 10 and all(set(p) == {"lr", "loss"} for p in result["curve"])
+    lrs = [p["lr"] for p in result["curve"]]
+    assert lrs == sorted(lrs) and lrs[0] == lr_find.LR_MIN
+    assert lr_find.LR_MIN * lr_find.FRACTION <= result["suggested"] <= lr_find.LR_MAX
+    assert "learning-rate range test: 10 steps" in err
+    assert len(runstore.list_runs()[0]) == runs_before  # the test alone leaves no run behind
+    code, out, err = cli("lr-find", corpus_jsonl, "--model", tiny_model_dir, "--max-steps", "40", "--json")
+    assert code == 2
+    assert json.loads(out)["error"].startswith("--learning-rate auto needs a run of at least 80 steps")
+
+
+@pytest.mark.slow
+def test_under_two_processes_the_main_process_tests_and_both_train_at_its_rate(tiny_model_dir, corpus_jsonl):
+    """torchrun, two CPU processes: one test, on the main process; had the other process trained at another
+    rate, the averaged gradients from step 2 on would differ from a run given that rate outright."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLM_TUI_THREADS": "1"}
+    base = ["train", str(corpus_jsonl), "--model", str(tiny_model_dir), "--chunk-size", "32", "--batch-size",
+            "2", "--max-steps", "80", "--test-size", "8", "--logging-steps", "1", "--precision", "fp32",
+            "--json"]
+
+    def torchrun(*extra: str) -> tuple[runstore.Run, str]:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                               "mlm_tui.cli", *base, *extra], capture_output=True, text=True, env=env,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return runstore.find_run(json.loads(proc.stdout)["run_id"]), proc.stderr
+
+    auto, said = torchrun("--learning-rate", "auto")
+    assert said.count("learning-rate range test: 8 steps") == 1
+    chosen = auto.config()["lr_find"]["suggested"]
+    fixed, _ = torchrun(f"--learning-rate={chosen!r}")
+    want, got = losses(fixed), losses(auto)
+    assert len(want) == 80 and len(set(want.values())) > 1
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=1e-4), step
