@@ -193,14 +193,14 @@ async def test_the_chart_says_when_there_is_nothing_to_draw_and_draws_a_run(
     async with app.run_test(size=(120, 40)) as pilot:
         await open_train(pilot)
         assert "No run selected" in plain(app, "#chart-empty")
-        assert not app.query_one("#chart-plot").display
+        assert not app.query_one("#chart-plots").display
     run_id = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 6, "--logging-steps", 1,
                        "--eval-steps", 3)
     other = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 3, "--logging-steps", 1)
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=(120, 40)) as pilot:
         await open_train(pilot)
-        await wait_for(lambda: app.query_one("#chart-plot").display, 10, pilot)
+        await wait_for(lambda: app.query_one("#chart-plots").display, 10, pilot)
         assert not app.query_one("#chart-empty").display
         assert other in plain(app, "#run-title")  # the newest run is selected
         await pilot.press("v", "down")  # overlay it on the next run's chart
@@ -324,3 +324,21 @@ def _learned_text(app: WorkbenchApp) -> str:
     with console.capture() as captured:
         console.print(app.screen.query_one("#learned-body").content)  # type: ignore[attr-defined]
     return captured.get()
+
+
+async def test_an_auto_learning_rate_runs_range_test_is_charted(home: Path, tiny_model_dir: Path,
+                                                                corpus_jsonl: Path, cli) -> None:
+    from mlm_tui import runstore
+    from mlm_tui.lr_find import read_curve
+
+    run_id = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 80, "--learning-rate", "auto",
+                       "--no-general")
+    run = runstore.find_run(run_id)
+    assert run is not None and read_curve(run.dir)
+    chosen = run.config()["lr_find"]["suggested"]
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: app.query_one("#lr-plot").display, 10, pilot)
+        assert "range test loss" in str(app.query_one("#lr-plot").render())
+        await wait_for(lambda: f"learning rate auto: {chosen:.2g}" in plain(app, "#run-title"), 10, pilot)

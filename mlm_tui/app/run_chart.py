@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
@@ -78,20 +78,28 @@ class RunChart(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(Text("No run selected: pick one in the runs table, or start one with the form."),
                       id="chart-empty")
-        yield PlotextPlot(id="chart-plot")
+        with Horizontal(id="chart-plots"):
+            yield PlotextPlot(id="chart-plot")
+            yield PlotextPlot(id="lr-plot")
 
     def on_mount(self) -> None:
-        self.query_one("#chart-plot").display = False
+        self.query_one("#chart-plots").display = False
 
-    def show(self, main: Series | None, other: Series | None = None) -> None:
+    def show(self, main: Series | None, other: Series | None = None,
+             lr_curve: list[dict[str, float]] | None = None, chosen: float | None = None) -> None:
+        """Draw the run's curves; with `lr_curve` (a `--learning-rate auto` run's range test), also the
+        test's loss against the rate, the chosen rate marked."""
         empty = self.query_one("#chart-empty", Static)
+        plots = self.query_one("#chart-plots")
         plot = self.query_one("#chart-plot", PlotextPlot)
-        if main is None or main.empty:
+        self._lr(lr_curve or [], chosen)
+        if main is None or (main.empty and not lr_curve):
             empty.update(Text("No run selected: pick one in the runs table, or start one with the form."
                               if main is None else f"{main.label}: no loss logged yet."))
-            empty.display, plot.display = True, False
+            empty.display, plots.display = True, False
             return
-        empty.display, plot.display = False, True
+        empty.display, plots.display = False, True
+        plot.display = not main.empty
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
@@ -112,4 +120,20 @@ class RunChart(Vertical):
         plt.xlabel("step")
         plt.ylabel("loss", yside="left")
         plt.ylabel("perplexity", yside="right")
+        plot.refresh()
+
+    def _lr(self, curve: list[dict[str, float]], chosen: float | None) -> None:
+        plot = self.query_one("#lr-plot", PlotextPlot)
+        plot.display = bool(curve)
+        if not curve:
+            return
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        rates = [math.log10(row["lr"]) for row in curve if row["lr"] > 0]
+        losses = [row["loss"] for row in curve if row["lr"] > 0]
+        plt.plot(rates, losses, color="cyan", marker="braille", label="range test loss")
+        if chosen is not None and chosen > 0:
+            plt.vline(math.log10(chosen), color="orange")
+        plt.xlabel("log10 rate")
         plot.refresh()

@@ -78,6 +78,8 @@ class RunView:
     series: Series
     other: Series | None = None
     log: list[str] = field(default_factory=list)
+    lr_curve: list[dict[str, float]] = field(default_factory=list)  # a `--learning-rate auto` range test
+    lr_chosen: float | None = None
 
 
 class DetailRead(Message):
@@ -485,6 +487,7 @@ class TrainPane(Horizontal):
     def _poll_worker(self, selected: str | None, overlay: str | None) -> None:
         from mlm_tui import runstore
         from mlm_tui.app.run_chart import Series
+        from mlm_tui.lr_find import read_curve
 
         run = runstore.find_run(selected) if selected else None
         if run is None:
@@ -492,6 +495,10 @@ class TrainPane(Horizontal):
             return
         try:
             view = RunView(run.info(), Series.from_metrics(run.run_id, run.metrics()))
+            view.lr_curve = read_curve(run.dir)
+            if view.lr_curve:
+                chosen = run.config().get("lr_find")
+                view.lr_chosen = chosen.get("suggested") if isinstance(chosen, dict) else None
             other = runstore.find_run(overlay) if overlay and overlay != selected else None
             if other is not None:
                 view.other = Series.from_metrics(other.run_id, other.metrics())
@@ -533,6 +540,9 @@ class TrainPane(Horizontal):
                          style="dim")
             for note in plan.notes:
                 title.append(f"\nnote: {printable(note)}", style="italic")
+        if view.lr_chosen is not None:
+            title.append(f"\nlearning rate auto: {view.lr_chosen:.2g}, from the range test (chart, right)",
+                         style="dim")
         if info.message and info.status not in LIVE:
             title.append(f"\n{printable(info.message)}", style="red" if info.status == "failed" else "")
         self.query_one("#run-title", Static).update(title)
@@ -551,7 +561,8 @@ class TrainPane(Horizontal):
         elif info.status == "completed" and info.train_runtime:
             where += f" · trained in {format_duration(info.train_runtime)}"
         self.query_one("#run-speed", Static).update(Text(where))
-        self.query_one("#chart").show(view.series, view.other)  # type: ignore[attr-defined]
+        self.query_one("#chart").show(view.series, view.other, view.lr_curve,  # type: ignore[attr-defined]
+                                      view.lr_chosen)
         loss = f" · loss {view.series.losses[-1]:.3f}" if view.series.losses else ""
         overlay = f" · overlaid: {view.other.label}" if view.other is not None else ""
         perplexity = ppl_change(info.perplexity_before, info.perplexity_after) or "–"
