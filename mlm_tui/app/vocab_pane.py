@@ -119,10 +119,11 @@ class VocabPane(Vertical):
 
         def versus(label: str, mine: float, general: float | None, percent: bool = True) -> None:
             shown = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:.2f}")
+            if label != "fertility":
+                text.append(" · ")
             text.append(f"{label} {shown(mine)}")
             if general is not None:
                 text.append(f" vs {shown(general)} general", style="dim")
-            text.append(" · ")
 
         versus("fertility", f.fertility, ref.fertility if ref else None, percent=False)
         versus("cut in 2+ pieces", f.split_2plus, ref.split_2plus if ref else None)
