@@ -87,3 +87,8 @@ def fresh_accelerator_state():
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # Textual runs on asyncio: the pilot tests' `anyio` marker runs on it

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from textual.pilot import Pilot
+from pilot import notifications, plain, settle, wait_for
 from textual.widgets import DataTable, Input, TabbedContent
 
 from mlm_tui.app.fill_pane import FillAnswer, FillPane
@@ -20,32 +17,12 @@ SIZE = (120, 40)
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # Textual runs on asyncio
-
-
 @pytest.fixture(autouse=True)
 def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test its own state root: settings, history and runs never leak between tests."""
     home = tmp_path / "home"
     monkeypatch.setenv("MLM_TUI_HOME", str(home))
     return home
-
-
-async def settle(pilot: Pilot, seconds: float = 0.3) -> None:
-    """Let debounces fire, workers finish and their messages land."""
-    await pilot.pause(seconds)
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-def plain(app: WorkbenchApp, selector: str) -> str:
-    return str(app.query_one(selector).render())
-
-
-def notifications(app: WorkbenchApp) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 async def test_fill_shows_top5_percentages_for_each_mask(tiny_model_dir: Path) -> None:
@@ -224,15 +201,6 @@ async def test_a_corrupt_settings_file_is_reported(tiny_model_dir: Path) -> None
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert any("unreadable settings" in m for m in notifications(app))
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, pilot: Pilot) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await pilot.pause(0.25)
-        await asyncio.sleep(0)
 
 
 @pytest.mark.slow

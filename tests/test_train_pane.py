@@ -3,12 +3,10 @@ run actions (delete, resume, copy settings, overlay), and the chart."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pilot import notifications, plain, settle, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -19,38 +17,10 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("MLM_TUI_HOME", str(home))
     return home
-
-
-async def settle(pilot: Pilot, seconds: float = 0.3) -> None:
-    await pilot.pause(seconds)
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, pilot: Pilot) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await pilot.pause(0.25)
-        await asyncio.sleep(0)
-
-
-def plain(app: WorkbenchApp, selector: str) -> str:
-    return str(app.query_one(selector).render())
-
-
-def notifications(app: WorkbenchApp) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 def train_run(cli, corpus: Path, model: Path, *extra: object) -> str:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pilot import notifications, plain, settle, wait_for
 from rich.console import Console
 from rich.text import Text
 from textual.pilot import Pilot
@@ -22,39 +23,11 @@ SIZE = (120, 40)
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("MLM_TUI_HOME", str(home))
     return home
-
-
-async def settle(pilot: Pilot, seconds: float = 0.3) -> None:
-    await pilot.pause(seconds)
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, pilot: Pilot) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await pilot.pause(0.25)
-        await asyncio.sleep(0)
-
-
-def plain(app: WorkbenchApp, selector: str) -> str:
-    return str(app.query_one(selector).render())
-
-
-def notifications(app: WorkbenchApp) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 def focusables(app: WorkbenchApp, pane: str) -> list[Widget]:
