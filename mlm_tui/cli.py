@@ -103,30 +103,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list the runs in the run store; show or delete one")
     common(p, model=False)
+    def json_flag(q: argparse.ArgumentParser) -> None:
+        # SUPPRESS: `mlm-tui runs --json show ID` keeps the flag given before the run command
+        q.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print one JSON document")
+
     runs = p.add_subparsers(dest="runs_command", parser_class=_Parser,
                             metavar="{show,delete,learned,export,push}")
     q = runs.add_parser("show", help="one run: settings, metrics, checkpoints, disk use, model path")
     q.add_argument("run_id", metavar="RUN_ID")
-    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    json_flag(q)
     q = runs.add_parser("delete", help="delete a run (not a live one), or only its checkpoints")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("--checkpoints-only", action="store_true", help="keep the run and its final model")
-    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    json_flag(q)
     q = runs.add_parser("learned", help="what a completed run learned: the words whose loss fell and rose "
                         "most, and fills before and after on its own test text")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("--top", type=_positive_int, default=30, help="words to list each way")
     q.add_argument("--min-count", type=_positive_int, default=5,
                    help="rank only words masked this often in the test chunks")
+    json_flag(q)
     q = runs.add_parser("export", help="copy a run's final model (weights, tokenizer, card) to a folder")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("dest", metavar="DIR", help="a new or empty folder")
-    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    json_flag(q)
     q = runs.add_parser("push", help="upload a run's final model to a model repository on the Hub")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("repo_id", metavar="REPO_ID", help="user/name (created if it does not exist)")
     q.add_argument("--private", action="store_true", help="create the repository private")
-    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    json_flag(q)
 
     p = sub.add_parser("eval", help="masked-LM perplexity of a model on a corpus (fixed-seed masking)")
     p.add_argument("corpus")

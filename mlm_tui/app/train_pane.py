@@ -373,7 +373,7 @@ class TrainPane(Horizontal):
                 self.app.notify(problem, severity="warning", markup=False)
         self._infos = infos
         if self.selected is None and infos:
-            self.selected = infos[0].run_id
+            self.selected = self._sorted()[0].run_id  # the table's first row
             self.poll()
         self._show_table()
 
@@ -391,7 +391,7 @@ class TrainPane(Horizontal):
             if key == "change":
                 change = _change(info)
                 return change if change is not None else float("inf")
-            return info.created or ""
+            return (info.started or 0.0, info.created or "")  # started: runs of the same second apart
 
         return sorted(self._infos, key=value, reverse=descending)
 
