@@ -60,6 +60,13 @@ def real_run(tiny_model_dir: Path, corpus_jsonl: Path) -> Iterator[str]:
             time.sleep(0.25)
 
 
+async def show_chunks(pilot: Pilot) -> None:
+    """Wait for the start-up loads, then show the Chunks pane and wait for its corpus."""
+    await settle(pilot)
+    await pilot.press("f2")
+    await settle(pilot)
+
+
 async def press_pane_key(pilot: Pilot, target: str, how: str) -> None:
     if how == "key":
         await pilot.press({"fill": "f1", "chunks": "f2", "train": "f3", "words": "f5"}[target])
@@ -139,9 +146,7 @@ async def test_a_failed_open_keeps_the_open_corpus_whole_and_offers_text_columns
                                                     for i in range(80)))
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(good))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("f2")
-        await settle(pilot)
+        await show_chunks(pilot)
         def stats() -> list[list[str]]:
             table = app.query_one("#stats")
             return [list(table.get_row_at(i)) for i in range(table.row_count)]
@@ -172,9 +177,7 @@ async def test_a_failed_open_keeps_the_open_corpus_whole_and_offers_text_columns
 async def test_a_missing_corpus_changes_nothing_on_show(tiny_model_dir: Path, corpus_jsonl: Path) -> None:
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("f2")
-        await settle(pilot)
+        await show_chunks(pilot)
         title = plain(app, "#chunk-title")
         await pilot.press("ctrl+o")
         app.screen.query_one("#prompt-input", Input).value = str(corpus_jsonl.parent / "nope.jsonl")
@@ -193,9 +196,7 @@ async def test_masking_preview_shows_each_fate_with_a_legend(tiny_model_dir: Pat
 
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("f2")
-        await settle(pilot)
+        await show_chunks(pilot)
         assert not app.query_one("#fate-legend").display
         await pilot.press("m")
         legend = plain(app, "#fate-legend")
@@ -218,9 +219,7 @@ async def test_chunks_read_as_the_cli_prints_them(tiny_model_dir: Path, corpus_j
     cli_chunks = out.split("--- chunk 1 ---\n")[1].split("\n\n--- chunk 2 ---\n")
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("f2")
-        await settle(pilot)
+        await show_chunks(pilot)
         assert plain(app, "#chunk-body").replace("\n", " ") == cli_chunks[0].strip()
         assert "chunk 1 of" in plain(app, "#chunk-title")
         await pilot.press("right")
@@ -267,9 +266,7 @@ async def test_the_chunk_views_arrows_are_next_and_prev_not_scrolling(tiny_model
                                                                      corpus_jsonl: Path) -> None:
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("f2")
-        await settle(pilot)
+        await show_chunks(pilot)
         assert app.focused is app.query_one("#chunk-box")
         await pilot.press("right", "right", "left")
         assert "chunk 2 of" in plain(app, "#chunk-title")
