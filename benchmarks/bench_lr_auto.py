@@ -64,13 +64,13 @@ def two_layer_starter(path: Path) -> Path:
 def one_run(corpus: Path, model: str, rate: float | str, args: argparse.Namespace) -> dict:
     from accelerate.state import AcceleratorState
 
+    from mlm_tui.lifecycle import TrainingRun
     from mlm_tui.run_settings import TrainConfig
-    from mlm_tui.training import FineTune
 
     AcceleratorState._reset_state()
     config = TrainConfig(corpus=str(corpus), model=model, max_steps=args.steps, batch_size=args.batch_size,
                          chunk_size=args.chunk_size, test_size=args.test_size, learning_rate=rate)
-    trainer = FineTune(config)
+    trainer = TrainingRun(config)
     t, cpu = time.perf_counter(), time.process_time()
     result = trainer.run()
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu

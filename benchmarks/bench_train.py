@@ -49,13 +49,13 @@ def baseline(model_dir: str, chunks: list[list[int]], steps: int, precision: str
 
 
 def ours(corpus: str, steps: int, precision: str) -> tuple[float, float]:
+    from mlm_tui.lifecycle import TrainingRun
     from mlm_tui.run_settings import TrainConfig
     from mlm_tui.runstore import find_run
-    from mlm_tui.training import train
 
-    result = train(TrainConfig(corpus=corpus, model="starter", batch_size=BATCH, chunk_size=CHUNK,
-                               max_steps=steps, device="cpu", precision=precision, test_size=16,
-                               save_steps=10**6))
+    result = TrainingRun(TrainConfig(corpus=corpus, model="starter", batch_size=BATCH, chunk_size=CHUNK,
+                                     max_steps=steps, device="cpu", precision=precision, test_size=16,
+                                     save_steps=10**6)).run()
     run = find_run(result["run_id"])
     assert run is not None
     losses = [r["loss"] for r in run.metrics() if "loss" in r]

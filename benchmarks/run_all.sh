@@ -11,3 +11,4 @@ py="${PYTHON:-python}"
 "$py" bench_train.py --precision bf16
 "$py" bench_train.py --precision default
 "$py" bench_startup.py
+"$py" bench_runstore.py

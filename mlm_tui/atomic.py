@@ -2,6 +2,11 @@
 
 Everything the tool writes or prints as JSON goes through `dumps`: strict JSON only, so that any parser
 (jq, JavaScript, Go) reads it; Python's default would write NaN and Infinity, which they reject.
+
+A finished file takes the user's umask, as any tool's output does: a temporary file from `mkstemp` is
+private (0600), and renamed into place it would stay so, leaving an export or a model card on a shared
+server unreadable to colleagues. Libraries that write the same way (safetensors' `save_file`) get their
+folder's modes set by `settle_modes`.
 """
 
 from __future__ import annotations
@@ -14,11 +19,41 @@ from pathlib import Path
 from typing import Any
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (`os.umask` can only set it, which would race with
+    other threads creating files); the set-and-restore fallback is for systems without /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode a file created now gets from the umask: 0644 under the usual 022."""
+    return 0o666 & ~umask()
+
+
+def settle_modes(folder: Path) -> None:
+    """Give every file in `folder` (recursively) the umask's mode: for files a library wrote private."""
+    mode = file_mode()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 def write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `path` through a temporary file beside it. The folder must exist: a run's process writing
+    after its run was deleted gets FileNotFoundError instead of re-creating a stub of the run."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), file_mode())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -1,5 +1,7 @@
 """Checkpoints of a run: written to a temporary folder and renamed, so a crash or a full disk mid-write
-leaves the earlier checkpoints as they were. The latest and the best (by eval perplexity) are kept.
+leaves the earlier checkpoints as they were. The latest N (the run's `keep_checkpoints`) and the best (by
+eval perplexity) are kept; with N = 0, none once the run completed. Which checkpoints a run has is the
+run store's to say (`Run.checkpoint_steps`), for every reader.
 
 A checkpoint holds the whole training state: the model (safetensors), the optimizer and scheduler state
 (torch's format, read back with `weights_only=True`), the step, and the torch RNG states of every process
@@ -14,49 +16,19 @@ the numpy and Python RNGs play no part. Nothing in it is read with unrestricted 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from mlm_tui import atomic
 from mlm_tui.errors import MlmError, first_line
-from mlm_tui.runstore import Run
-
-STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-def _step_dirs(run: Run) -> list[tuple[int, Path]]:
-    if not run.checkpoints_dir.is_dir():
-        return []
-    found = []
-    for p in run.checkpoints_dir.iterdir():
-        m = STEP_DIR.match(p.name)
-        if m and (p / "trainer_state.json").is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def steps(run: Run) -> list[int]:
-    """The steps the run has checkpoints of, oldest first."""
-    return [step for step, _ in _step_dirs(run)]
-
-
-def latest_checkpoint(run: Run) -> Path | None:
-    dirs = _step_dirs(run)
-    return dirs[-1][1] if dirs else None
-
-
-def best_step(run: Run) -> int | None:
-    try:
-        return int(atomic.read_json(run.checkpoints_dir / "best.json")["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+from mlm_tui.runstore import BEST_CHECKPOINT, Run
 
 
 def _write_model(model: Any, tokenizer: Any, path: Path) -> None:
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
+    atomic.settle_modes(path)  # safetensors writes the weights private (0600)
 
 
 def rng_state() -> dict[str, Any]:
@@ -79,17 +51,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(run: Run, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, step: int,
-         rng_states: list[dict[str, Any]], best: bool = False) -> Path:
+         rng_states: list[dict[str, Any]], best: bool = False, keep: int = 1) -> Path:
     """`rng_states`: one `rng_state()` per process, in process order."""
     import torch
     from safetensors.torch import save_file
 
-    final = run.checkpoints_dir / f"step-{step:07d}"
-    tmp = run.checkpoints_dir / f".tmp-step-{step:07d}"
+    final = run.checkpoint_path(step)
+    tmp = final.with_name(f".tmp-{final.name}")
     # This process holds the run's lock, so every half-written checkpoint here is a dead writer's.
     for stale in run.checkpoints_dir.glob(".tmp-step-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    run.checkpoints_dir.mkdir(exist_ok=True)  # never `parents`: a deleted run is not re-created
+    tmp.mkdir()
     try:
         _write_model(model, tokenizer, tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -104,12 +77,23 @@ def save(run: Run, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, s
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if best:
-        atomic.write_json(run.checkpoints_dir / "best.json", {"step": step})
-    keep = {step, best_step(run)}
-    for s, path in _step_dirs(run):
-        if s not in keep:
-            shutil.rmtree(path, ignore_errors=True)
+        atomic.write_json(run.checkpoints_dir / BEST_CHECKPOINT, {"step": step})
+    prune(run, max(1, keep))  # a run in progress keeps its latest, to resume from
     return final
+
+
+def prune(run: Run, keep: int) -> None:
+    """Delete all checkpoints but the latest `keep` and the best; with `keep` 0 (a completed run, which
+    never resumes) the best goes too."""
+    found = run.checkpoint_steps()
+    kept = set(found[-keep:]) if keep else set()
+    if keep and (best := run.best_checkpoint_step()) is not None:
+        kept.add(best)
+    for s in found:
+        if s not in kept:
+            shutil.rmtree(run.checkpoint_path(s), ignore_errors=True)
+    if not keep:
+        (run.checkpoints_dir / BEST_CHECKPOINT).unlink(missing_ok=True)
 
 
 def restore(path: Path, optimizer: Any, scheduler: Any, rank: int = 0) -> tuple[int, dict[str, Any] | None]:

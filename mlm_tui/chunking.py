@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlm_tui.errors import FieldError, UsageError
+from mlm_tui.run_settings import check_value
 
 if TYPE_CHECKING:
     from mlm_tui.corpus import HubOptions
@@ -61,12 +62,7 @@ class TokenizedSplit:
 
     def split_documents(self, test_fraction: float, seed: int) -> tuple[TokenizedSplit, TokenizedSplit]:
         """Hold out whole documents (seeded), so no text is in both parts."""
-        n = self.documents
-        if n < 2:
-            raise UsageError("the corpus has one document: a test split needs at least two")
-        n_test = min(n - 1, max(1, round(n * test_fraction)))
-        order = np.random.default_rng(seed).permutation(n)
-        test_docs, train_docs = np.sort(order[:n_test]), np.sort(order[n_test:])
+        train_docs, test_docs = held_out_documents(self.documents, test_fraction, seed)
         return self._select(train_docs), self._select(test_docs)
 
     def _select(self, docs: np.ndarray) -> TokenizedSplit:
@@ -77,10 +73,20 @@ class TokenizedSplit:
         return TokenizedSplit(self.ids[index], lengths)
 
 
+def held_out_documents(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) document indices, sorted: the seeded hold-out of a corpus without a test split (also
+    what bits per character reads back as text, `bpc.measured_texts`)."""
+    if n < 2:
+        raise UsageError("the corpus has one document: a test split needs at least two")
+    n_test = min(n - 1, max(1, round(n * test_fraction)))
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
 def check_chunk_size(chunk_size: int, tokenizer: Any) -> None:
+    """The chunk size within its declared bound (`TrainConfig.chunk_size`) and the model's maximum."""
+    check_value("chunk_size", chunk_size)
     limit = model_max_length(tokenizer)
-    if chunk_size < 2:
-        raise FieldError("chunk_size", f"must be at least 2 (got {chunk_size})")
     if limit and chunk_size > limit:
         raise FieldError("chunk_size", f"{{field}} {chunk_size} is beyond this model's maximum of {limit} "
                          "tokens")

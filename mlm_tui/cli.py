@@ -18,17 +18,19 @@ from dataclasses import asdict
 from typing import Any, NoReturn
 
 from mlm_tui import atomic
-from mlm_tui.errors import FieldError, MlmError, UsageError, first_line
+from mlm_tui.errors import FieldError, MlmError, UsageError, first_line, told
 from mlm_tui.progress import format_bytes, format_duration, print_event, say
 from mlm_tui.run_settings import (
+    CORPUS_SETTINGS,
+    MODEL_SETTINGS,
+    add_setting_arguments,
     add_train_arguments,
     changed_settings,
+    complete_settings,
     config_from_args,
     flag,
     given_settings,
     resumable,
-    setting_of,
-    train_argv,
 )
 from mlm_tui.textsafe import printable
 
@@ -59,11 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, model: bool = True) -> None:
         if model:
-            # SUPPRESS: `mlm-tui --model X fill ...` keeps the top-level value instead of this default.
-            p.add_argument("--model", default=argparse.SUPPRESS, help="directory, run id, starter or hub id")
-            p.add_argument("--allow-pickle", action="store_true",
-                           help="allow pytorch_model.bin weights (pickles can run code: trusted sources "
-                           "only)")
+            add_setting_arguments(p, MODEL_SETTINGS)
         p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
     p = sub.add_parser("fill", help="top-k fills for every [MASK] in TEXT")
@@ -71,21 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=5)
     common(p)
 
-    def hub_options(p: argparse.ArgumentParser) -> None:
-        for name in ("subset", "train_split", "test_split", "streaming"):
-            s = setting_of(name)
-            if s.kind == "flag":
-                p.add_argument(flag(name), action="store_true", help=s.help)
-            else:
-                p.add_argument(flag(name), metavar="NAME", help=f"{s.help} (default: {s.blank})")
-
     p = sub.add_parser("chunks", help="tokenize a corpus and cut it into chunks; print the counts")
-    p.add_argument("corpus")
-    hub_options(p)
-    p.add_argument("--chunk-size", type=int, default=128)
-    p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
+    add_setting_arguments(p, (*CORPUS_SETTINGS, "chunk_size", *MODEL_SETTINGS))
     p.add_argument("--show", type=int, default=0, metavar="N", help="print the first N chunks decoded")
-    common(p)
+    common(p, model=False)
 
     p = sub.add_parser("train", help="fine-tune a model on a corpus (a run in the run store)")
     add_train_arguments(p)
@@ -93,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"only {', '.join(flag(n) for n in resumable())} may change")
     p.add_argument("--accept-changed-corpus", action="store_true",
                    help="with --resume: continue although the corpus changed since the run read it")
-    p.add_argument("--run-id", help=argparse.SUPPRESS)  # chosen by a launcher (see launcher.launch)
+    p.add_argument("--run-id", help=argparse.SUPPRESS)  # chosen by a launcher (see lifecycle.launch)
     common(p, model=False)
 
     p = sub.add_parser("lr-find", help="the learning-rate range test alone: the rate that --learning-rate "
@@ -101,15 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     common(p, model=False)
 
-    p = sub.add_parser("runs", help="list the runs in the run store; show or delete one")
+    p = sub.add_parser("runs", help="list the runs in the run store; show, delete, export or push one, or "
+                       "what it learned")
     common(p, model=False)
     def json_flag(q: argparse.ArgumentParser) -> None:
         # SUPPRESS: `mlm-tui runs --json show ID` keeps the flag given before the run command
         q.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="print one JSON document")
 
+    def probe_options(q: argparse.ArgumentParser) -> None:
+        from mlm_tui import probe
+
+        q.add_argument("--label-field", required=True, metavar="L", help="the column that holds the class")
+        q.add_argument("--max-train", type=_positive_int, default=probe.DEFAULT_MAX_TRAIN, metavar="N",
+                       help="train the probe on at most N examples, a stratified sample (default: "
+                       f"{probe.DEFAULT_MAX_TRAIN})")
+        q.add_argument("--max-test", type=_positive_int, default=probe.DEFAULT_MAX_TEST, metavar="N",
+                       help="test it on at most N examples, a stratified sample (default: "
+                       f"{probe.DEFAULT_MAX_TEST})")
+
     runs = p.add_subparsers(dest="runs_command", parser_class=_Parser,
-                            metavar="{show,delete,learned,export,push}")
+                            metavar="{show,delete,learned,export,push,probe}")
     q = runs.add_parser("show", help="one run: settings, metrics, checkpoints, disk use, model path")
     q.add_argument("run_id", metavar="RUN_ID")
     json_flag(q)
@@ -117,12 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("--checkpoints-only", action="store_true", help="keep the run and its final model")
     json_flag(q)
-    q = runs.add_parser("learned", help="what a completed run learned: the words whose loss fell and rose "
-                        "most, and fills before and after on its own test text")
+    q = runs.add_parser("learned", help="what a run learned: the domain's words that got easier or harder "
+                        "to fill in on its test split, and fills before and after on its own test text")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("--top", type=_positive_int, default=30, help="words to list each way")
     q.add_argument("--min-count", type=_positive_int, default=5,
-                   help="rank only words masked this often in the test chunks")
+                   help="call a word easier or harder only on this many occurrences in the test split")
+    q.add_argument("--per-word", type=_positive_int, help="occurrences measured per word, at most (20)")
+    q.add_argument("--words", type=_positive_int,
+                   help="the vocabulary view's words measured, most in need of adapting first (200)")
+    q.add_argument("--all", action="store_true",
+                   help="list punctuation, markup and general words with the others, not apart")
     json_flag(q)
     q = runs.add_parser("export", help="copy a run's final model (weights, tokenizer, card) to a folder")
     q.add_argument("run_id", metavar="RUN_ID")
@@ -133,24 +137,42 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("repo_id", metavar="REPO_ID", help="user/name (created if it does not exist)")
     q.add_argument("--private", action="store_true", help="create the repository private")
     json_flag(q)
+    q = runs.add_parser("probe", help="did the run help a task? a linear probe of its base model against its "
+                        "final model on a labelled corpus (default: the run's own)")
+    q.add_argument("run_id", metavar="RUN_ID")
+    q.add_argument("corpus", nargs="?", metavar="CORPUS", help="a labelled corpus (default: the run's)")
+    q.add_argument("--text-field", help="the column that holds the text (default: the run's)")
+    probe_options(q)
+    json_flag(q)
 
     p = sub.add_parser("eval", help="masked-LM perplexity of a model on a corpus (fixed-seed masking)")
-    p.add_argument("corpus")
-    hub_options(p)
-    p.add_argument("--chunk-size", type=int, default=128)
-    p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
+    add_setting_arguments(p, (*CORPUS_SETTINGS, "chunk_size", *MODEL_SETTINGS))
     p.add_argument("--test-size", type=_positive_int, help="evaluate on this many chunks (seeded sample)")
-    common(p)
+    p.add_argument("--bpc", action="store_true", help="bits per character by PLL-word-l2r on the test "
+                   "documents instead: compares models of different vocabularies")
+    p.add_argument("--bpc-chars", type=_positive_int, default=20_000, metavar="N",
+                   help="with --bpc: characters of test text to measure (default: 20000)")
+    common(p, model=False)
 
     p = sub.add_parser("vocab", help="how the tokenizer cuts a corpus into words and pieces, beside "
                        "general English")
-    p.add_argument("corpus")
-    hub_options(p)
-    p.add_argument("--model", default=argparse.SUPPRESS, help="directory, run id, starter or hub id")
+    add_setting_arguments(p, (*CORPUS_SETTINGS, "model"))
     p.add_argument("--top", type=_positive_int, default=50, help="words to list, most in need of adapting")
     p.add_argument("--min-count", type=_positive_int, default=5, help="rank only words seen this often")
-    p.add_argument("--text-field", default=argparse.SUPPRESS, help="the column that holds the text")
+    p.add_argument("--extend", type=_positive_int, metavar="N", help="show the N words that train "
+                   "--extend-vocab N would add (ranked on the training split only) and how")
     common(p, model=False)
+
+    p = sub.add_parser("probe", help="does a model help a task? a linear probe of frozen features on a "
+                       "labelled corpus; two --model: their paired difference")
+    # not --streaming: the probe reads its data whole
+    add_setting_arguments(p, ("corpus", "text_field", "subset", "train_split", "test_split"))
+    p.set_defaults(streaming=False)
+    p.add_argument("--model", action="append", dest="models", metavar="REF",
+                   help="directory, run id, starter or hub id; give it twice to compare (default: starter)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pytorch_model.bin weights")
+    probe_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     return parser
 
 
@@ -170,8 +192,10 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 # -- commands -------------------------------------------------------------------------------------------
 def cmd_fill(args: argparse.Namespace) -> None:
+    from mlm_tui.fill import require_mask
     from mlm_tui.models import load_model
 
+    require_mask(args.text, args.model)
     handle = load_model(args.model, allow_pickle=args.allow_pickle)
     result = handle.fill(args.text, top_k=args.top_k)
     lines = []
@@ -185,7 +209,7 @@ def cmd_fill(args: argparse.Namespace) -> None:
 def _hub(args: argparse.Namespace) -> Any:
     from mlm_tui.corpus import HubOptions
 
-    return HubOptions(args.subset, args.train_split, args.test_split, args.streaming)
+    return HubOptions.of(args)
 
 
 def _tokenizer_and_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
@@ -193,8 +217,8 @@ def _tokenizer_and_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any]
 
     tokenizer = open_tokenizer(args.model)
     check_chunk_size(args.chunk_size, tokenizer)
-    splits = tokenize_corpus(args.corpus, tokenizer, args.text_field or "text",
-                             status=say if not args.json else None, hub=_hub(args))
+    splits = tokenize_corpus(args.corpus, tokenizer, args.text_field, status=say if not args.json else None,
+                             hub=_hub(args))
     return tokenizer, splits
 
 
@@ -221,10 +245,31 @@ def cmd_chunks(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from mlm_tui.evaluate import eval_corpus
 
-    result = eval_corpus(args.corpus, args.model, args.chunk_size, args.text_field or "text", args.test_size,
+    if args.bpc:
+        _eval_bpc(args)
+        return
+
+    result = eval_corpus(args.corpus, args.model, args.chunk_size, args.text_field, args.test_size,
                          args.allow_pickle, hub=_hub(args))
     _emit(args, result, f"perplexity {result['perplexity']:.2f} on {result['chunks']} chunks "
           f"({result['masked_tokens']} masked tokens)")
+
+
+def _eval_bpc(args: argparse.Namespace) -> None:
+    """`eval --bpc`: the same characters for any model, so a base and a vocabulary-extended run compare."""
+    from mlm_tui.bpc import measured_texts, pll_bits
+    from mlm_tui.corpus import corpus_files
+    from mlm_tui.models import load_model
+
+    if corpus_files(args.corpus) is None or _hub(args).given():
+        raise UsageError("--bpc reads a local corpus (files or a folder), not a hub dataset")
+    texts = measured_texts(args.corpus, args.text_field, max_chars=args.bpc_chars)
+    handle = load_model(args.model, allow_pickle=args.allow_pickle)
+    if not args.json:
+        say(f"measuring {sum(map(len, texts)):,} characters of test text, one masked copy per token")
+    result = pll_bits(handle.model, handle.tokenizer, texts, window=args.chunk_size)
+    _emit(args, result.to_dict(), f"{result.bpc:.4f} bits per character ({result.bits_per_word:.2f} per "
+          f"word) on {result.characters:,} characters, {result.tokens:,} tokens")
 
 
 def _ppl(value: float | None) -> str:
@@ -239,7 +284,8 @@ def _change(before: float | None, after: float | None) -> str:
 
 def cmd_runs(args: argparse.Namespace) -> None:
     commands = {None: cmd_runs_list, "show": cmd_runs_show, "delete": cmd_runs_delete,
-                "learned": cmd_runs_learned, "export": cmd_runs_export, "push": cmd_runs_push}
+                "learned": cmd_runs_learned, "export": cmd_runs_export, "push": cmd_runs_push,
+                "probe": cmd_runs_probe}
     commands[args.runs_command](args)
 
 
@@ -264,10 +310,10 @@ def cmd_runs_list(args: argparse.Namespace) -> None:
           "\n".join(lines) if infos else "no runs yet")
 
 
-def _run_of(ref: str) -> Any:
+def _run_of(ref: str, stubs: bool = False) -> Any:
     from mlm_tui.runstore import find_run
 
-    run = find_run(ref)
+    run = find_run(ref, stubs)
     if run is None:
         raise UsageError(f"no run called {ref!r} (see: mlm-tui runs)")
     return run
@@ -280,7 +326,7 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     info = run.info()
     lines = [f"run        {info.run_id} ({info.status})"]
     if info.message:
-        lines.append(f"message    {info.message}")
+        lines.append(f"message    {info.message_for(flag)}")
     lines.append(f"model      {info.model}")
     lines.append(f"corpus     {info.corpus} (text field {info.text_field!r})")
     took = f", {format_duration(info.duration)} so far" if info.status in ("preparing", "running") else (
@@ -293,13 +339,16 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     speed = f", {info.tokens_per_s:,.0f} tok/s" if info.tokens_per_s else ""
     loss = f", loss {info.loss:.4f}" if info.loss is not None else ""
     lines.append(f"steps      {steps}{loss}{speed}")
-    best = f", best {info.best_perplexity:.2f}" if info.best_perplexity is not None else ""
+    best = f", best checkpoint {info.best_perplexity:.2f}" if info.best_perplexity is not None else ""
     lines.append(f"perplexity {_change(info.perplexity_before, info.perplexity_after)}{best}")
     general = general_name(info.config) if info.config is not None else None
     if general is not None or info.general_perplexity_before is not None:
         on = f" on {general}" if general is not None else ""
         change = _change(info.general_perplexity_before, info.general_perplexity_after)
         lines.append(f"general    {change}{on}")
+    if info.learned is not None:
+        lines.append(f"learned    {info.learned['summary']['text']} ({info.learned.get('model')}, "
+                     f"{info.learned.get('measured')}; see: runs learned)")
     marks = [f"{s}{' (best)' if s == info.best_checkpoint else ''}" for s in info.checkpoints]
     lines.append(f"checkpoints {', '.join(marks) if marks else 'none'}")
     lines.append(f"model path {info.model_path or 'none yet'}")
@@ -312,6 +361,11 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     chosen = run.config().get("lr_find") if info.config is not None else None  # see lr_find: `auto`
     if isinstance(chosen, dict) and isinstance(chosen.get("suggested"), int | float):
         lines.append(f"learn rate {chosen['suggested']:.2e} (auto): {chosen.get('reason')}")
+    extension = run.config().get("vocab_extension")  # see vocab_extend: `--extend-vocab N`
+    if isinstance(extension, dict) and isinstance(extension.get("words"), list):
+        words = [str(w.get("word")) for w in extension["words"] if isinstance(w, dict)]
+        shown = ", ".join(words[:10]) + (f" and {len(words) - 10} more" if len(words) > 10 else "")
+        lines.append(f"vocabulary +{len(words)} words ({extension.get('how')}): {shown}")
     if info.plan is not None:
         p = info.plan
         lines.append(f"plan       {p.device} ({p.precision}), batch {p.batch_size} x {p.processes} "
@@ -320,13 +374,16 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         what = ", ".join(f"{k} {v}" for k, v in (r.get("changes") or {}).items()) or "no changes"
         corpus = "; corpus changed" if r.get("corpus_changed") else ""
         lines.append(f"resumed    {r.get('at')}: {what}{corpus}")
-    _emit(args, info.to_dict(), "\n".join(printable(line) for line in lines))
+    data = info.to_dict()
+    if isinstance(extension, dict):
+        data["vocab_extension"] = extension
+    _emit(args, data, "\n".join(printable(line) for line in lines))
 
 
 def cmd_runs_delete(args: argparse.Namespace) -> None:
     from mlm_tui.runstore import delete_run
 
-    done = delete_run(_run_of(args.run_id), checkpoints_only=args.checkpoints_only)
+    done = delete_run(_run_of(args.run_id, stubs=True), checkpoints_only=args.checkpoints_only)
     what = "the checkpoints of run" if done.checkpoints_only else "run"
     lines = [f"deleted {what} {done.run_id} ({format_bytes(done.freed_bytes)} freed)"]
     if done.named_by:
@@ -336,26 +393,47 @@ def cmd_runs_delete(args: argparse.Namespace) -> None:
 
 
 def cmd_runs_learned(args: argparse.Namespace) -> None:
-    """Per-word loss before and after on the run's test chunks, and probes; with --json:
+    """The word test of the run's test split and probes, the summary first; with --json:
     `learned.LearnedReport.to_dict()`."""
     from mlm_tui.learned import RANK_LIMIT, run_learned
 
-    report = run_learned(args.run_id, top=args.top, min_count=args.min_count,
-                         status=None if args.json else say)
-    lines = [f"run {report.run_id}, base model {report.base}: mean loss of each word's masked pieces on the "
-             f"run's test chunks, before -> after (masked {args.min_count}+ times)"]
-    for title, words in (("fell most", report.better), ("rose most", report.worse)):
-        lines += ["", f"loss {title}:" if words else f"no word's loss {title.split()[0]}"]
-        lines += [f"  {w.word:<24} {w.count:>6,}x  {w.loss_before:6.2f} -> {w.loss_after:6.2f}"
-                  for w in words]
+    given = {k: v for k, v in (("per_word", args.per_word), ("domain_words", args.words)) if v is not None}
+    report = run_learned(args.run_id, top=args.top, min_count=args.min_count, mixed=args.all,
+                         status=None if args.json else say, **given)
+    lines = [report.summary.line(), "",
+             f"run {report.run_id} ({report.model}), base model {report.base}: each word's occurrences in "
+             f"the run's test split masked whole, at most {report.per_word} a word ({report.occurrences:,} "
+             f"in {report.rows:,} chunks); loss = mean over its occurrences of its pieces' summed "
+             "cross-entropy (nats), before -> after, the change's 95% interval, occurrences x change"]
+    general = "" if args.all else " (punctuation, markup and general words apart; --all mixes them in)"
+    sections = (("easier beyond noise" + general, report.better), ("harder beyond noise", report.worse),
+                ("punctuation, markup and general English", report.general))
+    for title, words in sections:
+        if words or title != sections[2][0]:
+            lines += ["", f"{title}:" if words else f"{title}: none"]
+        lines += [f"  {w.word:<24} {w.occurrences:>4}x  {w.loss_before:6.2f} -> {w.loss_after:6.2f}  "
+                  f"{w.change:+6.2f} [{w.ci[0]:+.2f}, {w.ci[1]:+.2f}]  {w.total:+8.1f}"
+                  for w in words if w.ci is not None]
+    if report.unchanged:
+        names = ", ".join(w.word for w in report.unchanged)
+        lines += ["", f"unchanged within noise ({report.summary.min_count}+ occurrences): {names}"]
     if report.probes:
-        lines += ["", "probes from the test split: the true word's rank among the fills, before -> after"]
+        lines += ["", "probes from the test split: the true word's rank among the joint fills, before -> "
+                  "after; each piece's own rank (probability)"]
+
+    def rank(r: int | None) -> str:
+        return str(r) if r is not None else f">{RANK_LIMIT}"
+
     for p in report.probes:
-        rank = " -> ".join(str(r) if r is not None else f">{RANK_LIMIT}"
-                           for r in (p.rank_before, p.rank_after))
-        lines += [f"  {p.word}: rank {rank}", f"    {p.text}",
-                  f"    before: {' | '.join(p.fills_before)}", f"    after:  {' | '.join(p.fills_after)}"]
+        pieces = ", ".join(f"{piece} {a} ({pa:.2g}) -> {b} ({pb:.2g})" for piece, a, b, pa, pb in zip(
+            p.pieces, p.piece_ranks_before, p.piece_ranks_after, p.piece_probs_before, p.piece_probs_after,
+            strict=True))
+        lines += [f"  {p.word}: rank {rank(p.rank_before)} -> {rank(p.rank_after)}; pieces {pieces}",
+                  f"    {p.text}", f"    before: {' | '.join(p.fills_before)}",
+                  f"    after:  {' | '.join(p.fills_after)}"]
     _emit(args, report.to_dict(), "\n".join(printable(line) for line in lines))
+
+
 def cmd_runs_export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -394,46 +472,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
-    from mlm_tui import runstore
-    from mlm_tui.home import threads_from_env
-    from mlm_tui.training import FineTune
+    from mlm_tui import lifecycle
 
-    threads = threads_from_env()
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    given = given_settings(args)
-    if "LOCAL_RANK" not in os.environ and _launch(args, given):
-        return
-    if args.resume:
-        if args.run_id:
-            raise UsageError("--run-id starts a new run; it does not go with --resume")
-        run = runstore.find_run(args.resume)
-        if run is None:
-            raise UsageError(f"no run called {args.resume!r} (see: mlm-tui runs)")
-        trainer = FineTune.resuming(run, given, accept_changed_corpus=args.accept_changed_corpus,
-                                    on_event=print_event, should_stop=should_stop)
-        result = trainer.run()
-    else:
-        if args.accept_changed_corpus:
-            raise UsageError("--accept-changed-corpus only applies with --resume")
-        # A launched run exists before this process reads anything: it is claimed first, so that any
-        # failure, even a bad setting, is recorded in it. A secondary process of a multi-process launch
-        # leaves the run to the main one (rank 0).
-        claimed = None
-        if args.run_id and os.environ.get("RANK", "0") == "0":
-            claimed = runstore.claim_run(args.run_id, given)
-        try:
-            result = FineTune(config_from_args(args), run=claimed, on_event=print_event,
-                              should_stop=should_stop).run()
-        except BaseException as exc:
-            if claimed is not None and claimed.owns_lock():  # failed before the trainer took the run over
-                claimed.fail("failed", _message(exc))
-                claimed.release()
-            raise
+    if args.resume and args.run_id:
+        raise UsageError("--run-id starts a new run; it does not go with --resume")
+    if args.accept_changed_corpus and not args.resume:
+        raise UsageError("--accept-changed-corpus only applies with --resume")
+    result = lifecycle.train(given_settings(args), resume=args.resume, run_id=args.run_id,
+                             accept_changed_corpus=args.accept_changed_corpus, argv=args.raw_argv,
+                             worker_flags=["--json"] if args.json else [], on_event=print_event,
+                             should_stop=should_stop)
     if not result:
-        return  # a secondary process of `accelerate launch`: the main process reports
+        return  # a launcher, or a secondary process of a launch: the launch's main process reports
     general = _change(result["general_perplexity_before"], result["general_perplexity_after"])
     _emit(args, result, f"run {result['run_id']} completed: perplexity {result['perplexity_before']:.2f} -> "
           f"{result['perplexity_after']:.2f} in {result['steps']} steps"
@@ -441,53 +491,16 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
           f"model at {printable(result['model_path'])}")
 
 
-def _launch(args: argparse.Namespace, given: dict[str, Any]) -> bool:
-    """Start a run of several processes (`--processes`, `--nodes`) through `accelerate launch` or
-    `torchrun`, and wait for it; False when the run is one process, which trains here.
-
-    The run is created (or claimed, or locked to resume) here first, on node 0, so its id is known before
-    any worker starts and reaches them all; the launch's main process then takes it over.
-    """
-    from mlm_tui import launcher, runstore
-    from mlm_tui.training import pick_device
-
-    if args.resume:
-        run = runstore.find_run(args.resume)
-        if run is None:
-            raise UsageError(f"no run called {args.resume!r} (see: mlm-tui runs)")
-        config, _ = run.train_config().resumed_with(given)
-    else:
-        config, run = config_from_args(args), None
-    if config.processes * config.nodes == 1:
-        return False
-    device = pick_device(config.device)
-    launcher.launch_command(config, [], device)  # bad launch options are refused before a run exists
-    if config.node_rank != 0:
-        run = None  # node 0 keeps the run (several nodes resume from a run store they share)
-    else:
-        if args.resume:
-            run.acquire()
-        elif args.run_id:
-            run = runstore.claim_run(args.run_id, given)
-        else:
-            run = runstore.create_run(asdict(config))
-    if args.resume:
-        argv = args.raw_argv
-    else:
-        argv = ["train", *(["--json"] if args.json else []), *([f"--run-id={run.run_id}"] if run else []),
-                *train_argv(config)[1:]]
-    command = launcher.launch_command(config, argv, device)
-    code = launcher.run_launch(command, run)
-    if code:
-        raise SystemExit(code)  # the launch's main process has said why
-    return True
-
-
 def cmd_lr_find(args: argparse.Namespace) -> None:
     """The range test of a run with these settings, nothing trained or kept; with --json:
     `{"model", "suggested", "reason", "curve": [{"lr", "loss"}]}`."""
     from mlm_tui.training import FineTune
 
+    if getattr(args, "corpus", None) is None:
+        raise FieldError("corpus", "give a {field}: the range test runs on its first batches")
+    if getattr(args, "learning_rate", None) is not None:
+        raise FieldError("learning_rate", "{field} does not apply: lr-find finds the rate (it tries rates "
+                         "from 1e-05 to 1e-01)")
     config = config_from_args(args)
     test = FineTune(config, on_event=print_event).find_rate()
     lines = [f"{'rate':>9}  loss", *(f"{p['lr']:9.2e}  {p['loss']:.4f}" for p in test.curve()),
@@ -508,7 +521,7 @@ def cmd_vocab(args: argparse.Namespace) -> None:
     from mlm_tui.chunking import open_tokenizer
     from mlm_tui.vocab import REFERENCE_NAME, analyse_corpus
 
-    report = analyse_corpus(args.corpus, open_tokenizer(args.model), args.model, args.text_field or "text",
+    report = analyse_corpus(args.corpus, open_tokenizer(args.model), args.model, args.text_field,
                             args.min_count, args.top, status=None if args.json else say, hub=_hub(args))
     f, ref = report.figures, report.reference
     lines = [f"{args.corpus}, tokenizer of {args.model}: {f.running_words:,} running words "
@@ -521,15 +534,83 @@ def cmd_vocab(args: argparse.Namespace) -> None:
         other = form.format(getattr(ref, key)) if ref is not None else "-"
         lines.append(f"{label:<24}{form.format(getattr(f, key)):>8}   {other}")
     if report.top:
-        lines.append(f"\nwords most in need of adapting: count x (pieces - 1), seen {args.min_count}+ times")
-        lines += [f"{w.count:>9,}  {w.word:<24} {' '.join(w.pieces)}" for w in report.top]
+        lines.append(f"\nwords most in need of adapting, seen {args.min_count}+ times: need = count x "
+                     "(pieces - 1)")
+        lines.append(f"{'need':>9} {'count':>9}  {'word':<24} pieces")
+        lines += [f"{w.need:>9,} {w.count:>9,}  {w.word:<24} {' '.join(w.pieces)}" for w in report.top]
     else:
         lines.append(f"\nno word seen {args.min_count}+ times is cut into pieces")
-    _emit(args, report.to_dict(), "\n".join(lines))
+    data = report.to_dict()
+    if args.extend:
+        ext = _extension_preview(report, args)
+        data["extend"] = ext.to_dict()
+        lines.append(f"\n--extend-vocab {args.extend} would add {len(ext.words)} words as {ext.how} "
+                     f"({len(ext.tokens)} new tokens), ranked on the training split:")
+        lines += [f"{w.count:>9,}  {w.word:<24} {' '.join(w.pieces)}" for w in ext.words]
+        if (short := ext.shortfall(args.min_count)) is not None:
+            lines.append(short)
+    _emit(args, data, "\n".join(lines))
+
+
+def _extension_preview(report: Any, args: argparse.Namespace) -> Any:
+    """What `train --extend-vocab N` would add: the same choice, on the training split a run with the
+    default seed trains on, without touching any model."""
+    from mlm_tui.chunking import backend_of
+    from mlm_tui.run_settings import TrainConfig
+    from mlm_tui.rundata import training_split
+    from mlm_tui.vocab_extend import candidates, extend_backend
+
+    train = training_split(report.counts.splits, TrainConfig.seed)
+    tokenizer = report.counts.vocabulary.tokenizer
+    if backend_of(tokenizer) is None:
+        raise UsageError("--extend needs a fast tokenizer (tokenizer.json); this model has a slow one")
+    return extend_backend(backend_of(tokenizer), candidates(train, tokenizer, args.min_count), args.extend)[1]
+
+
+def _probe_progress(args: argparse.Namespace) -> Callable[[int, int], None] | None:
+    """Feature extraction's progress on stderr, a line every 10 seconds at most (none with --json)."""
+    import time
+
+    if args.json:
+        return None
+    last = [time.monotonic()]
+
+    def report(done: int, total: int) -> None:
+        if done == total or time.monotonic() - last[0] >= 10:
+            last[0] = time.monotonic()
+            say(f"  {done:,}/{total:,} texts")
+
+    return report
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    """A linear probe of each --model on a labelled corpus; with --json: `probe.ProbeReport.to_dict()`."""
+    from mlm_tui.models import DEFAULT_MODEL
+    from mlm_tui.probe import run_probe, summary_lines
+
+    refs = args.models or [args.model or DEFAULT_MODEL]
+    if len(refs) > len(set(refs)):
+        raise UsageError("mlm-tui probe: the same --model twice; give two different models to compare")
+    report = run_probe(args.corpus, args.label_field, [(r, r, r) for r in refs],
+                       text_field=args.text_field, hub=_hub(args), max_train=args.max_train,
+                       max_test=args.max_test, allow_pickle=args.allow_pickle,
+                       status=None if args.json else say, progress=_probe_progress(args))
+    _emit(args, report.to_dict(), "\n".join(printable(line) for line in summary_lines(report)))
+
+
+def cmd_runs_probe(args: argparse.Namespace) -> None:
+    """The run's base model against its final model; with --json: `probe.ProbeReport.to_dict()`."""
+    from mlm_tui.probe import probe_run, summary_lines
+
+    report = probe_run(args.run_id, args.label_field, args.corpus, text_field=args.text_field,
+                       max_train=args.max_train, max_test=args.max_test, status=None if args.json else say,
+                       progress=_probe_progress(args))
+    _emit(args, report.to_dict(), "\n".join(printable(line) for line in summary_lines(report)))
 
 
 COMMANDS = {"fill": cmd_fill, "chunks": cmd_chunks, "train": cmd_train, "runs": cmd_runs, "eval": cmd_eval,
-            "vocab": cmd_vocab, "lr-find": cmd_lr_find}
+            "vocab": cmd_vocab, "lr-find": cmd_lr_find,
+            "probe": cmd_probe}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -541,8 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.raw_argv = argv  # what a multi-process launch passes on to each process
-        if args.command != "train" and args.model is None:
-            args.model = "starter"  # train reads its defaults from TrainConfig, and must see what was given
+        complete_settings(args)  # train reads its defaults from TrainConfig, and must see what was given
         from mlm_tui.home import configure_hf_environment
 
         configure_hf_environment()
@@ -556,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return _closed_stdout()
     except MlmError as exc:
+        if _launcher_reports(exc):
+            return exc.exit_code
         return _fail(_message(exc), exc.exit_code, want_json)
     except Terminated:
         return _fail("terminated", 143, want_json)
@@ -566,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         # library error): still one line, as promised; MLM_TUI_DEBUG=1 shows the traceback.
         if os.environ.get("MLM_TUI_DEBUG"):
             raise
+        if _launcher_reports(exc):
+            return 1
         return _fail(f"{type(exc).__name__}: {first_line(exc)[:200]}", 1, want_json)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -581,11 +665,23 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def _message(exc: BaseException) -> str:
     """An error as the CLI says it: a bad setting is named by its flag."""
-    if isinstance(exc, FieldError):
-        return exc.named(flag(exc.field))
-    # Our own messages are one line already, though data they quote may hold a newline (shown escaped
-    # on the way out); a library's may run to pages.
-    return str(exc) if isinstance(exc, MlmError) else first_line(exc)
+    return told(exc, flag)
+
+
+def _launcher_reports(exc: Exception) -> bool:
+    """In a worker of a multi-process launch, how the run ended is said once, by the launcher, from the
+    run's record (see `launcher.run_launch`): the main worker stays quiet, and so does every worker when
+    the run was cancelled. Another worker's own failure is its own line: nothing else records it.
+
+    A worker that ends this way also lets the SIGTERM the launch's agent sends the survivors of a failure
+    end it by the default action, quietly, instead of as a traceback (the run is recorded by now)."""
+    from mlm_tui.errors import RunCancelled
+    from mlm_tui.launcher import LAUNCHED_ENV
+
+    if not os.environ.get(LAUNCHED_ENV):
+        return False
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return os.environ.get("RANK", "0") == "0" or isinstance(exc, RunCancelled)
 
 
 def _fail(message: str, code: int, want_json: bool) -> int:

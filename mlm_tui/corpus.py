@@ -15,7 +15,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -375,6 +375,11 @@ class HubOptions:
     train_split: str | None = None
     test_split: str | None = None
     streaming: bool = False
+
+    @classmethod
+    def of(cls, settings: Any) -> HubOptions:
+        """The hub options among a run's or a command's settings (a `TrainConfig`, parsed arguments)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
     def given(self) -> bool:
         """Whether any option was given: then even a local folder is read by `load_dataset`."""

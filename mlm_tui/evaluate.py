@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mlm_tui.corpus import HubOptions
-from mlm_tui.errors import RunCancelled, UsageError
+from mlm_tui.errors import FieldError, RunCancelled, UsageError
 from mlm_tui.heads import MaskedOnlyMLM
 from mlm_tui.masking import IGNORE, TokenTables, fixed_masks
 
@@ -43,9 +43,9 @@ class EvalSet:
             raise UsageError("no chunks to evaluate on: the text is shorter than one chunk")
         inputs, labels = fixed_masks(chunks, tables, probability, seed, whole_word)
         if not bool((labels != IGNORE).any()):  # its perplexity would be 0/0: refuse it before any work
-            raise UsageError(f"the test set has no masked token ({len(chunks)} chunks of {chunks.shape[1]} "
-                             f"tokens at --mlm-probability {probability}): raise --mlm-probability or "
-                             "--chunk-size, or add test text")
+            raise FieldError("mlm_probability", f"the test set has no masked token ({len(chunks)} chunks of "
+                             f"{chunks.shape[1]} tokens at {{field}} {probability}): raise {{field}} or "
+                             "{chunk_size}, or add test text", also=("chunk_size",))
         return cls(inputs, labels)
 
     def __len__(self) -> int:

@@ -7,13 +7,10 @@ the vocabulary head, so a fill costs about one encoder pass.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from mlm_tui.errors import FieldError, UsageError
 from mlm_tui.textsafe import printable
-
-if TYPE_CHECKING:
-    from mlm_tui.models import ModelHandle
 
 MASK_ALIAS = "[MASK]"
 
@@ -43,17 +40,35 @@ class FillResult:
         return {"model": self.model, "text": self.text, "masks": [asdict(m) for m in self.masks]}
 
 
+NO_MASK = f"no {MASK_ALIAS} in the text: put {MASK_ALIAS} where a word should be predicted"
+
+
+def require_mask(text: str, model_ref: str | None) -> None:
+    """Refuse a text with no mask before the model loads (seconds of importing torch): no `[MASK]`, nor
+    the model's own mask token as its tokenizer files name it. A model whose files are not at hand (a hub
+    id not yet fetched) is left to `fill`, which checks the tokenized text."""
+    if MASK_ALIAS in text:
+        return
+    from mlm_tui.models import mask_token_of
+
+    token = mask_token_of(model_ref)
+    if token is not None and token not in text:
+        raise UsageError(NO_MASK)
+
+
 def normalise(text: str, mask_token: str) -> str:
     """Accept `[MASK]` for any model, whatever its own mask token is (`<mask>` for RoBERTa)."""
     return text.replace(MASK_ALIAS, mask_token) if mask_token != MASK_ALIAS else text
 
 
-def fill(handle: ModelHandle, text: str, top_k: int = 5) -> FillResult:
+def fill(model: Any, tokenizer: Any, text: str, top_k: int = 5, *, device: str = "cpu",
+         name: str = "") -> FillResult:
+    """The fills of a loaded model and its tokenizer (`models.ModelHandle.fill` passes its own, under its
+    lock); `name` is the model's, for the result."""
     import torch
 
     from mlm_tui.heads import encoder_hidden, mlm_head
 
-    tok = handle.tokenizer
     if top_k < 1:
         raise FieldError("top_k", f"must be at least 1 (got {top_k})")
     try:
@@ -61,32 +76,31 @@ def fill(handle: ModelHandle, text: str, top_k: int = 5) -> FillResult:
     except UnicodeEncodeError as exc:  # bytes that were not UTF-8 reach Python as lone surrogates
         where = f"{printable(text[exc.start])} at character {exc.start + 1}"
         raise UsageError(f"the text is not UTF-8 ({where}); give it in UTF-8") from None
-    prepared = normalise(text, tok.mask_token)
-    enc = tok(prepared, return_tensors="pt")
+    prepared = normalise(text, tokenizer.mask_token)
+    enc = tokenizer(prepared, return_tensors="pt")
     ids = enc["input_ids"]
-    positions = (ids[0] == tok.mask_token_id).nonzero().flatten()
+    positions = (ids[0] == tokenizer.mask_token_id).nonzero().flatten()
     if len(positions) == 0:
-        raise UsageError(f"no {MASK_ALIAS} in the text: put {MASK_ALIAS} where a word should be predicted")
-    limit = _max_length(handle)
+        raise UsageError(NO_MASK)
+    limit = _max_length(model, tokenizer)
     if ids.shape[1] > limit:
         raise UsageError(f"the text is {ids.shape[1]} tokens long; this model reads at most {limit}")
-    if len(positions) == ids.shape[1] - tok.num_special_tokens_to_add():
+    if len(positions) == ids.shape[1] - tokenizer.num_special_tokens_to_add():
         raise UsageError("the text is only masks: give the model some words to go on")
-    enc = {k: v.to(handle.device) for k, v in enc.items()}
-    model = handle.model
+    enc = {k: v.to(device) for k, v in enc.items()}
     head = mlm_head(model)
     with torch.inference_mode():
         if head is not None:
             hidden = encoder_hidden(model, **enc)
-            logits = head(hidden[0, positions.to(handle.device)])
+            logits = head(hidden[0, positions.to(device)])
         else:
-            logits = model(**enc).logits[0, positions.to(handle.device)]
+            logits = model(**enc).logits[0, positions.to(device)]
         probs = logits.float().softmax(dim=-1)
         top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
     scores = top.values.cpu().tolist()
     token_ids = top.indices.cpu().tolist()
     base_ids = ids[0].tolist()
-    keep_specials = set(tok.all_special_ids) - {tok.mask_token_id}
+    keep_specials = set(tokenizer.all_special_ids) - {tokenizer.mask_token_id}
     masks: list[MaskFills] = []
     best_ids = list(base_ids)
     for row, pos in enumerate(positions.tolist()):
@@ -95,14 +109,14 @@ def fill(handle: ModelHandle, text: str, top_k: int = 5) -> FillResult:
         for score, token_id in zip(scores[row], token_ids[row], strict=True):
             filled = list(base_ids)
             filled[pos] = token_id
-            sequence = tok.decode([t for t in filled if t not in keep_specials])
-            fills.append(Fill(tok.decode([token_id]), token_id, score, sequence))
+            sequence = tokenizer.decode([t for t in filled if t not in keep_specials])
+            fills.append(Fill(tokenizer.decode([token_id]), token_id, score, sequence))
         masks.append(MaskFills(pos, fills))
-    best = tok.decode([t for t in best_ids if t not in keep_specials])
-    return FillResult(handle.name, text, masks, best)
+    best = tokenizer.decode([t for t in best_ids if t not in keep_specials])
+    return FillResult(name, text, masks, best)
 
 
-def _max_length(handle: ModelHandle) -> int:
-    config_limit = getattr(handle.model.config, "max_position_embeddings", None) or 512
-    tok_limit = handle.tokenizer.model_max_length
+def _max_length(model: Any, tokenizer: Any) -> int:
+    config_limit = getattr(model.config, "max_position_embeddings", None) or 512
+    tok_limit = tokenizer.model_max_length
     return min(config_limit, tok_limit) if tok_limit and tok_limit < 10**6 else config_limit

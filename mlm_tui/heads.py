@@ -31,9 +31,28 @@ def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
     return None
 
 
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and norms, as the Trainer does. Beside the heads because
+    training and the range test (`lr_find`) build the same optimizer over the same model."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def encoder_hidden(model: nn.Module, **inputs: Any) -> torch.Tensor:
     """Last hidden states of the model's encoder (no vocabulary projection)."""
     return model.base_model(**inputs)[0]
+
+
+def masked_logits(model: nn.Module, ids: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """Vocabulary logits of a masked LM (in eval mode) at the selected positions, with the vocabulary
+    head on those rows only when the family's head is known."""
+    head = mlm_head(model)
+    if head is None:
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[select]
+    return head(encoder_hidden(model, input_ids=ids, attention_mask=torch.ones_like(ids))[select])
 
 
 class MaskedOnlyMLM(nn.Module):

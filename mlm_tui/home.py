@@ -75,6 +75,11 @@ def datasets_cache_dir() -> Path:
     return _sub("cache/datasets")
 
 
+def run_listing_path() -> Path:
+    """What listings of the run store read of its finished runs, for the next process (`runstore`)."""
+    return _sub("cache") / "runs.json"
+
+
 def settings_path() -> Path:
     return root() / "settings.json"
 

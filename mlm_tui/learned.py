@@ -1,56 +1,50 @@
-"""What a run learned: per-word masked-LM loss before and after, and fills on the user's own sentences.
+"""What a run learned: the targeted word test on the run's test split, and fills on its own sentences.
 
-Perplexity says by how much a run improved; this says on which words. Both models see the run's own
-test chunks with the masks its perplexity used (`evaluate.EvalSet`), so the per-word figures add up to
-that perplexity: a word's loss is the mean cross-entropy over its masked pieces (every occurrence pooled,
-token-weighted, as perplexity is), and its count is how many of its occurrences had a piece masked. Words
-are the vocabulary view's (`vocab.word_bounds`: what whole-word masking masks together).
+Perplexity says by how much a run improved; this says on which words, in the domain's own words. The
+word test (`word_test`) masks, one whole word at a time, the occurrences in the run's test split of the
+words the vocabulary view ranks as most in need of adapting, of the corpus's most frequent content words,
+and of its most frequent punctuation, markup and general words (listed apart unless `mixed`), and fills
+them in with the base model and with the run's model (its final model, or the last checkpoint of a run
+that did not finish). A word is easier or harder only when its change is beyond its interval; the lists are
+ranked by the total change (occurrences x mean change), so frequent domain words come first.
 
 Probes are the course's "before and after fills", chosen from the test split instead of typed: a
 sentence where a domain word occurs, all of its pieces masked, each model's top joint fills, and the rank
 of the true word among the joint fills (pieces scored independently, summed log-probabilities, as a
-fill-mask call scores several masks; exact up to `RANK_LIMIT`, None beyond).
+fill-mask call scores several masks; exact up to `RANK_LIMIT`, None beyond), with each piece's own rank
+and probability, which move long before the joint rank of a word of several pieces enters the top 1000.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from mlm_tui import atomic, word_test
 from mlm_tui.chunking import TokenizedSplit
-from mlm_tui.errors import MlmError, RunCancelled, UsageError
-from mlm_tui.evaluate import EvalSet
-from mlm_tui.heads import encoder_hidden, mlm_head
-from mlm_tui.masking import IGNORE
-from mlm_tui.vocab import Vocabulary, WordStat, word_bounds, word_positions
+from mlm_tui.errors import MlmError, UsageError
+from mlm_tui.heads import masked_logits
+from mlm_tui.vocab import Vocabulary, WordStat, word_positions
+from mlm_tui.word_test import BETTER, GENERAL, UNCHANGED, WORSE, Summary, Target, WordResult
+
+if TYPE_CHECKING:
+    from mlm_tui.models import ModelHandle
+    from mlm_tui.run_settings import TrainConfig
+    from mlm_tui.rundata import RunChunks
+    from mlm_tui.runstore import Run
 
 RANK_LIMIT = 1000  # joint fills ranked exactly up to here
 FILLS = 5
 SENTENCE_ENDS = frozenset({".", "!", "?"})
 PROBE_WINDOW = 48  # tokens either side of the word, at most, before cutting at sentence ends
-PROBE_WORDS = 100  # domain words tried, most in need of adapting first, until enough occur in the test split
-
-
-@dataclass
-class WordChange:
-    word: str
-    count: int  # occurrences with at least one masked piece
-    loss_before: float
-    loss_after: float
-    pieces: list[str] = field(default_factory=list)
-
-    @property
-    def change(self) -> float:
-        return self.loss_after - self.loss_before
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"word": self.word, "count": self.count, "loss_before": self.loss_before,
-                "loss_after": self.loss_after}
+DOMAIN_WORDS = 200  # the vocabulary view's words measured (and tried as probes), most in need first
 
 
 @dataclass
@@ -61,91 +55,70 @@ class Probe:
     rank_after: int | None
     fills_before: list[str]
     fills_after: list[str]
+    pieces: list[str] = field(default_factory=list)
+    piece_ranks_before: list[int] = field(default_factory=list)  # each true piece's rank at its mask
+    piece_ranks_after: list[int] = field(default_factory=list)
+    piece_probs_before: list[float] = field(default_factory=list)  # and its probability there
+    piece_probs_after: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "word": self.word, "rank_before": self.rank_before,
                 "rank_after": self.rank_after, "fills_before": self.fills_before,
-                "fills_after": self.fills_after}
+                "fills_after": self.fills_after, "pieces": self.pieces,
+                "piece_ranks_before": self.piece_ranks_before, "piece_ranks_after": self.piece_ranks_after,
+                "piece_probs_before": self.piece_probs_before, "piece_probs_after": self.piece_probs_after}
 
 
 @dataclass
 class LearnedReport:
+    """The word test's figures for every word measured, and the probes. The lists hold `top` words each;
+    punctuation, markup and general words are in `general` unless `mixed` puts them in the lists."""
+
     run_id: str
     base: str
-    better: list[WordChange]
-    worse: list[WordChange]
+    model: str  # which of the run's models: "final model", or a checkpoint of an unfinished run
+    summary: Summary
+    words: list[WordResult] = field(repr=False)
     probes: list[Probe]
-    words: list[WordChange] = field(repr=False, default_factory=list)  # every word masked min_count+ times
+    top: int = 30
+    mixed: bool = False
+    per_word: int = word_test.PER_WORD  # occurrences measured per word, at most
+    occurrences: int = 0  # measured, all words together
+    rows: int = 0  # chunks of the test split the word test ran the models on
+
+    def _listed(self, verdict: str) -> list[WordResult]:
+        return [w for w in self.words if w.verdict == verdict and (self.mixed or w.kind != GENERAL)]
+
+    @property
+    def better(self) -> list[WordResult]:
+        """Easier beyond noise, the largest total fall first."""
+        return sorted(self._listed(BETTER), key=lambda w: (w.total, w.word))[: self.top]
+
+    @property
+    def worse(self) -> list[WordResult]:
+        """Harder beyond noise, the largest total rise first."""
+        return sorted(self._listed(WORSE), key=lambda w: (-w.total, w.word))[: self.top]
+
+    @property
+    def unchanged(self) -> list[WordResult]:
+        """Measured often enough, no change beyond noise; the most often measured first."""
+        return sorted(self._listed(UNCHANGED), key=lambda w: (-w.occurrences, w.word))[: self.top]
+
+    @property
+    def general(self) -> list[WordResult]:
+        """Punctuation, markup, numbers and general English, measured often enough (empty when mixed)."""
+        if self.mixed:
+            return []
+        out = [w for w in self.words if w.kind == GENERAL and w.verdict != word_test.TOO_FEW]
+        return sorted(out, key=lambda w: (w.total, w.word))[: self.top]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "base": self.base, "better": [w.to_dict() for w in self.better],
-                "worse": [w.to_dict() for w in self.worse], "probes": [p.to_dict() for p in self.probes]}
-
-
-def masked_token_losses(model: Any, evalset: EvalSet, batch_size: int = 32, device: Any = "cpu",
-                        cancelled: Callable[[], bool] | None = None) -> np.ndarray:
-    """Cross-entropy at every masked position of the eval set (row-major order of `labels != -100`):
-    the terms whose mean is the perplexity's loss."""
-    device = torch.device(device)
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(evalset), batch_size):
-            if cancelled is not None and cancelled():
-                raise RunCancelled("cancelled")
-            ids = evalset.inputs[start : start + batch_size].to(device)
-            labels = evalset.labels[start : start + batch_size].to(device)
-            select = labels != IGNORE
-            logits = masked_logits(model, ids, select)
-            out.append(torch.nn.functional.cross_entropy(logits.float(), labels[select], reduction="none"))
-    return torch.cat(out).cpu().numpy() if out else np.empty(0, dtype=np.float32)
-
-
-def masked_logits(model: Any, ids: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
-    """Vocabulary logits of a masked LM (in eval mode) at the selected positions, with the vocabulary
-    head on those rows only when the family's head is known (see `heads`)."""
-    head = mlm_head(model)
-    if head is None:
-        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[select]
-    return head(encoder_hidden(model, input_ids=ids, attention_mask=torch.ones_like(ids))[select])
-
-
-def word_losses(evalset: EvalSet, losses: Sequence[np.ndarray], vocabulary: Vocabulary
-                ) -> dict[tuple[int, ...], tuple[int, list[float]]]:
-    """Per word (its piece ids): (occurrences with a masked piece, mean loss of its masked pieces under
-    each model whose per-position `losses` are given)."""
-    labels = evalset.labels.numpy()
-    masked = labels != IGNORE
-    original = np.where(masked, labels, evalset.inputs.numpy()).ravel()
-    rows, width = labels.shape
-    keep, begins = word_bounds(original, np.arange(0, rows * width, width), vocabulary)
-    occurrence = np.cumsum(begins) - 1  # occurrence number of every kept token
-    starts = np.flatnonzero(begins)
-    lengths = np.bincount(occurrence[keep], minlength=len(starts))
-    where = np.flatnonzero(masked.ravel())
-    if len(where) and not keep[where].all():
-        raise ValueError("a masked position holds a special token: the eval set does not fit the vocabulary")
-    occ = occurrence[where]
-    totals = np.stack([np.bincount(occ, weights=loss, minlength=len(starts)) for loss in losses])
-    pieces = np.bincount(occ, minlength=len(starts))
-    acc: dict[tuple[int, ...], list[Any]] = {}
-    for o in np.flatnonzero(pieces).tolist():
-        key = tuple(original[starts[o] : starts[o] + lengths[o]].tolist())
-        entry = acc.setdefault(key, [0, 0, np.zeros(len(losses))])
-        entry[0] += 1
-        entry[1] += int(pieces[o])
-        entry[2] += totals[:, o]
-    return {k: (n, (sums / p).tolist()) for k, (n, p, sums) in acc.items()}
-
-
-def changes(per_word: dict[tuple[int, ...], tuple[int, list[float]]], vocabulary: Vocabulary,
-            min_count: int) -> list[WordChange]:
-    """Words masked at least `min_count` times, with their loss before and after, largest fall first."""
-    keys = [k for k, (n, _) in per_word.items() if n >= min_count]
-    texts = vocabulary.decode(keys)
-    out = [WordChange(text, per_word[k][0], per_word[k][1][0], per_word[k][1][1],
-                      [vocabulary.pieces[i] for i in k]) for text, k in zip(texts, keys, strict=True)]
-    out.sort(key=lambda w: (w.change, w.word))
-    return out
+        return {"run_id": self.run_id, "base": self.base, "model": self.model,
+                "summary": self.summary.to_dict(), "better": [w.to_dict() for w in self.better],
+                "worse": [w.to_dict() for w in self.worse],
+                "unchanged": [w.to_dict() for w in self.unchanged],
+                "general": [w.to_dict() for w in self.general], "probes": [p.to_dict() for p in self.probes],
+                "per_word": self.per_word, "occurrences": self.occurrences, "rows": self.rows}
 
 
 def probe_sentences(split: TokenizedSplit, words: Sequence[WordStat], vocabulary: Vocabulary, mask_id: int,
@@ -216,47 +189,61 @@ def probe(models: Sequence[Any], tokenizer: Any, vocabulary: Vocabulary, split: 
             select[0, masked] = True
             with torch.inference_mode():
                 log_probs = masked_logits(model, x, select).double().log_softmax(-1).cpu()
-            results.append(joint_fills(log_probs, word.ids))
+            true = log_probs[torch.arange(len(word.ids)), torch.tensor(word.ids)]
+            ranks = (log_probs > true[:, None]).sum(-1) + 1
+            results.append((*joint_fills(log_probs, word.ids), ranks.tolist(), true.exp().tolist()))
         shown = [int(i) for i in ids if not vocabulary.ignored[i] or i == mask_id]
-        (fills_a, rank_a), (fills_b, rank_b) = results
+        (fills_a, rank_a, ranks_a, probs_a), (fills_b, rank_b, ranks_b, probs_b) = results
         out.append(Probe(vocabulary.decode([shown])[0], word.word, rank_a, rank_b,
-                         vocabulary.decode(fills_a), vocabulary.decode(fills_b)))
+                         vocabulary.decode(fills_a), vocabulary.decode(fills_b), word.pieces,
+                         ranks_a, ranks_b, probs_a, probs_b))
     return out
 
 
-def learned(base_model: Any, run_model: Any, tokenizer: Any, evalset: EvalSet, test_split: TokenizedSplit,
-            domain_words: Sequence[WordStat], run_id: str, base: str, *, top: int = 30, min_count: int = 5,
-            probes: int = 8, batch_size: int = 32, device: Any = "cpu",
+def learned(base_model: Any, run_model: Any, tokenizer: Any, test_split: TokenizedSplit,
+            targets: Sequence[Target], run_id: str, base: str, *, chunk_size: int, mlm_probability: float,
+            model: str = "final model", top: int = 30, min_count: int = 5, per_word: int = word_test.PER_WORD,
+            probes: int = 8, mixed: bool = False, batch_size: int = 32, device: Any = "cpu",
             cancelled: Callable[[], bool] | None = None) -> LearnedReport:
-    """The whole "what a run learned" view: per-word losses on the run's eval set under both models (the
-    largest falls and rises, each word masked at least `min_count` times) and probes on the test split
-    for the domain words (e.g. `vocab.VocabReport.top`)."""
-    for model in (base_model, run_model):
-        model.eval()
+    """The whole "what a run learned" view: the word test of `targets` (`word_test.choose_targets`) on
+    the test split under both models, and probes for its domain words."""
+    for m in (base_model, run_model):
+        m.eval()
     vocabulary = Vocabulary.of(tokenizer)
-    losses = [masked_token_losses(m, evalset, batch_size, device, cancelled) for m in (base_model, run_model)]
-    ranked = changes(word_losses(evalset, losses, vocabulary), vocabulary, min_count)
-    better = [w for w in ranked if w.change < 0][:top]
-    worse = [w for w in reversed(ranked) if w.change > 0][:top]
-    found = probe([base_model, run_model], tokenizer, vocabulary, test_split, domain_words, probes, device)
-    return LearnedReport(run_id, base, better, worse, found, ranked)
+    testset = word_test.build(test_split, targets, vocabulary, chunk_size, tokenizer.mask_token_id,
+                              mlm_probability, per_word)
+    before, after = (word_test.occurrence_losses(m, testset, batch_size, device, cancelled)
+                     for m in (base_model, run_model))
+    words = word_test.results(targets, testset, before, after, min_count)
+    domain = [t.word for t in targets if t.kind == word_test.DOMAIN]
+    found = probe([base_model, run_model], tokenizer, vocabulary, test_split, domain, probes, device)
+    return LearnedReport(run_id, base, model, Summary.of(targets, words, min_count), words, found, top, mixed,
+                         per_word, testset.occurrences, len(testset.inputs))
 
 
-def run_learned(run_id: str, *, top: int = 30, min_count: int = 5, probes: int = 8, device: str = "auto",
-                cancelled: Callable[[], bool] | None = None,
-                status: Callable[[str], None] | None = None) -> LearnedReport:
-    """What run `run_id` learned, from its files: its base model and final model on its own test chunks
-    with the masks of its perplexity (`rundata`, as training chose and masked them), probes for the
-    corpus's domain words (the vocabulary view's ranking). The CLI's `runs learned` and the workbench
-    call this; both models stay loaded in `models`' cache for the next call."""
+@dataclass
+class RunModels:
+    """A run opened for comparison: its settings, its base model and its model, its data as it chose it."""
+
+    run: Run
+    config: TrainConfig
+    which: str  # "final model", or the last checkpoint of a run that did not finish
+    base: ModelHandle
+    model: ModelHandle
+    device: Any
+    splits: dict[str, TokenizedSplit]
+    chosen: RunChunks  # its train and test split and chunks, as training chose them
+
+
+def open_run(run_id: str, device: str = "auto", cancelled: Callable[[], bool] | None = None,
+             status: Callable[[str], None] | None = None) -> RunModels:
+    """Load run `run_id`'s base model and its final model (or, for a run that did not finish, its last
+    checkpoint), and rebuild its data as training chose it (`rundata`)."""
     from mlm_tui import runstore
-    from mlm_tui.chunking import tokenize_corpus
     from mlm_tui.corpus import fingerprint
-    from mlm_tui.masking import TokenTables
     from mlm_tui.models import load_model
-    from mlm_tui.rundata import fixed_evalset, select_chunks
+    from mlm_tui.rundata import run_splits, select_chunks
     from mlm_tui.training import pick_device
-    from mlm_tui.vocab import vocab_report
 
     say = status or (lambda message: None)
     run = runstore.find_run(run_id)
@@ -265,31 +252,68 @@ def run_learned(run_id: str, *, top: int = 30, min_count: int = 5, probes: int =
     info = run.info()
     if info.config is None:
         raise UsageError(f"run {run_id}: {info.config_problem}")
-    if info.model_path is None or info.plan is None:
-        raise UsageError(f"run {run_id} has no final model ({info.status}): only a completed run can be "
-                         "compared with its base model")
+    model_path, which = info.model_path, "final model"
+    if model_path is None and info.status in runstore.LIVE:
+        raise UsageError(f"run {run_id} is still {info.status}: compare it once it ends (a cancelled run's "
+                         "last checkpoint will do)")
+    if model_path is None and info.plan is not None:
+        model_path = run.latest_checkpoint()
+        which = f"last checkpoint, step {info.checkpoints[-1]}; run {info.status}" if model_path else which
+    if model_path is None or info.plan is None:
+        raise UsageError(f"run {run_id} has no final model ({info.status}) and no checkpoint: only a run "
+                         "with a model can be compared with its base model")
     config = info.config
     if info.corpus_fingerprint is not None and fingerprint(config.corpus) != info.corpus_fingerprint:
-        raise UsageError(f"the corpus {config.corpus} changed since run {run_id} read it: its test chunks "
+        raise UsageError(f"the corpus {config.corpus} changed since run {run_id} read it: its test split "
                          "cannot be rebuilt")
     device = pick_device(device)
     base_ref = info.model_source if info.model_source and Path(info.model_source).is_dir() else config.model
-    say(f"loading the base model {config.model} and the run's model")
+    say(f"loading the base model {config.model} and the run's {which}")
     try:
         base = load_model(base_ref, allow_pickle=config.allow_pickle, device=device)
     except MlmError as exc:
         raise MlmError(f"the base model of run {run_id}, {config.model}, can't be loaded any more: "
                        f"{exc}") from None
-    final = load_model(str(info.model_path), allow_pickle=config.allow_pickle, device=device)
-    splits = tokenize_corpus(config.corpus, base.tokenizer, config.text_field, cancelled=cancelled,
-                             status=say)
-    # The plan's test size is the one the run resolved: a smaller sample when the split had more chunks,
-    # else the whole split, which a test size of that many keeps whole too.
-    chosen = select_chunks(splits, config, info.plan.test_chunks)
-    evalset = fixed_evalset(chosen.test_chunks, TokenTables.from_tokenizer(base.tokenizer), config)
-    domain = vocab_report(splits, base.tokenizer, config.corpus, config.model, min_count, PROBE_WORDS,
-                          reference=False, cancelled=cancelled).top
-    say(f"measuring both models on the run's {len(evalset)} test chunks")
-    return learned(base.model, final.model, base.tokenizer, evalset, chosen.test, domain, run_id,
-                   config.model, top=top, min_count=min_count, probes=probes, device=device,
-                   cancelled=cancelled)
+    final = load_model(str(model_path), allow_pickle=config.allow_pickle, device=device)
+    # The run's data, read as the run read it (`rundata.run_splits`: its hub options too), and the test
+    # size it resolved: the one given, else its plan's, as a resume does.
+    test_size = config.test_size if config.test_size is not None else info.plan.test_chunks
+    splits = run_splits(config, base.tokenizer, test_size, cancelled=cancelled, status=say)
+    chosen = select_chunks(splits, config, test_size)
+    return RunModels(run, config, which, base, final, device, splits, chosen)
+
+
+def word_targets(opened: RunModels, min_count: int = 5, domain_words: int = DOMAIN_WORDS,
+                 cancelled: Callable[[], bool] | None = None) -> list[Target]:
+    """The words a run's word test measures: the vocabulary view's ranking over the run's corpus, its
+    frequent content words and its frequent general words (`word_test.choose_targets`)."""
+    from mlm_tui.vocab import vocab_report
+
+    config, tokenizer = opened.config, opened.base.tokenizer
+    vocab = vocab_report(opened.splits, tokenizer, config.corpus, config.model, min_count, domain_words,
+                         reference=False, cancelled=cancelled)
+    return word_test.choose_targets(vocab, word_test.general_words(tokenizer, vocab.counts.vocabulary))
+
+
+def run_learned(run_id: str, *, top: int = 30, min_count: int = 5, per_word: int = word_test.PER_WORD,
+                domain_words: int = DOMAIN_WORDS, probes: int = 8, mixed: bool = False, device: str = "auto",
+                cancelled: Callable[[], bool] | None = None,
+                status: Callable[[str], None] | None = None) -> LearnedReport:
+    """What run `run_id` learned, from its files (`open_run`): the word test of its test split, never its
+    training text, and probes. The CLI's `runs learned` and the workbench call this; both models stay
+    loaded in `models`' cache for the next call."""
+    say = status or (lambda message: None)
+    opened = open_run(run_id, device, cancelled, say)
+    targets = word_targets(opened, min_count, domain_words, cancelled)
+    config, test = opened.config, opened.chosen.test
+    say(f"filling in {len(targets)} words at their occurrences in the run's test split "
+        f"({test.documents:,} documents), at most {per_word} each")
+    report = learned(opened.base.model, opened.model.model, opened.base.tokenizer, test, targets, run_id,
+                     config.model, chunk_size=config.chunk_size, mlm_probability=config.mlm_probability,
+                     model=opened.which, top=top, min_count=min_count, per_word=per_word, probes=probes,
+                     mixed=mixed, device=opened.device, cancelled=cancelled)
+    with contextlib.suppress(OSError):  # for `runs show`; a run folder it cannot write keeps none
+        atomic.write_json(opened.run.learned_path, {
+            "summary": report.summary.to_dict(), "model": opened.which, "per_word": per_word,
+            "measured": datetime.datetime.now().isoformat(timespec="seconds")})
+    return report

@@ -56,16 +56,22 @@ class RangeTest:
         return {"suggested": self.suggested, "reason": self.reason, "steps": len(self.lrs)}
 
 
+def too_short(planned: int) -> str | None:
+    """Why a run of `planned` steps is too short for a range test (a readable curve), or None."""
+    if int(planned * SHARE) >= MIN_STEPS:
+        return None
+    return (f"{{field}} auto needs a run of at least {MIN_STEPS / SHARE:.0f} steps (its range test takes a "
+            f"tenth of them, and at least {MIN_STEPS}); this one plans {planned}: give a rate, or more steps")
+
+
 def steps_for(planned: int) -> int:
     """Steps of the test for a run of `planned` steps; a run too short for a readable curve is refused."""
-    steps = min(MAX_STEPS, int(planned * SHARE))
-    if steps < MIN_STEPS:
+    problem = too_short(planned)
+    if problem is not None:
         from mlm_tui.errors import FieldError
 
-        raise FieldError("learning_rate", f"{{field}} auto needs a run of at least {MIN_STEPS / SHARE:.0f} "
-                         f"steps (its range test takes a tenth of them, and at least {MIN_STEPS}); this one "
-                         f"plans {planned}: give a rate, or more steps")
-    return steps
+        raise FieldError("learning_rate", problem)
+    return min(MAX_STEPS, int(planned * SHARE))
 
 
 def rates(steps: int, lr_min: float = LR_MIN, lr_max: float = LR_MAX) -> list[float]:
@@ -107,9 +113,8 @@ def range_test(model: torch.nn.Module, batches: Callable[[int], torch.Tensor], t
     were after it: the copy is thrown away. The masks come from their own seeded stream."""
     import torch
 
-    from mlm_tui.heads import MaskedOnlyMLM
+    from mlm_tui.heads import MaskedOnlyMLM, param_groups
     from mlm_tui.masking import generator_for, mask_batch
-    from mlm_tui.training import param_groups
 
     devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
     lrs, losses = [], []

@@ -39,7 +39,7 @@ class TokenTables:
 
 def word_start_table(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     """Which tokens start a word (see `vocab.word_starts`, the rule the vocabulary view shares)."""
-    return torch.from_numpy(word_starts(tokenizer.get_vocab(), vocab_size))
+    return torch.from_numpy(word_starts(tokenizer, tokenizer.get_vocab(), vocab_size))
 
 
 def generator_for(seed: int, step: int) -> torch.Generator:

@@ -9,7 +9,7 @@ the run store, so a card can be written for any completed run, also one trained 
 
 from __future__ import annotations
 
-import shlex
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from mlm_tui import atomic
 from mlm_tui.errors import MlmError, UsageError, first_line
 from mlm_tui.run_settings import changed_settings, train_argv
 from mlm_tui.runstore import Run, RunInfo
-from mlm_tui.textsafe import printable
+from mlm_tui.textsafe import printable, shell_quote
 
 CARD_NAME = "README.md"
 TAGS = ["fill-mask", "domain-adaptation", "mlm-tui"]
@@ -57,8 +57,9 @@ def build_card(info: RunInfo) -> Any:
         raise UsageError(f"run {info.run_id} has no final results to describe (status: {info.status})")
     cfg = info.config
     base, dataset = _hub_model(cfg.model), _hub_dataset(cfg.corpus)
+    corpus = info.corpus or cfg.corpus  # as the user gave it
     results = [EvalResult(task_type="fill-mask", task_name="Masked language modeling",
-                          dataset_type=dataset or "local", dataset_name=cfg.corpus, dataset_split="test",
+                          dataset_type=dataset or "local", dataset_name=corpus, dataset_split="test",
                           metric_type="perplexity", metric_name="Perplexity (test split)",
                           metric_value=round(info.perplexity_after, 4))]
     data = ModelCardData(base_model=base, tags=TAGS, datasets=[dataset] if dataset else None,
@@ -67,11 +68,11 @@ def build_card(info: RunInfo) -> Any:
     before = info.perplexity_before
     change = f" ({(info.perplexity_after / before - 1) * 100:+.1f}%)" if before else ""
     settings = changed_settings(cfg).items()
-    command = "mlm-tui " + shlex.join(train_argv(cfg))
+    command = " ".join(["mlm-tui", *(shell_quote(arg) for arg in train_argv(cfg))])
     versions = info.versions or {}
     lines = [
         f"# mlm-tui run {info.run_id}", "",
-        f"`{printable(cfg.model)}` adapted to the corpus `{printable(cfg.corpus)}` by masked-language-model "
+        f"`{printable(cfg.model)}` adapted to the corpus `{printable(corpus)}` by masked-language-model "
         f"fine-tuning with mlm-tui ({info.step} steps, "
         f"{cfg.chunk_size}-token chunks, {cfg.mlm_probability:.0%} masking"
         f"{', whole words' if cfg.whole_word_mask else ''}).", "",
@@ -80,15 +81,32 @@ def build_card(info: RunInfo) -> Any:
         "",
         "| before | after |", "|---|---|",
         f"| {_ppl(before)} | {_ppl(info.perplexity_after)}{change} |", "",
+        *_general_lines(info),
         "## Settings", "",
         *(f"- `{name}`: `{printable(value)}`" for name, value in settings),
         *([] if settings else ["defaults"]),
-        "", "## Reproduce", "", "```", printable(command), "```", "",
+        *([f"- learning rate chosen by `auto` (a range test on the run's first batches): "
+           f"{info.auto_rate:.2e}"] if info.auto_rate is not None else []),
+        "", "## Reproduce", "", "```", command, "```", "",
         "## Libraries", "",
         *(f"- {name} {printable(v)}" for name, v in versions.items() if v),
     ]
     template = "---\n{{ card_data }}\n---\n\n" + "\n".join(lines) + "\n"
     return ModelCard.from_template(data, template_str=template)
+
+
+def _general_lines(info: RunInfo) -> list[str]:
+    """What the run cost on general text (`rundata`), when it measured that."""
+    from mlm_tui.rundata import general_name
+
+    after = info.general_perplexity_after
+    name = general_name(info.config) if info.config is not None else None
+    if after is None or name is None:
+        return []
+    before = info.general_perplexity_before
+    change = f" ({(after / before - 1) * 100:+.1f}%)" if before else ""
+    return [f"Perplexity on general text ({printable(name)}), what the adaptation cost:", "",
+            "| before | after |", "|---|---|", f"| {_ppl(before)} | {_ppl(after)}{change} |", ""]
 
 
 def _ppl(value: float | None) -> str:
@@ -103,32 +121,56 @@ def write_card(run: Run, folder: Path | None = None) -> Path:
 
 
 def final_model(run: Run) -> Path:
-    """The run's final model folder, its card written if it has none (a run from before cards existed)."""
+    """The run's final model folder, checked to load (its weights present and whole), its card written if
+    it has none (a run from before cards existed)."""
+    from mlm_tui.models import check_model_dir, damage_advice, damaged_weights
+
     info = run.info()
     if info.model_path is None:
         raise UsageError(f"run {run.run_id} has no final model (status: {info.status}); only completed runs "
                          "can be exported or pushed")
+    try:
+        check_model_dir(info.model_path, allow_pickle=True)  # present; its format is not loaded here
+    except MlmError as exc:
+        raise MlmError(f"the final model of run {run.run_id} would not load: {exc}") from None
+    damaged = damaged_weights(info.model_path)
+    if damaged is not None:
+        raise MlmError(f"the final model of run {run.run_id} would not load: {damaged} is truncated or not "
+                       f"safetensors; {damage_advice(info.model_path)}")
     if not (info.model_path / CARD_NAME).is_file():
         write_card(run)
     return info.model_path
 
 
 def export(run: Run, dest: Path) -> Path:
-    """Copy the final model (weights, tokenizer, card) to `dest`, a new or empty folder."""
+    """Copy the final model (weights, tokenizer, card) to `dest`, a new or empty folder outside it."""
     source = final_model(run)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UsageError(f"{dest} already exists and is not an empty folder")
+    inside = Path(os.path.realpath(dest))
+    if inside == source.resolve() or source.resolve() in inside.parents:
+        raise UsageError(f"{dest} is inside the run's own model folder ({source}): export to a folder "
+                         "outside it")
     tmp = dest.with_name(f".{dest.name}.tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(source, tmp)
+        atomic.settle_modes(tmp)  # a run from before finished files took the umask has private weights
         if dest.exists():
             dest.rmdir()
         tmp.rename(dest)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise MlmError(f"could not export to {dest} ({exc.strerror or exc})") from None
+        raise MlmError(f"could not export to {dest} ({_why(exc)})") from None
     return dest
+
+
+def _why(exc: OSError) -> str:
+    """An OSError's reason in words; `copytree` gathers its failures into one error holding a list of
+    (source, destination, reason) tuples: the first reason."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        return str(exc.args[0][0][-1])
+    return str(exc.strerror or exc)
 
 
 def check_push() -> str:

@@ -150,7 +150,7 @@ class ModelHandle:
         from mlm_tui.fill import fill
 
         with self._lock:
-            return fill(self, text, top_k=top_k)
+            return fill(self.model, self.tokenizer, text, top_k, device=self.device, name=self.name)
 
 
 _cache: dict[tuple[str, bool], ModelHandle] = {}
@@ -172,6 +172,27 @@ def check_hub_available(hub_id: str) -> bool:
     if why is not None and not cached:
         raise UsageError(f"model {hub_id!r} is not in the local cache and {why}")
     return cached
+
+
+def mask_token_of(ref: str | None) -> str | None:
+    """The mask token a local model's tokenizer files name, read without loading anything; None when they
+    do not say (or the reference is not a local model)."""
+    try:
+        resolved = resolve(ref)
+    except MlmError:
+        return None
+    if resolved.path is None:
+        return None
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        try:
+            token = json.loads((resolved.path / name).read_text(encoding="utf-8")).get("mask_token")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(token, dict):  # an AddedToken, as some tokenizers save it
+            token = token.get("content")
+        if isinstance(token, str) and token:
+            return token
+    return None
 
 
 def load_tokenizer(ref: str | None, *, allow_pickle: bool = False) -> Any:
@@ -237,7 +258,7 @@ def load_weights(source: str, *, allow_pickle: bool = False) -> Any:
             source, trust_remote_code=False, use_safetensors=None if allow_pickle else True)
 
     try:
-        return load()
+        model = load()
     except Exception as exc:
         path = Path(source)
         if not path.is_dir():
@@ -248,7 +269,23 @@ def load_weights(source: str, *, allow_pickle: bool = False) -> Any:
         if damaged is None:
             raise
         raise MlmError(f"{damaged}: the weights file is damaged ({first_line(exc)[:120]}); "
-                       f"{_damage_advice(path)}") from None
+                       f"{damage_advice(path)}") from None
+    bad = nonfinite_weight(model)
+    if bad is not None:
+        raise MlmError(f"the model {source} gives NaN before any training: its weights hold NaN or infinite "
+                       f"values ({bad}); {damage_advice(Path(source))}")
+    return model
+
+
+def nonfinite_weight(model: Any) -> str | None:
+    """The name of the first parameter holding NaN or an infinity, if any: such a model's every loss and
+    fill is NaN, and no learning rate can train it."""
+    import torch
+
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            return name
+    return None
 
 
 def damaged_weights(path: Path) -> Path | None:
@@ -266,7 +303,7 @@ def damaged_weights(path: Path) -> Path | None:
     return None
 
 
-def _damage_advice(path: Path) -> str:
+def damage_advice(path: Path) -> str:
     from mlm_tui.home import runs_dir
 
     try:

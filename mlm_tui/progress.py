@@ -27,9 +27,10 @@ def print_event(event: dict[str, Any]) -> None:
         say(event["message"])
     elif kind == "plan":
         eval_note = f", eval every {event['eval_steps']}" if event.get("eval_steps") else ""
+        save_note = f", checkpoint every {event['save_steps']}" if event.get("save_steps") else ""
         say(f"device {event['device']} ({event['precision']}), batch {event['batch_size']}, "
             f"{event['steps']} steps ({event['steps_per_epoch']}/epoch), {event['train_chunks']} train / "
-            f"{event['test_chunks']} test chunks, checkpoint every {event['save_steps']}{eval_note}")
+            f"{event['test_chunks']} test chunks{save_note}{eval_note}")
         for note in event.get("notes", []):
             say(f"note: {note}")
     elif kind == "step":

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal
 
-from mlm_tui.errors import FieldError
+from mlm_tui.errors import FieldError, in_words
 
 Kind = Literal["text", "path", "integer", "number", "choice", "flag"]
 Check = Callable[[Any], str | None]  # the problem with a value, worded after the setting's name, or None
@@ -38,6 +38,13 @@ def _non_negative(v: float) -> str | None:
 
 def _fraction(v: float) -> str | None:
     return None if 0 < v < 1 else f"must be between 0 and 1 (got {v})"
+
+
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (which Accelerate's `set_seed` calls) takes no more
+
+
+def _seed(v: int) -> str | None:
+    return None if 0 <= v <= SEED_MAX else f"must be between 0 and {SEED_MAX} (got {v})"
 
 
 def _by_device(cuda: int, cpu: int) -> Callable[[str], int]:
@@ -67,9 +74,9 @@ def setting(default: Any, label: str, help: str, kind: Kind, **meta: Any) -> Any
 @dataclass
 class TrainConfig:
     corpus: str = setting(MISSING, "Corpus", "corpus file, folder or hub dataset", "path")
-    model: str = setting("starter", "Model", "model to start from: directory, run id, starter or hub id",
-                         "text")
-    chunk_size: int = setting(128, "Chunk size", "tokens per training chunk", "integer", check=_at_least(2))
+    model: str = setting("starter", "Model", "the model (a run starts from it): directory, run id, starter "
+                         "or hub id", "text")
+    chunk_size: int = setting(128, "Chunk size", "tokens per chunk", "integer", check=_at_least(2))
     mlm_probability: float = setting(0.15, "Mask prob.", "share of tokens masked", "number", check=_fraction)
     whole_word_mask: bool = setting(False, "Whole-word masking", "mask all pieces of a word together", "flag")
     batch_size: int | None = setting(None, "Batch size", "chunks per step and process", "integer",
@@ -95,7 +102,7 @@ class TrainConfig:
     no_general: bool = setting(False, "Skip general text", "do not measure perplexity on general text",
                                "flag", advanced=True)
     seed: int = setting(42, "Seed", "seed of the data order, the masks and the held-out split", "integer",
-                        advanced=True)
+                        check=_seed, advanced=True)
     device: str = setting("auto", "Device", "where to train", "choice", choices=("auto", "cpu", "cuda"),
                           advanced=True, on_resume=True)
     precision: str = setting("auto", "Precision", "auto: bf16 on CUDA (else fp16) and on CPUs with native "
@@ -109,6 +116,11 @@ class TrainConfig:
     save_steps: int | None = setting(None, "Save steps", "checkpoint every N steps", "integer",
                                      check=_at_least(1), advanced=True, on_resume=True,
                                      blank="min(500, steps)")
+    keep_checkpoints: int = setting(1, "Checkpoints", "checkpoints kept on disk: the latest N and the best "
+                                    "by eval perplexity (each holds the model and its optimizer state, about "
+                                    "3 times the model); 0: none once the run completes, as run_mlm.py's "
+                                    "save_total_limit", "integer", check=_at_least(0), advanced=True,
+                                    on_resume=True)
     logging_steps: int | None = setting(None, "Logging steps", "log the loss every N steps", "integer",
                                         check=_at_least(1), advanced=True, on_resume=True,
                                         blank="steps / 1000")
@@ -136,25 +148,43 @@ class TrainConfig:
                              on_resume=True)
     freeze_embeddings: bool = setting(False, "Freeze embeddings", "keep the word embeddings fixed", "flag",
                                       advanced=True)
+    # vocabulary extension (issue 24, `vocab_extend`): data-changing, so refused on resume like the others
+    extend_vocab: int = setting(0, "Extend vocab.", "add the N words most in need of adapting (count x extra "
+                                "pieces in the training split) as whole tokens before training", "integer",
+                                check=_at_least(0), advanced=True)
+    min_count: int = setting(5, "Min count", "with extend vocab.: only words seen this often in the training "
+                             "split", "integer", check=_at_least(1), advanced=True)
     allow_pickle: bool = setting(False, "Allow pickle", "allow pytorch_model.bin weights (pickles can run "
                                  "code: trusted sources only)", "flag", advanced=True, on_resume=True)
 
     def problems(self) -> list[FieldError]:
         """Every bad value, by field (the form marks them all; the CLI reports the first)."""
+        found = [problem for f in fields(self) if (problem := _problem(f.name, getattr(self, f.name)))]
+        named = {e.field for e in found}
+        return found + [e for e in self._together() if e.field not in named]
+
+    def _together(self) -> list[FieldError]:
+        """Values that are fine alone and wrong together, found before a run exists rather than in it."""
         found = []
-        for f, s in settings():
-            value = getattr(self, f.name)
-            if value is None or s.kind == "flag" or value in s.words:
-                continue
-            if s.choices and value not in s.choices:
-                found.append(FieldError(f.name, f"must be {_either(s.choices)} (got {value})"))
-            elif s.check is not None and (problem := s.check(value)) is not None:
-                found.append(FieldError(f.name, problem))
+        if self.general is not None and self.no_general:
+            found.append(FieldError("no_general", "{field}: {general} was also given; keep one of the two",
+                                    also=("general",)))
+        if self.learning_rate == "auto" and isinstance(self.max_steps, int) and self.max_steps >= 1:
+            from mlm_tui.lr_find import too_short
+
+            if (problem := too_short(self.max_steps)) is not None:
+                found.append(FieldError("learning_rate", problem))
         return found
 
     def validate(self) -> None:
         for problem in self.problems():
             raise problem
+
+    def steps(self, train_chunks: int, batch_size: int, processes: int) -> tuple[int, int]:
+        """(steps, steps per epoch) of this run on `train_chunks`: the trainer's plan and the form's notes
+        count them by this one rule."""
+        per_epoch = max(1, train_chunks // (batch_size * self.gradient_accumulation * processes))
+        return self.max_steps or max(1, math.ceil(self.epochs * per_epoch)), per_epoch
 
     def on_device(self, name: str, device: str) -> Any:
         """A setting's value on a device: the value given, else its device default (batch and test size)."""
@@ -234,15 +264,39 @@ def _setting(name: str) -> Setting:
     return TrainConfig.__dataclass_fields__[name].metadata["setting"]
 
 
-setting_of = _setting  # for a front end that offers one setting elsewhere (`chunks --subset`)
+def _problem(name: str, value: Any) -> FieldError | None:
+    """What is wrong with a setting's value by its declaration (its choices, its check), or None."""
+    s = _setting(name)
+    if value is None or s.kind == "flag" or value in s.words:
+        return None
+    if s.choices and value not in s.choices:
+        return FieldError(name, f"must be {_either(s.choices)} (got {value})")
+    if s.check is not None and (problem := s.check(value)) is not None:
+        return FieldError(name, problem)
+    return None
 
 
+def check_value(name: str, value: Any) -> None:
+    """Refuse a value of one setting as `TrainConfig` would, for an engine function that takes it alone
+    (`chunking.check_chunk_size`)."""
+    if (problem := _problem(name, value)) is not None:
+        raise problem
+
+
+# -- names of a setting, by face: how a `FieldError` is told (`FieldError.named`) --------------------------
 def flag(name: str) -> str:
     """The command-line name of a setting (or of any option, by its dest name): `--chunk-size`, `CORPUS`."""
     f = TrainConfig.__dataclass_fields__.get(name)
     if f is not None and f.default is MISSING:
         return name.upper()  # a positional argument
     return "--" + name.replace("_", "-")
+
+
+def label(name: str) -> str:
+    """The workbench's name of a setting: its form label ("Mask prob."); an option the form does not show
+    is named in words."""
+    f = TrainConfig.__dataclass_fields__.get(name)
+    return f.metadata["setting"].label if f is not None else in_words(name)
 
 
 def changed_settings(config: TrainConfig) -> dict[str, Any]:
@@ -293,23 +347,58 @@ def _parser(s: Setting) -> Callable[[str], Any]:
     return parse
 
 
+def _add_argument(parser: Any, f: Field[Any], s: Setting, *, required: bool = False) -> None:
+    """A setting's argument, default SUPPRESS: what the user gave is exactly what lands in the namespace.
+    A positional one (the corpus) is `required`, or optional where another flag may stand for it."""
+    kwargs: dict[str, Any] = {"default": argparse.SUPPRESS}
+    if f.default is MISSING:
+        parser.add_argument(f.name, nargs=None if required else "?", help=s.help, **kwargs)
+        return
+    kwargs["dest"] = f.name
+    note = s.blank or ("suits the device" if s.auto else f"{f.default}")
+    if s.kind == "flag":
+        parser.add_argument(flag(f.name), action="store_const", const=True, help=s.help, **kwargs)
+    else:
+        metavar = "|".join((METAVAR[s.kind], *s.words)) if s.kind in METAVAR else None
+        parser.add_argument(flag(f.name), type=_parser(s), choices=s.choices or None, metavar=metavar,
+                            help=f"{s.help} (default: {note})", **kwargs)
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """One argument per setting. Their default is SUPPRESS, so what the user gave is exactly what lands in
-    the namespace: defaults come from `TrainConfig`, and `--resume` can refuse a flag that was given."""
+    """One argument per setting. Their defaults come from `TrainConfig`, and `--resume` can refuse a flag
+    that was given."""
     steps = parser.add_mutually_exclusive_group()
     for f, s in settings():
-        if f.default is MISSING:
-            parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=s.help)
-            continue
-        target = steps if f.name in ("epochs", "max_steps") else parser
-        note = s.blank or ("suits the device" if s.auto else f"{f.default}")
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
-        if s.kind == "flag":
-            target.add_argument(flag(f.name), action="store_const", const=True, help=s.help, **kwargs)
+        _add_argument(steps if f.name in ("epochs", "max_steps") else parser, f, s)
+
+
+# The settings that other commands share with `train`, under the same flags, help and checks, so that a
+# command that reads a corpus or opens a model takes them as a run does (see `add_setting_arguments`).
+CORPUS_SETTINGS = ("corpus", "text_field", "subset", "train_split", "test_split", "streaming")
+MODEL_SETTINGS = ("model", "allow_pickle")
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """The arguments of some settings, for a command other than `train` (`chunks`, `eval`, `vocab`);
+    `complete_settings` gives them their defaults and checks them once parsed."""
+    for name in names:
+        _add_argument(parser, TrainConfig.__dataclass_fields__[name], _setting(name), required=True)
+    parser.set_defaults(command_settings=names)
+
+
+def complete_settings(args: argparse.Namespace) -> None:
+    """Give the settings of a command (`add_setting_arguments`) the defaults `TrainConfig` declares where
+    the command line left them out, and refuse a bad value by its setting, as `train` does.
+
+    The defaults are set here, not by argparse, so that `mlm-tui --model X chunks ...` keeps the top-level
+    value, which a subcommand's own default would overwrite.
+    """
+    for name in getattr(args, "command_settings", ()):
+        value = getattr(args, name, None)
+        if value is None:  # a positional setting is required: only options are ever left out
+            setattr(args, name, TrainConfig.__dataclass_fields__[name].default)
         else:
-            metavar = "|".join((METAVAR[s.kind], *s.words)) if s.kind in METAVAR else None
-            target.add_argument(flag(f.name), type=_parser(s), choices=s.choices or None, metavar=metavar,
-                                help=f"{s.help} (default: {note})", **kwargs)
+            check_value(name, value)
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -318,7 +407,11 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    given = given_settings(args)
+    return config_from_given(given_settings(args))
+
+
+def config_from_given(given: Mapping[str, Any]) -> TrainConfig:
+    """The config of the settings given on a command line, the others at their defaults; checked."""
     if "corpus" not in given:
         raise FieldError("corpus", "give a {field} (or --resume RUN_ID)")
     config = TrainConfig(**given)
@@ -397,7 +490,7 @@ def config_from_form(values: Mapping[str, str | bool]) -> tuple[TrainConfig | No
     checked = TrainConfig(**{"corpus": "", **parsed})
     errors.update({e.field: e for e in checked.problems() if e.field not in errors})
     if errors:
-        return None, {name: e.named(_setting(name).label) for name, e in errors.items()}
+        return None, {name: e.named(label) for name, e in errors.items()}
     return checked, {}
 
 

@@ -1,8 +1,10 @@
 """The text a run trains and measures on, chosen in one place.
 
-Training (`training.FineTune`) and the views of a finished run (`learned.run_learned`) both pick the
-run's chunks with `select_chunks` and mask its test chunks with `fixed_evalset`, so the test set a run's
-perplexity was measured on can be rebuilt later exactly, chunk for chunk and mask for mask.
+Training (`training.FineTune`, a resume too) and the views of a finished run (`learned.run_learned`) all
+read the run's corpus with `run_splits` (its hub options: subset, splits, streaming, and a stream's
+held-out documents), pick its chunks with `select_chunks` and mask its test chunks with `fixed_evalset`, so
+the test set a run's perplexity was measured on can be rebuilt later exactly, chunk for chunk and mask for
+mask.
 
 What a run cost (issue 13, section 3) is its perplexity on general text before and after: at most
 `GENERAL_CHUNKS` chunks of the general-English sample that ships with the package (`vocab.REFERENCE`),
@@ -11,7 +13,10 @@ or of the run's own `--general` corpus, masked as its test chunks are.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +24,7 @@ import numpy as np
 from mlm_tui.errors import FieldError, UsageError
 
 if TYPE_CHECKING:
-    from mlm_tui.chunking import TokenizedSplit
+    from mlm_tui.chunking import Progress, TokenizedSplit
     from mlm_tui.evaluate import EvalSet
     from mlm_tui.masking import TokenTables
     from mlm_tui.run_settings import TrainConfig
@@ -38,15 +43,60 @@ class RunChunks:
     test_chunks: np.ndarray  # what its perplexity is measured on (down-sampled to the test size)
 
 
-def select_chunks(splits: dict[str, TokenizedSplit], config: TrainConfig, test_size: int) -> RunChunks:
-    """The run's train and test chunks from its tokenized corpus. `test_size` is the test size resolved
-    for the run's device (`TrainConfig.on_device`), or the one it recorded in its plan."""
+def absolute_paths(config: TrainConfig) -> tuple[TrainConfig, dict[str, str]]:
+    """The config with its corpus and general text as absolute paths where they name local files, and the
+    values as given that this changed. A run records where its text is, so that a resume or `runs
+    learned` reads it again from any folder; what the user typed is what it shows (`RunInfo.corpus`)."""
+    from dataclasses import replace
+
+    given = {}
+    for name in ("corpus", "general"):
+        value = getattr(config, name)
+        if value is None or not Path(value).expanduser().exists():
+            continue  # a hub dataset, or a missing path refused by name later
+        absolute = os.path.abspath(os.path.expanduser(value))
+        if absolute != value:
+            given[name] = value
+    return replace(config, **{name: os.path.abspath(os.path.expanduser(getattr(config, name)))
+                              for name in given}), given
+
+
+def run_splits(config: TrainConfig, tokenizer: Any, test_size: int, *, progress: Progress | None = None,
+               cancelled: Callable[[], bool] | None = None, status: Callable[[str], None] | None = None
+               ) -> dict[str, TokenizedSplit]:
+    """The run's corpus, tokenized as the run read it. `test_size` is the run's resolved test size (see
+    `select_chunks`): a stream without a test split holds out that many chunks' worth of documents."""
+    from mlm_tui.chunking import tokenize_corpus
+    from mlm_tui.corpus import HubOptions
+
+    hub = HubOptions(config.subset, config.train_split, config.test_split, config.streaming)
+    return tokenize_corpus(config.corpus, tokenizer, config.text_field, progress=progress,
+                           cancelled=cancelled, status=status, hub=hub,
+                           holdout_tokens=test_size * config.chunk_size)
+
+
+def train_and_test(splits: dict[str, TokenizedSplit], seed: int
+                   ) -> tuple[TokenizedSplit, TokenizedSplit, bool]:
+    """The run's train and test splits, and whether the test split was held out of train here."""
     train = splits.get("train") or next(iter(splits.values()))
     test = splits.get("test") or splits.get("validation")
     held_out = test is None or test is train
     if held_out:
-        train, test = train.split_documents(TEST_FRACTION, config.seed)
+        train, test = train.split_documents(TEST_FRACTION, seed)
     assert test is not None
+    return train, test, held_out
+
+
+def training_split(splits: dict[str, TokenizedSplit], seed: int) -> TokenizedSplit:
+    """The documents a run trains on (before down-sampling): what may choose words to add to its
+    vocabulary (`vocab_extend`), as no test document may."""
+    return train_and_test(splits, seed)[0]
+
+
+def select_chunks(splits: dict[str, TokenizedSplit], config: TrainConfig, test_size: int) -> RunChunks:
+    """The run's train and test chunks from its tokenized corpus. `test_size` is the test size resolved
+    for the run's device (`TrainConfig.on_device`), or the one it recorded in its plan."""
+    train, test, held_out = train_and_test(splits, config.seed)
     train_chunks, test_chunks = train.chunks(config.chunk_size), test.chunks(config.chunk_size)
     for name, split, chunks in (("train", train, train_chunks), ("test", test, test_chunks)):
         if len(chunks) == 0:
@@ -97,4 +147,12 @@ def general_evalset(config: TrainConfig, tokenizer: Any, tables: TokenTables) ->
     if len(chunks) > GENERAL_CHUNKS:
         pick = np.random.default_rng(GENERAL_SEED).choice(len(chunks), GENERAL_CHUNKS, replace=False)
         chunks = chunks[np.sort(pick)]
-    return fixed_evalset(np.ascontiguousarray(chunks), tables, config)
+    if bool(tables.special[np.asarray(chunks, dtype=np.int64)].all()):
+        raise FieldError("general", f"{{field}} {config.general}: every token of it is special or unknown "
+                         "to the model's tokenizer, so none can be masked; give text in the model's language")
+    try:
+        return fixed_evalset(np.ascontiguousarray(chunks), tables, config)
+    except UsageError as exc:  # no masked token: its message is about the run's test set
+        raise FieldError("general", f"{{field}} {general_name(config)}: none of its "
+                         f"{min(len(chunks), GENERAL_CHUNKS)} chunks got a masked token at the run's mask "
+                         "probability; raise it, or give more general text") from exc

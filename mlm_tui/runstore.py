@@ -5,7 +5,9 @@
                   metrics.jsonl   one line per logged step or evaluation (appended)
                   log.txt         the run's human-readable log
                   lock            flock'ed by the training process for its whole life
+                  workers.lock    shared-flock'ed by every worker of a multi-process launch
                   output.txt      stdout and stderr of a run the workbench launched
+                  launch.log      stderr of a multi-process launch (its workers and its agent)
                   checkpoints/    step-N folders: the latest and the best by eval perplexity
                   model/          the final model and tokenizer (`save_pretrained`)
 
@@ -14,6 +16,9 @@ in its state), then `running`. A run whose state says `preparing` or `running` b
 holds lost its process (kill -9, power loss): it is reported as `interrupted`. The lock is the truth, not a
 pid or a clock, so pid reuse cannot fool it. A new run takes its lock before it writes any file, and a
 launcher hands its lock down to the process it starts, so no reader ever sees a run `interrupted` at birth.
+A multi-process launch holds `lock` in its launcher and `workers.lock` in each of its workers: the run is
+live while any of them is, and the main worker takes `lock` over (and stops every worker) when the
+launcher dies. Run files are written only into a run folder that exists, so a deleted run stays deleted.
 
 `RunInfo` is the one typed view of a run's files: the CLI's `runs` and the workbench read it, and nothing
 else parses state.json or config.json.
@@ -29,14 +34,14 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
 from mlm_tui import atomic
 from mlm_tui.errors import FieldError, MlmError, UsageError
-from mlm_tui.home import runs_dir
+from mlm_tui.home import run_listing_path, runs_dir
 from mlm_tui.run_settings import Plan, TrainConfig
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
@@ -44,6 +49,9 @@ STATUSES = ("preparing", "running", "completed", "cancelled", "failed", "interru
 LIVE = ("preparing", "running")
 LOCK_FD_ENV = "MLM_TUI_RUN_LOCK_FD"  # the lock a launcher hands down to the process it starts
 DELEGATED_ENV = "MLM_TUI_RUN_DELEGATED"  # a run whose lock the process that started this launch holds
+CHECKPOINT_DIR = re.compile(r"^step-(\d+)$")  # checkpoints/step-0000040, written by `checkpoints.save`
+BEST_CHECKPOINT = "best.json"  # in checkpoints/: {"step": N}, the checkpoint with the best eval perplexity
+WATCH_SECONDS = 1.0  # how often the main worker of a launch checks that its launcher is still there
 
 
 class CorruptRun(MlmError):
@@ -56,6 +64,8 @@ class Run:
     dir: Path
     _lock_file: IO[str] | None = field(default=None, repr=False, compare=False)
     _delegated: bool = field(default=False, repr=False, compare=False)  # see `acquire`
+    _last_watch: float = field(default=0.0, repr=False, compare=False)
+    launcher_lost: bool = field(default=False, repr=False, compare=False)  # see `launcher_died`
 
     @property
     def model_path(self) -> Path:
@@ -73,6 +83,39 @@ class Run:
     def metrics_path(self) -> Path:
         return self.dir / "metrics.jsonl"
 
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step-{step:07d}"
+
+    def _checkpoint_dirs(self) -> list[tuple[int, Path]]:
+        """The complete checkpoints (a half-written one has no trainer_state.json yet), oldest first."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = []
+        for p in self.checkpoints_dir.iterdir():
+            m = CHECKPOINT_DIR.match(p.name)
+            if m and (p / "trainer_state.json").is_file():
+                found.append((int(m.group(1)), p))
+        return sorted(found)
+
+    def checkpoint_steps(self) -> list[int]:
+        """The steps the run has checkpoints of, oldest first."""
+        return [step for step, _ in self._checkpoint_dirs()]
+
+    def latest_checkpoint(self) -> Path | None:
+        dirs = self._checkpoint_dirs()
+        return dirs[-1][1] if dirs else None
+
+    def best_checkpoint_step(self) -> int | None:
+        try:
+            return int(atomic.read_json(self.checkpoints_dir / BEST_CHECKPOINT)["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    @property
+    def learned_path(self) -> Path:
+        """The summary of the last word test of the run (`learned.run_learned`)."""
+        return self.dir / "learned.json"
+
     def config(self) -> dict[str, Any]:
         return _read(self.dir / "config.json")
 
@@ -80,17 +123,13 @@ class Run:
         return _read(self.dir / "state.json")
 
     def is_live(self) -> bool:
-        """True while some process holds the run's lock (it is training right now)."""
-        path = self.dir / "lock"
-        if not path.exists():
-            return False
-        with open(path, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
+        """True while some process of the run holds its lock or, in a multi-process launch, while any of
+        its workers is still there (a launcher killed with kill -9 does not take its workers with it)."""
+        return _held(self.dir / "lock") or self.workers_alive()
+
+    def workers_alive(self) -> bool:
+        """True while a worker of a multi-process launch of this run is still running (see `join_launch`)."""
+        return _held(self.dir / "workers.lock")
 
     def status(self) -> str:
         status = self.state().get("status")
@@ -105,7 +144,7 @@ class Run:
         try:
             return TrainConfig.from_record(self.config())
         except FieldError as exc:
-            raise CorruptRun(f"{self.run_id}: config.json: {exc.named(exc.field)}") from None
+            raise CorruptRun(f"{self.run_id}: config.json: {exc.named(lambda key: key)}") from None
 
     def update_config(self, **changes: Any) -> dict[str, Any]:
         """Merge changes into config.json atomically (the process that holds the lock only)."""
@@ -164,13 +203,37 @@ class Run:
             os.environ.pop(DELEGATED_ENV)
             self._delegated = True
             return
-        fh = open(self.dir / "lock", "a")  # noqa: SIM115 - kept open for as long as the lock is held
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            raise UsageError(f"run {self.run_id} is already being trained by another process") from None
+        fh = _try_lock(self.dir / "lock")
+        if fh is None or self.workers_alive():  # workers that outlived their launcher still own the run
+            if fh is not None:
+                fh.close()
+            raise UsageError(f"run {self.run_id} is already being trained by another process")
         self._lock_file = fh
+
+    def launcher_died(self) -> bool:
+        """For the main worker of a multi-process launch: True once the process that launched it (and holds
+        the run's lock for it) has gone, killed or crashed; this process then holds the lock itself, so the
+        run stays live while it stops every worker and records why. Checked at most every WATCH_SECONDS."""
+        if self.launcher_lost:
+            return True
+        now = time.monotonic()
+        if not self._delegated or now - self._last_watch < WATCH_SECONDS:
+            return False
+        self._last_watch = now
+        fh = _try_lock(self.dir / "lock")
+        if fh is None:
+            return False  # the launcher still holds it
+        self._lock_file, self._delegated, self.launcher_lost = fh, False, True
+        return True
+
+    def wait_for_workers(self, timeout: float) -> bool:
+        """Wait until no worker of a launch holds the run (True), or `timeout` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        while self.workers_alive():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     @contextlib.contextmanager
     def hold_lock(self) -> Iterator[None]:
@@ -195,9 +258,12 @@ class Run:
         """True when this process holds the run's lock (it is the run's writer)."""
         return self._lock_file is not None or self._delegated
 
-    def fail(self, status: str, message: str) -> None:
-        """Record why the run stopped (`failed` or `cancelled`)."""
-        self.update_state(status=status, message=message, finished=time.time())
+    def fail(self, status: str, message: str, problem: FieldError | None = None) -> None:
+        """Record why the run stopped (`failed`, `cancelled`, `interrupted`). A bad setting (`problem`) is
+        kept apart too, so that each face names it its own way (`RunInfo.message_for`)."""
+        named = None if problem is None else {"field": problem.field, "template": problem.template,
+                                              "also": list(problem.also)}
+        self.update_state(status=status, message=message, problem=named, finished=time.time())
         self.log(f"{status}: {message}")
 
     def release(self) -> None:
@@ -216,6 +282,48 @@ class Run:
             return False
         self._lock_file = os.fdopen(fd, "a")
         return True
+
+
+def _try_lock(path: Path) -> IO[str] | None:
+    """The file opened and flock'ed exclusively, or None while another process holds it. The folder must
+    exist: a lock never re-creates a deleted run."""
+    fh = open(path, "a")  # noqa: SIM115 - kept open for as long as the lock is held
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
+def _held(path: Path) -> bool:
+    """True while some process holds a lock on `path` (exclusive or shared); nothing is created."""
+    try:
+        fh = open(path)  # noqa: SIM115 - closed below; "r" never creates the file
+    except FileNotFoundError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def join_launch() -> IO[str] | None:
+    """Mark this process as a worker of the multi-process launch of the run named in DELEGATED_ENV (set by
+    `launcher.run_launch` for every process it starts); None outside such a launch. Keep the returned file
+    open while training: the run counts as live while any worker holds it, even if its launcher is gone."""
+    run_id = os.environ.get(DELEGATED_ENV, "")
+    if not RUN_ID.fullmatch(run_id):
+        return None
+    path = runs_dir() / run_id
+    if not path.is_dir():
+        raise UsageError(f"run {run_id} is gone (deleted while its launch was starting)")
+    fh = open(path / "workers.lock", "a")  # noqa: SIM115 - held for the process's life by the caller
+    fcntl.flock(fh, fcntl.LOCK_SH)
+    return fh
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -264,7 +372,7 @@ def create_run(config: dict[str, Any], run_id: str | None = None) -> Run:
 def claim_run(run_id: str, config: dict[str, Any]) -> Run:
     """The run this process was started for (`mlm-tui train --run-id`), its lock held by this process.
 
-    A launcher creates the run `preparing` and hands its lock down (see `launcher.launch`); a run id that
+    A launcher creates the run `preparing` and hands its lock down (see `lifecycle.launch`); a run id that
     names no run yet (a `torchrun` command line that picks its own) is created here.
     """
     if not RUN_ID.fullmatch(run_id):
@@ -286,32 +394,56 @@ def claim_run(run_id: str, config: dict[str, Any]) -> Run:
     return run
 
 
-def find_run(ref: str) -> Run | None:
+def find_run(ref: str, stubs: bool = False) -> Run | None:
     """The run with this id, if any. Only well-formed ids are joined to the store path, so a reference
-    such as `../x` can never name a folder outside it."""
+    such as `../x` can never name a folder outside it. With `stubs`, also a run folder whose config.json
+    is missing (what a dead process left), so that `runs delete` can remove it."""
     if not RUN_ID.fullmatch(ref):
         return None
     path = runs_dir() / ref
-    return Run(ref, path) if (path / "config.json").is_file() else None
+    if (path / "config.json").is_file() or (stubs and path.is_dir()):
+        return Run(ref, path)
+    return None
+
+
+def _run_names(base: Path) -> list[str]:
+    """The run folders of the store, newest first."""
+    with os.scandir(base) as entries:
+        return sorted((e.name for e in entries if RUN_ID.fullmatch(e.name) and e.is_dir()), reverse=True)
+
+
+def _being_created(run: Run) -> bool:
+    """A folder its process is creating this very moment (its lock taken, or about to be, before
+    config.json is written): neither a run to list nor a problem yet."""
+    if (run.dir / "config.json").exists():
+        return False
+    if run.is_live():
+        return True
+    try:  # made a moment ago, still empty: its creator has not taken its lock yet (a stub holds files)
+        return not any(run.dir.iterdir()) and time.time() - run.dir.stat().st_mtime < CREATING_S
+    except FileNotFoundError:
+        return True
 
 
 def list_runs() -> tuple[list[Run], list[str]]:
     """All readable runs, newest first, and one line per folder that could not be read."""
     runs, problems = [], []
-    for path in sorted(runs_dir().iterdir(), reverse=True):
-        if not path.is_dir() or not RUN_ID.fullmatch(path.name):
+    base = runs_dir()
+    for name in _run_names(base):
+        run = Run(name, base / name)
+        if _being_created(run):
             continue
-        run = Run(path.name, path)
-        if not (path / "config.json").exists() and run.is_live():
-            continue  # being created by its process this very moment
         try:
             run.config()
             run.status()
         except CorruptRun as exc:
-            problems.append(f"skipped run {exc}")
+            problems.append(f"skipped run {exc} (remove it with: mlm-tui runs delete {name})")
             continue
         runs.append(run)
     return runs, problems
+
+
+CREATING_S = 60.0  # an empty run folder is a run being created for this long (creating takes ms)
 
 
 def list_infos() -> tuple[list[RunInfo], list[str]]:
@@ -319,24 +451,117 @@ def list_infos() -> tuple[list[RunInfo], list[str]]:
 
     A run can change between listing and reading it (it is being written by its own process), so a read
     failure here is another problem line, not a crash.
+
+    The workbench lists the store every second, so what a listing read of a finished run is kept and
+    given again while the run's files are as they were (`_stamp`): a listing of a store where nothing
+    changed costs three `stat` calls a run. It is kept on disk too (`run_listing_path`), so a new
+    process (`mlm-tui runs`) does not read a finished run's files, nor walk its folder for disk use,
+    again. A run whose state says it is live is read every time: its lock, not its files, says whether
+    it still is, and its duration grows.
     """
-    runs, problems = list_runs()
-    infos = []
-    for run in runs:
-        try:
-            infos.append(run.info())
-        except CorruptRun as exc:
-            problems.append(f"skipped run {exc}")
+    base = runs_dir()
+    before = _listed.pop(base, None)
+    if before is None:
+        before = _load_listing()
+    now: dict[str, tuple[tuple[int, ...], RunInfo | str]] = {}
+    infos, problems = [], []
+    for name in _run_names(base):
+        stamp = _stamp(base, name)
+        known = before.get(name)
+        entry = known[1] if known is not None and known[0] == stamp else _read_info(Run(name, base / name))
+        if entry is None:
+            continue
+        if isinstance(entry, str):
+            problems.append(entry)
+        else:
+            infos.append(entry)
+        if stamp is not None and (isinstance(entry, str) or entry.status in SETTLED):
+            now[name] = (stamp, entry)
+    _listed[base] = now
+    while len(_listed) > LISTINGS_KEPT:
+        del _listed[next(iter(_listed))]
+    if _kept(now) != _kept(before):
+        _save_listing(now)
     return infos, problems
+
+
+SETTLED = ("completed", "cancelled", "failed")  # statuses only a new write to state.json can change
+LISTINGS_KEPT = 4  # stores whose last listing is kept (a test session makes many)
+# The last listing of each store: per run folder, the stamp of its files and what was read then.
+_listed: dict[Path, dict[str, tuple[tuple[int, ...], RunInfo | str]]] = {}
+
+
+def _stamp(base: Path, name: str) -> tuple[int, ...] | None:
+    """What changes whenever a run's record does. The run store writes state.json and config.json
+    atomically (a new file, a new inode, renamed into the run's folder, which moves the folder's mtime);
+    deleting the checkpoints moves it too; a hand edit in place moves the file's own mtime. The inodes
+    and sizes tell apart two writes within one tick of the clock."""
+    folder = os.path.join(base, name)
+    try:
+        here = os.stat(folder)
+        state = os.stat(os.path.join(folder, "state.json"))
+        config = os.stat(os.path.join(folder, "config.json"))
+    except OSError:
+        return None
+    return (here.st_mtime_ns, state.st_mtime_ns, state.st_ino, state.st_size, config.st_mtime_ns,
+            config.st_ino, config.st_size)
+
+
+def _kept(listing: dict[str, tuple[tuple[int, ...], RunInfo | str]]) -> dict[str, tuple[int, ...]]:
+    return {name: stamp for name, (stamp, entry) in listing.items() if not isinstance(entry, str)}
+
+
+def _listing_format() -> list[str]:
+    """The fields a kept listing was written with: one of another version of mlm-tui is not read."""
+    return [f"{cls.__name__}.{f.name}" for cls in (RunInfo, TrainConfig, Plan) for f in fields(cls)]
+
+
+def _load_listing() -> dict[str, tuple[tuple[int, ...], RunInfo | str]]:
+    """The finished runs the last listing of this store kept on disk; nothing if it cannot be read."""
+    try:
+        data = atomic.read_json(run_listing_path())
+        if data.get("format") != _listing_format():
+            return {}
+        return {name: (tuple(stamp), RunInfo.from_dict(info)) for name, (stamp, info) in data["runs"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _save_listing(listing: dict[str, tuple[tuple[int, ...], RunInfo | str]]) -> None:
+    """Keep the finished runs of a listing for the next process; a store that cannot be written to costs
+    nothing but that."""
+    runs = {name: (stamp, entry.to_dict()) for name, (stamp, entry) in listing.items()
+            if not isinstance(entry, str)}
+    data = atomic.dumps({"format": _listing_format(), "runs": runs}).encode()
+    with contextlib.suppress(OSError):
+        atomic.write_bytes(run_listing_path(), data)
+
+
+def _read_info(run: Run) -> RunInfo | str | None:
+    """A run's `RunInfo`, the problem line of one that cannot be read, or None while it is created."""
+    if _being_created(run):
+        return None
+    try:
+        return run.info()
+    except CorruptRun as exc:
+        return f"skipped run {exc} (remove it with: mlm-tui runs delete {run.run_id})"
 
 
 def disk_bytes(path: Path) -> int:
     """Bytes of the files under a folder; files that vanish meanwhile (a checkpoint rotated) count 0."""
-    total = 0
-    for dirpath, _, names in os.walk(path):
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
+    total, folders = 0, [os.fspath(path)]
+    while folders:
+        try:
+            entries = os.scandir(folders.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_size
     return total
 
 
@@ -351,6 +576,16 @@ def _number(value: Any) -> float | None:
 
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _problem(value: Any) -> dict[str, Any] | None:
+    """A recorded bad setting, if it is one (a hand-edited file may hold anything)."""
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("field", "template")):
+        return None
+    also = value.get("also")
+    if not isinstance(also, list) or not all(isinstance(a, str) for a in also):
+        return None
+    return {"field": value["field"], "template": value["template"], "also": also}
 
 
 def _last_line(path: Path) -> str | None:
@@ -373,7 +608,7 @@ class RunInfo:
     created: str | None
     model: str | None
     model_source: str | None  # where `model` pointed when the run started (a folder's absolute path)
-    corpus: str | None
+    corpus: str | None  # as the user gave it (the config holds its absolute path)
     text_field: str | None
     config: TrainConfig | None
     config_problem: str | None
@@ -402,12 +637,13 @@ class RunInfo:
     pid: int | None  # of the training process, the last one that ran it
     host: str | None
     versions: dict[str, str | None] = field(default_factory=dict)  # library versions the run recorded
-    process_group: int | None = None  # of a multi-process launch: what a cancel signals
+    process_group: int | None = None  # of a multi-process launch: its agent's process group
+    problem: dict[str, Any] | None = None  # the bad setting the run stopped on: {"field", "template", "also"}
+    auto_rate: float | None = None  # the learning rate `--learning-rate auto` chose (see `lr_find`)
+    learned: dict[str, Any] | None = None  # the last `runs learned` summary: {"summary", "model", "measured"}
 
     @classmethod
     def read(cls, run: Run) -> RunInfo:
-        from mlm_tui import checkpoints
-
         raw, state = run.config(), run.state()
         status = run.status()
         try:
@@ -419,6 +655,8 @@ class RunInfo:
         end = finished if finished is not None else time.time() if status in LIVE else _number(
             state.get("updated"))
         resumes = raw.get("resumes")
+        given = raw.get("given") if isinstance(raw.get("given"), dict) else {}  # paths as typed
+        found = raw.get("lr_find") if isinstance(raw.get("lr_find"), dict) else {}  # `auto`'s range test
         message = _text(state.get("message"))
         if status == "interrupted" and message is None:
             message = _last_line(run.dir / "output.txt")  # a launched process that died before it said why
@@ -426,7 +664,7 @@ class RunInfo:
             run_id=run.run_id, status=status, step=_count(state.get("step")) or 0,
             total_steps=_count(state.get("total_steps")), created=_text(raw.get("created")),
             model=_text(raw.get("model")), model_source=_text(raw.get("model_source")),
-            corpus=_text(raw.get("corpus")),
+            corpus=_text(given.get("corpus")) or _text(raw.get("corpus")),
             text_field=_text(raw.get("text_field")), config=config, config_problem=problem,
             plan=Plan.from_record(raw.get("plan") or state.get("plan")),
             perplexity_before=_number(state.get("perplexity_before")),
@@ -439,7 +677,7 @@ class RunInfo:
             tokens_per_s=_number(state.get("tokens_per_s")), eta=_number(state.get("eta")),
             train_runtime=_number(state.get("train_runtime")), started=started, finished=finished,
             duration=end - started if started is not None and end is not None else None,
-            checkpoints=checkpoints.steps(run), best_checkpoint=checkpoints.best_step(run),
+            checkpoints=run.checkpoint_steps(), best_checkpoint=run.best_checkpoint_step(),
             bytes=disk_bytes(run.dir),
             model_path=run.model_path if (run.model_path / "config.json").is_file() else None,
             resumes=[r for r in resumes if isinstance(r, dict)] if isinstance(resumes, list) else [],
@@ -447,8 +685,18 @@ class RunInfo:
             host=_text(state.get("host")),
             versions={str(k): _text(v) for k, v in raw["versions"].items()}
             if isinstance(raw.get("versions"), dict) else {},
-            process_group=_count(state.get("process_group")),
+            process_group=_count(state.get("process_group")), problem=_problem(state.get("problem")),
+            auto_rate=_number(found.get("suggested")),
+            learned=_learned(run),
         )
+
+    def message_for(self, name: Callable[[str], str]) -> str | None:
+        """Why the run stopped, a bad setting called what `name` calls it: its flag in the CLI, its form
+        label in the workbench (`run_settings.flag`, `run_settings.label`)."""
+        p = self.problem
+        if p is None:
+            return self.message
+        return FieldError(p["field"], p["template"], also=tuple(p["also"])).named(name)
 
     def summary(self) -> dict[str, Any]:
         """The `runs --json` row."""
@@ -464,6 +712,24 @@ class RunInfo:
         data = asdict(self)
         data["model_path"] = str(self.model_path) if self.model_path else None
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunInfo:
+        """The `RunInfo` that `to_dict` wrote (raises TypeError or KeyError for anything else)."""
+        config, plan, model_path = data["config"], data["plan"], data["model_path"]
+        return cls(**{**data, "config": TrainConfig(**config) if config is not None else None,
+                      "plan": Plan(**plan) if plan is not None else None,
+                      "model_path": Path(model_path) if model_path is not None else None})
+
+
+def _learned(run: Run) -> dict[str, Any] | None:
+    """The run's last word-test summary, or None when there is none that reads as one."""
+    try:
+        data = atomic.read_json(run.learned_path)
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, dict) and isinstance(data.get("summary"), dict)
+    return data if ok and isinstance(data["summary"].get("text"), str) else None
 
 
 # -- removing runs --------------------------------------------------------------------------------------
@@ -496,8 +762,13 @@ def delete_run(run: Run, checkpoints_only: bool = False) -> Deleted:
     """
     try:
         run.acquire()
+        if not run.dir.exists():  # renamed away by a delete that held the lock until now
+            run.release()
+            raise FileNotFoundError
     except UsageError:
-        raise UsageError(f"run {run.run_id} is {run.status()}: cancel it before deleting it") from None
+        raise UsageError(_why_busy(run)) from None
+    except FileNotFoundError:
+        raise UsageError(f"run {run.run_id} was deleted meanwhile, by another process") from None
     try:
         named_by = runs_based_on(run.run_id)
         if checkpoints_only:
@@ -511,3 +782,16 @@ def delete_run(run: Run, checkpoints_only: bool = False) -> Deleted:
         run.release()
     shutil.rmtree(doomed, ignore_errors=True)
     return Deleted(run.run_id, freed, False, named_by)
+
+
+def _why_busy(run: Run) -> str:
+    """Why another process holds the run's lock: it trains the run, or deletes or resumes it right now."""
+    if not run.dir.exists():
+        return f"run {run.run_id} was deleted meanwhile, by another process"
+    try:
+        status = run.status()
+    except CorruptRun:
+        status = None
+    if status in LIVE:
+        return f"run {run.run_id} is {status}: cancel it before deleting it"
+    return f"run {run.run_id} is in use by another process (a delete or a resume); try again"

@@ -35,3 +35,16 @@ def printable(text: object) -> str:
     if text.isprintable() and not any(ch in _BIDI for ch in text):  # the common case, at C speed
         return text
     return "".join(_escape(ch) if _unsafe(ch) else ch for ch in text)
+
+
+def shell_quote(arg: str) -> str:
+    """`arg` quoted for a POSIX shell line that can be shown and copied: `shlex.quote`, unless the text
+    holds characters `printable` escapes; then bash's `$'...'`, whose escapes (`\\n`) the shell turns back
+    into the characters, where `shlex`'s single quotes would keep the shown escape literally."""
+    import shlex
+
+    if printable(arg) == arg:
+        return shlex.quote(arg)
+    body = "".join("\\\\" if ch == "\\" else "\\'" if ch == "'" else _escape(ch) if _unsafe(ch) else ch
+                   for ch in arg)
+    return f"$'{body}'"

@@ -7,7 +7,8 @@ vocabulary head runs on masked rows only (see `heads.MaskedOnlyMLM`); the loss i
 
 Every run lives in the run store (`runstore`), which is how the CLI, the workbench and other processes
 follow it, and how an interrupted run resumes from its last checkpoint with the same data order, masks and
-dropout draws. Its settings are declared in `run_settings`.
+dropout draws. Its settings are declared in `run_settings`; its life (created or claimed, locked, resumed,
+its end recorded, released) is `lifecycle`'s: `FineTune` only trains and reports to the run it is given.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlm_tui.errors import FieldError, MlmError, RunCancelled, UsageError
 from mlm_tui.run_settings import Plan, TrainConfig
-from mlm_tui.runstore import Run, RunInfo
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
     from mlm_tui.lr_find import RangeTest
+    from mlm_tui.runstore import Run, RunInfo
 
 Event = dict[str, Any]
 TOKENIZE_STATE_S = 0.5  # how often tokenizing progress is written to the run's state
@@ -104,39 +105,36 @@ class _Parts:
 
 
 class FineTune:
-    """One fine-tuning run, from corpus to final model. `run()` returns the JSON-ready result (an empty
-    dict on the secondary processes of a multi-process launch, which leave reporting to the main one).
+    """The training of one run, from corpus to final model, in the phases `lifecycle.TrainingRun` calls:
+    `start`, `open_model`, `train`. It reports as it goes: events to `on_event`, and progress, metrics and
+    checkpoints to `record`, the run this process writes (set by `lifecycle`; None on the secondary
+    processes of a multi-process launch, which leave the run to the main one, and for `find_rate`). It never
+    creates, locks or ends a run.
 
-    `run`: the run record to train in (created `preparing` by a launcher, lock held by this process);
-    without it, a new run is created once the model and settings have been checked. `resume`: a run to
-    continue from its latest checkpoint (see `FineTune.resuming`).
+    `resume`: the run being continued, which every process reads (its latest checkpoint, the rate its range
+    test chose).
     """
 
     def __init__(self, config: TrainConfig, *, on_event: Callable[[Event], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, resume: Run | None = None,
-                 run: Run | None = None, changes: Mapping[str, Any] | None = None,
-                 accept_changed_corpus: bool = False) -> None:
+                 should_stop: Callable[[], bool] | None = None, resume: Run | None = None) -> None:
         config.validate()
+        self.given: dict[str, str] = {}  # the corpus and general text as typed, where made absolute
+        if resume is None:
+            from mlm_tui.rundata import absolute_paths
+
+            config, self.given = absolute_paths(config)
         self.config = config
         self.on_event = on_event or (lambda event: None)
-        self._should_stop = should_stop or (lambda: False)
+        self.stop_requested = should_stop or (lambda: False)
         self.resume_run = resume
-        self.changes = dict(changes or {})
-        self.accept_changed_corpus = accept_changed_corpus
         self.resume_checkpoint: Path | None = None
         self.prior: RunInfo | None = None  # what a resumed run recorded before this process took it over
-        self.run_record: Run | None = run or resume
+        self.record: Run | None = None
         self.is_main = True
         self._tokenize_written = 0.0
-        self.general: dict[str, float | None] = {"before": None, "after": None}  # perplexity on general text
-        self._general_set: Any = None
-
-    @classmethod
-    def resuming(cls, run: Run, changes: Mapping[str, Any] | None = None, **kwargs: Any) -> FineTune:
-        """Continue `run` with the settings it recorded, and `changes` to those a resume may change
-        (`run_settings.resumable()`); any other change is refused by field."""
-        config, applied = run.train_config().resumed_with(changes or {})
-        return cls(config, resume=run, changes=applied, **kwargs)
+        self._tracker_env: str | None = None  # a variable set for the tracker's files, unset at the end
+        self.general_set: Any = None  # the general text's eval set, made before a new run exists
+        self.extension: Any = None  # the vocabulary extension to apply to the base model (`vocab_extend`)
 
     # -- events ---------------------------------------------------------------------------------------
     def emit(self, kind: str, **data: Any) -> None:
@@ -144,48 +142,49 @@ class FineTune:
         if not self.is_main:
             return
         self.on_event({"event": kind, **data})
-        if self.run_record is not None and kind in ("status", "warning"):
-            self.run_record.log(data.get("message", ""))
-
-    def stop_requested(self) -> bool:
-        if self._should_stop():
-            return True
-        return self.run_record is not None and (self.run_record.dir / "cancel").exists()
+        if self.record is not None and kind in ("status", "warning"):
+            self.record.log(data.get("message", ""))
 
     @property
     def store(self) -> Run | _NoStore:
-        return self.run_record if self.is_main and self.run_record is not None else _NoStore()
+        return self.record if self.record is not None else _NoStore()
 
     # -- the phases -----------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        self._start_accelerator()
-        self.prior = self._check_resume()
+    def train(self, source: str, tokenizer: Any, prior: RunInfo | None = None) -> dict[str, Any]:
+        """Train from the model at `source` (see `open_model`) and save the final model; the JSON-ready
+        result, or an empty dict on a secondary process. `prior`: what a resumed run recorded."""
+        import torch
+
+        self.prior = prior
         try:
-            return self._run()
-        except BaseException as exc:
-            if self.is_main and self.run_record is not None and self.run_record.owns_lock():
-                raise self._record_failure(exc) from None
-            raise
+            return self._train(source, tokenizer)
+        except torch.OutOfMemoryError:
+            batch = self.plan.batch_size
+            raise MlmError(f"CUDA ran out of memory at batch size {batch} x chunk {self.config.chunk_size}: "
+                           f"lower the batch size (try {max(1, batch // 2)}) and raise gradient accumulation "
+                           "to keep the effective batch, or lower the chunk size") from None
         finally:
             if self.accelerator.trackers:
                 self.accelerator.end_training()  # flushes the tracker's files, whatever the outcome
-            if self.is_main and self.run_record is not None:
-                self.run_record.release()
+            if self._tracker_env is not None:
+                os.environ.pop(self._tracker_env, None)
 
-    def _run(self) -> dict[str, Any]:
-        source, tokenizer = self._open_model()
-        self._open_record(source)
+    def _train(self, source: str, tokenizer: Any) -> dict[str, Any]:
+        tokenizer = self._extend_vocab(tokenizer)  # issue 24: before the corpus is tokenized for training
         train_chunks, test_chunks = self._data(tokenizer)
         plan = self._plan(len(train_chunks), len(test_chunks))
         self.emit("plan", **asdict(plan))
         self._record_start(plan)
         parts = self._build(source, tokenizer, test_chunks, train_chunks, plan)
-        start_step = self._restore(parts, plan)
-        ppl_before = self._measure_before(parts, plan)
-        step, runtime = self._loop(parts, plan, start_step)
-        return self._finish(parts, plan, step, runtime, ppl_before)
+        return _Steps(self).run(parts, plan)
 
-    def _start_accelerator(self) -> None:
+    def wait_for_everyone(self) -> None:
+        """Every process of a launch reaches this point before any goes on."""
+        self.accelerator.wait_for_everyone()
+
+    def start(self) -> None:
+        """The device, the precision and Accelerate; from here `is_main` says whether this process is the
+        launch's main one."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -204,38 +203,7 @@ class FineTune:
         self.is_main = self.accelerator.is_main_process
         set_seed(cfg.seed)
 
-    def _check_resume(self) -> RunInfo | None:
-        """Refuse a resume that would surprise (a live or finished run, a changed corpus) before the run is
-        touched; return what it recorded. Every process reads it before anyone writes, so all take the same
-        branches (skipping the "before" evaluation, say): a branch taken by one process only would hang
-        DDP."""
-        run = self.resume_run
-        if run is None:
-            return None
-        from mlm_tui.corpus import fingerprint
-
-        prior = run.info()
-        if prior.status in ("preparing", "running", "completed"):
-            raise UsageError(f"run {run.run_id} is {prior.status}: only interrupted, cancelled or failed "
-                             "runs resume")
-        recorded = prior.corpus_fingerprint
-        self.corpus_fingerprint = fingerprint(self.config.corpus)
-        self.corpus_changed = recorded is not None and recorded != self.corpus_fingerprint
-        if self.corpus_changed and not self.accept_changed_corpus:
-            raise FieldError("accept_changed_corpus", f"the corpus {self.config.corpus} changed since run "
-                             f"{run.run_id} read it, so the data would not be the same; resume on it anyway "
-                             "with {field}")
-        done = prior.checkpoints
-        if done and self.config.max_steps is not None and self.config.max_steps < done[-1]:
-            raise FieldError("max_steps", f"{{field}} {self.config.max_steps} is before step {done[-1]}, "
-                             f"where run {run.run_id} resumes")
-        self.accelerator.wait_for_everyone()
-        if self.is_main:
-            run.acquire()  # from here on the run is this process's: a failure is recorded in it
-            (run.dir / "cancel").unlink(missing_ok=True)  # the request that stopped it is done
-        return prior
-
-    def _open_model(self) -> tuple[str, Any]:
+    def open_model(self) -> tuple[str, Any]:
         """Where the model comes from (the latest checkpoint when resuming) and its tokenizer, checked
         against the settings before any run is created."""
         from mlm_tui.chunking import check_chunk_size
@@ -243,9 +211,7 @@ class FineTune:
 
         cfg = self.config
         if self.resume_run is not None:
-            from mlm_tui.checkpoints import latest_checkpoint
-
-            self.resume_checkpoint = latest_checkpoint(self.resume_run)
+            self.resume_checkpoint = self.resume_run.latest_checkpoint()
             if self.resume_checkpoint is None:
                 self.emit("status", message=f"run {self.resume_run.run_id} has no checkpoint left: it starts "
                           "again from step 0")
@@ -265,57 +231,65 @@ class FineTune:
                     raise FieldError("general", f"{{field}}: {exc}") from None
         return resolved.source, tokenizer
 
-    def _open_record(self, source: str) -> None:
-        """The run exists from here (if it did not already): tokenizing failures are recorded in it."""
-        if not self.is_main:
-            return
-        from mlm_tui import runstore
-        from mlm_tui.corpus import fingerprint
+    def open_general(self, tokenizer: Any) -> None:
+        """The general text, tokenized and masked now, so that a bad one (too short, all unknown tokens) is
+        refused before a new run exists; a resumed run reads it when it measures."""
+        from mlm_tui.rundata import general_evalset, general_name
 
-        if self.run_record is None:
-            self.run_record = runstore.create_run(asdict(self.config))
-        run = self.run_record
-        run.update_state(status="preparing", pid=os.getpid(), host=os.uname().nodename, message=None,
-                         finished=None)
-        if self.resume_run is None:
-            run.update_config(**asdict(self.config), model_source=source,
-                              corpus_fingerprint=fingerprint(self.config.corpus), versions=_versions())
-            return
-        config = run.update_config(**asdict(self.config))
-        resume = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "changes": self.changes}
-        if self.corpus_changed:
-            resume["corpus_changed"] = {"from": config.get("corpus_fingerprint"),
-                                        "to": self.corpus_fingerprint}
-            self.emit("status", message="the corpus changed since the run read it: resuming on it as asked")
-        resumes = config.get("resumes") if isinstance(config.get("resumes"), list) else []
-        run.update_config(resumes=[*resumes, resume], corpus_fingerprint=self.corpus_fingerprint)
-        if self.changes:
-            changed = ", ".join(f"{k} {v}" for k, v in self.changes.items())
-            self.emit("status", message=f"resuming with {changed}")
+        if self.resume_run is None and general_name(self.config) is not None:
+            from mlm_tui.masking import TokenTables
+
+            self.general_set = general_evalset(self.config, tokenizer, TokenTables.from_tokenizer(tokenizer))
 
     def _data(self, tokenizer: Any) -> tuple[np.ndarray, np.ndarray]:
-        from mlm_tui.chunking import tokenize_corpus
-        from mlm_tui.corpus import HubOptions
         from mlm_tui.rundata import select_chunks
 
-        cfg = self.config
-        self.emit("status", message=f"tokenizing {cfg.corpus}")
-        hub = HubOptions(cfg.subset, cfg.train_split, cfg.test_split, cfg.streaming)
-        holdout = self._resolved("test_size", "test_chunks") * cfg.chunk_size
-        try:
-            splits = tokenize_corpus(cfg.corpus, tokenizer, cfg.text_field, cancelled=self.stop_requested,
-                                     progress=self._tokenize_progress, hub=hub, holdout_tokens=holdout)
-        except UsageError:
-            if self.stop_requested():  # the tokenizer's own "cancelled" is a usage error: it is a cancel here
-                raise RunCancelled("cancelled while tokenizing") from None
-            raise
-        self.emit("status", message=f"tokenized {sum(s.documents for s in splits.values())} documents")
-        chosen = select_chunks(splits, cfg, self._resolved("test_size", "test_chunks"))
+        splits = self._tokenize(tokenizer)
+        chosen = select_chunks(splits, self.config, self._resolved("test_size", "test_chunks"))
         if chosen.held_out:
             total = chosen.train.documents + chosen.test.documents
             self.emit("status", message=f"held out {chosen.test.documents} of {total} documents as the test "
                       "split")
         return chosen.train_chunks, chosen.test_chunks
+
+    def _tokenize(self, tokenizer: Any) -> dict[str, Any]:
+        from mlm_tui.rundata import run_splits
+
+        cfg = self.config
+        self.emit("status", message=f"tokenizing {cfg.corpus}")
+        try:
+            splits = run_splits(cfg, tokenizer, self._resolved("test_size", "test_chunks"),
+                                cancelled=self.stop_requested, progress=self._tokenize_progress)
+        except UsageError:
+            if self.stop_requested():  # the tokenizer's own "cancelled" is a usage error: it is a cancel here
+                raise RunCancelled("cancelled while tokenizing") from None
+            raise
+        self.emit("status", message=f"tokenized {sum(s.documents for s in splits.values())} documents")
+        return splits
+
+    # -- vocabulary extension (issue 24; the engine is `vocab_extend`) ---------------------------------
+    def _extend_vocab(self, tokenizer: Any) -> Any:
+        """The base tokenizer with `--extend-vocab` words added, chosen on the training split as the base
+        tokenizer cuts it; recorded in the run's config. A checkpoint already holds the extended tokenizer
+        and model, so a resume from one adds nothing."""
+        cfg = self.config
+        if not cfg.extend_vocab or self.resume_checkpoint is not None:
+            return tokenizer
+        from mlm_tui.rundata import training_split
+        from mlm_tui.vocab_extend import extend
+
+        train = training_split(self._tokenize(tokenizer), cfg.seed)
+        self.emit("status", message=f"choosing {cfg.extend_vocab} words to add to the vocabulary")
+        tokenizer, self.extension = extend(tokenizer, train, cfg.extend_vocab, cfg.min_count)
+        if (short := self.extension.shortfall(cfg.min_count)) is not None:
+            self.emit("warning", message=short)
+        if self.extension.fallback:
+            self.emit("warning", message="this tokenizer's family has no native way to add words: they are "
+                      "added tokens")
+        self.emit("status", message=self.extension.summary())
+        if self.record is not None:
+            self.record.update_config(vocab_extension=self.extension.to_dict())
+        return tokenizer
 
     def _tokenize_progress(self, done: int, total: int) -> None:
         self.emit("tokenize", done=done, total=total)
@@ -340,8 +314,10 @@ class FineTune:
         notes = []
         if per_step > n_train:
             notes.append(f"only {n_train} training chunks: fewer than one full batch of {per_step}")
-        steps_per_epoch = max(1, n_train // per_step)
-        steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        steps, steps_per_epoch = cfg.steps(n_train, batch, procs)
+        if cfg.warmup_steps > steps:
+            notes.append(f"warmup of {cfg.warmup_steps} steps is longer than the run's {steps}: the learning "
+                         f"rate never reaches its peak (at most {steps / cfg.warmup_steps:.0%} of it)")
         logging = cfg.logging_steps or max(1, steps // 1000)
         save = cfg.save_steps or max(1, min(500, steps))
         plan = Plan(self.device, self.precision, batch, steps, steps_per_epoch, n_train, n_test, logging,
@@ -352,19 +328,27 @@ class FineTune:
     def _start_trackers(self) -> None:
         """The tracker's run: named after the run, its files (TensorBoard's events) in the run's folder
         (`<run>/mlm-tui/`), the settings as its configuration. Only the main process tracks."""
-        acc, run = self.accelerator, self.run_record
+        acc, run = self.accelerator, self.record
         if not acc.log_with or run is None:
             return
         acc.project_configuration.logging_dir = str(run.dir)
         settings = {k: v for k, v in asdict(self.config).items() if v is not None}
         names = {"wandb": {"name": run.run_id}, "trackio": {"name": run.run_id},
-                 "mlflow": {"run_name": run.run_id}}
-        acc.init_trackers("mlm-tui", config=settings, init_kwargs=names)
+                 "mlflow": {"run_name": run.run_id, "logging_dir": str(run.dir)}}
+        if self.config.report_to == "mlflow" and "MLFLOW_TRACKING_URI" not in os.environ:
+            # MLflow's default store is ./mlflow.db in the current folder: the run's folder keeps it
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{run.dir / 'mlflow.db'}"
+            self._tracker_env = "MLFLOW_TRACKING_URI"
+        try:
+            acc.init_trackers("mlm-tui", config=settings, init_kwargs=names)
+        except Exception as exc:  # a tracker that fails to start would also fail to finish: drop it
+            acc.trackers.clear()
+            raise _broken_tracker(self.config.report_to, exc) from None
 
     def _record_start(self, plan: Plan) -> None:
         self._start_trackers()
         store = self.store
-        if isinstance(store, Run):
+        if self.record is not None:
             store.update_config(plan=asdict(plan))
         store.update_state(status="running", total_steps=plan.steps, plan=asdict(plan), tokenize=None)
 
@@ -375,7 +359,7 @@ class FineTune:
         import torch
         from transformers import get_scheduler
 
-        from mlm_tui.heads import MaskedOnlyMLM
+        from mlm_tui.heads import MaskedOnlyMLM, param_groups
         from mlm_tui.masking import TokenTables
         from mlm_tui.rundata import fixed_evalset
 
@@ -405,6 +389,10 @@ class FineTune:
 
         self.emit("status", message=f"loading model {self.config.model}")
         model = load_weights(source, allow_pickle=self.config.allow_pickle)
+        if self.extension is not None:  # issue 24: the new tokens' rows, from their pieces'
+            from mlm_tui.vocab_extend import extend_model
+
+            extend_model(model, self.extension)
         if self.config.freeze_embeddings:
             for p in model.base_model.embeddings.parameters():
                 p.requires_grad_(False)
@@ -431,10 +419,9 @@ class FineTune:
 
             test = broadcast_object_list([test])[0]
         assert test is not None
-        store = self.store
-        if isinstance(store, Run):
-            write_curve(store.dir, test)
-            store.update_config(lr_find=test.to_dict())
+        if self.record is not None:
+            write_curve(self.record.dir, test)
+            self.record.update_config(lr_find=test.to_dict())
         return test.suggested
 
     def _range_test(self, model: Any, tables: Any, train_chunks: np.ndarray, plan: Plan) -> RangeTest:
@@ -465,20 +452,54 @@ class FineTune:
                           mlm_probability=cfg.mlm_probability, whole_word=cfg.whole_word_mask,
                           weight_decay=cfg.weight_decay, device=self.accelerator.device, autocast=autocast,
                           on_point=on_point, should_stop=self.stop_requested if plan.processes == 1 else None)
+        if not math.isfinite(test.losses[0]):  # the first loss comes before any update: no rate is to blame
+            raise MlmError(nan_before_training(cfg.model, plan.precision))
         self.emit("status", message=f"learning rate {test.suggested:.2e} (auto): {test.reason}")
         return test
 
     def find_rate(self) -> RangeTest:
         """The range test alone, as `mlm-tui lr-find` runs it: no run is created and nothing is kept."""
+        from mlm_tui.lr_find import MIN_STEPS, SHARE, too_short
         from mlm_tui.masking import TokenTables
 
-        self._start_accelerator()
-        source, tokenizer = self._open_model()
+        self.start()
+        source, tokenizer = self.open_model()
+        tokenizer = self._extend_vocab(tokenizer)
         train_chunks, test_chunks = self._data(tokenizer)
         plan = self._plan(len(train_chunks), len(test_chunks))
-        self.emit("plan", **asdict(plan))
+        self.emit("plan", **{**asdict(plan), "save_steps": None, "eval_steps": None})  # nothing is saved
+        if too_short(plan.steps) is not None:  # said before the model loads
+            shortest = f"{MIN_STEPS / SHARE:.0f}"
+            if self.config.max_steps is not None:
+                raise FieldError("max_steps", f"{{field}} {plan.steps}: a range test takes a tenth of a run "
+                                 f"of at least {shortest} steps; give {shortest} or more")
+            per_step = plan.batch_size * plan.processes * self.config.gradient_accumulation
+            raise FieldError("max_steps", f"the corpus is too small for a range test at these settings: "
+                             f"{plan.train_chunks} training chunks in steps of {per_step} make {plan.steps} "
+                             f"steps, and the test takes a tenth of a run of at least {shortest}; give "
+                             f"{{field}} {shortest}, more epochs, or a smaller batch size")
         model = self._load_model(source)
         return self._range_test(model, TokenTables.from_tokenizer(tokenizer), train_chunks, plan)
+
+
+class _Steps:
+    """The optimizer steps of one run, from its checkpoint (or step 0) to its final model, and the
+    perplexities measured around them: before, every `eval_steps`, after, and on general text. Made by
+    `FineTune.train` once the model, the data and the plan are ready; it reports as the trainer does."""
+
+    def __init__(self, trainer: FineTune) -> None:
+        self.config, self.accelerator, self.prior = trainer.config, trainer.accelerator, trainer.prior
+        self.emit, self.store, self.record = trainer.emit, trainer.store, trainer.record
+        self.stop_requested = trainer.stop_requested
+        self.resume_run, self.resume_checkpoint = trainer.resume_run, trainer.resume_checkpoint
+        self.general: dict[str, float | None] = {"before": None, "after": None}  # perplexity on general text
+        self._general_set: Any = trainer.general_set  # made before the run existed (a new run), or None
+
+    def run(self, parts: _Parts, plan: Plan) -> dict[str, Any]:
+        start_step = self._restore(parts, plan)
+        ppl_before = self._measure_before(parts, plan)
+        step, runtime = self._loop(parts, plan, start_step)
+        return self._finish(parts, plan, step, runtime, ppl_before)
 
     def _restore(self, parts: _Parts, plan: Plan) -> int:
         """The step to start from: the checkpoint's, with its optimizer, scheduler and RNG states."""
@@ -512,6 +533,8 @@ class FineTune:
             self.emit("status", message=f"measuring perplexity before training on {len(parts.evalset)} test "
                       "chunks")
             ppl_before = self._perplexity(parts, plan, parts.eval_cancel)
+            if not math.isfinite(ppl_before):
+                raise MlmError(nan_before_training(self.config.model, plan.precision))
             self.store.update_state(perplexity_before=ppl_before)
             self.emit("eval", step=0, perplexity=ppl_before)
             self._append_metrics({"step": 0, "eval_perplexity": ppl_before})
@@ -668,11 +691,11 @@ class FineTune:
             from accelerate.utils import gather_object
 
             rng = gather_object(rng)
-        run = self.store
-        if isinstance(run, Run):
+        run = self.record
+        if run is not None:
             try:
                 checkpoints.save(run, parts.model, parts.tokenizer, parts.optimizer, parts.scheduler, step,
-                                 rng, best=best)
+                                 rng, best=best, keep=self.config.keep_checkpoints)
             except OSError as exc:
                 raise MlmError(f"could not write the checkpoint at step {step} ({exc.strerror or exc}); "
                                "earlier checkpoints are intact") from None
@@ -682,7 +705,8 @@ class FineTune:
 
     def _finish(self, parts: _Parts, plan: Plan, step: int, runtime: float,
                 ppl_before: float) -> dict[str, Any]:
-        """Measure perplexity after training and write the final model."""
+        """Measure perplexity after training and write the final model; the results, also in the run's
+        state (which `lifecycle` then marks completed)."""
         from mlm_tui import checkpoints
 
         self.emit("status", message="measuring perplexity after training")
@@ -690,8 +714,8 @@ class FineTune:
         self._append_metrics({"step": step, "eval_perplexity": ppl_after})
         self.emit("eval", step=step, perplexity=ppl_after)
         self._measure_general(parts, plan, "after")
-        run = self.store
-        if not isinstance(run, Run):
+        run = self.record
+        if run is None:
             return {}
         self.emit("status", message="saving the final model")
         try:
@@ -700,47 +724,24 @@ class FineTune:
             raise MlmError(f"could not write the final model ({exc.strerror or exc}); the last checkpoint "
                            f"is intact: resume with mlm-tui train --resume {run.run_id}") from None
         tokens = step * self._tokens_per_step(plan)
-        result = {
-            "run_id": run.run_id, "status": "completed", "model": self.config.model,
+        run.update_state(perplexity_after=ppl_after, train_runtime=runtime, train_tokens=tokens, step=step,
+                         eta=0)
+        return {
+            "run_id": run.run_id, "model": self.config.model,
             "perplexity_before": ppl_before, "perplexity_after": ppl_after,
             "general_perplexity_before": self.general["before"],
             "general_perplexity_after": self.general["after"],
             "train_runtime": round(runtime, 3), "train_tokens": tokens, "steps": step,
             "model_path": str(run.model_path),
         }
-        run.update_state(status="completed", finished=time.time(), perplexity_after=ppl_after,
-                         train_runtime=runtime, train_tokens=tokens, step=step, eta=0)
-        run.log(f"completed: perplexity {ppl_before:.2f} -> {ppl_after:.2f}")
-        from mlm_tui.modelcard import write_card
 
-        try:  # from the completed record: the card states the results the store holds
-            write_card(run)
-        except (OSError, MlmError) as exc:  # the model is saved; export and push write the card again
-            self.emit("warning", message=f"could not write the model card ({exc})")
-        return result
 
-    def _record_failure(self, exc: BaseException) -> BaseException:
-        """Say in the run why it stopped; return the error to raise (one line, with what to do)."""
-        import torch
-
-        run = self.run_record
-        assert run is not None
-        if isinstance(exc, RunCancelled):
-            msg = f"{exc}; resume with: mlm-tui train --resume {run.run_id}"
-            status, error = "cancelled", RunCancelled(msg)
-        elif isinstance(exc, torch.OutOfMemoryError):
-            batch = self.plan.batch_size
-            msg = (f"CUDA ran out of memory at batch size {batch} x chunk {self.config.chunk_size}: lower "
-                   f"the batch size (try {max(1, batch // 2)}) and raise gradient accumulation to keep the "
-                   "effective batch, or lower the chunk size")
-            status, error = "failed", MlmError(msg)
-        else:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if isinstance(exc, FieldError):
-                msg = exc.named(exc.field.replace("_", " "))
-            status, error = ("cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"), exc
-        run.fail(status, msg)
-        return error
+def nan_before_training(model: str, precision: str) -> str:
+    """What a model whose loss is NaN before any update (finite weights: `models.load_weights` refuses the
+    others) is told; no learning rate helps it."""
+    fix = "; try --precision fp32" if precision != "fp32" else ""
+    return (f"the model {model} gives a NaN loss before any training, at {precision}: its weights overflow "
+            f"the loss{fix}")
 
 
 TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",),
@@ -752,36 +753,27 @@ def _trackers(name: str) -> list[str] | None:
     naming the extra that installs it (Accelerate itself would only warn, and log nowhere)."""
     if name == "none":
         return None
+    from importlib import import_module
     from importlib.util import find_spec
 
-    if not any(find_spec(module) for module in TRACKER_MODULES[name]):
+    found = [module for module in TRACKER_MODULES[name] if find_spec(module)]
+    if not found:
         raise FieldError("report_to", f"{{field}} {name}: {name} is not installed "
                          f'(pip install "mlm-tui[{name}]")')
-    return [name]
-def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases and norms, as the Trainer does."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _versions() -> dict[str, str | None]:
-    """Library versions, read from the installed metadata, not by importing: `datasets` costs a second to
-    import and a run on a local file never needs it (it may not even be installed on a GPU box)."""
-    from importlib import metadata
-
-    from mlm_tui import __version__
-
-    versions: dict[str, str | None] = {"mlm_tui": __version__}
-    for name in ("torch", "transformers", "datasets", "accelerate"):
+    failure: Exception | None = None
+    for module in found:  # any one that imports will do (TensorBoard's writer or tensorboardX)
         try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+            import_module(module)
+            return [name]
+        except Exception as exc:  # a broken install raises anything: ImportError, AttributeError...
+            failure = failure or exc
+    assert failure is not None
+    raise _broken_tracker(name, failure)
 
 
-def train(config: TrainConfig, **kwargs: Any) -> dict[str, Any]:
-    return FineTune(config, **kwargs).run()
+def _broken_tracker(name: str, exc: BaseException) -> FieldError:
+    from mlm_tui.errors import first_line
+
+    return FieldError("report_to", f"{{field}} {name}: the tracker does not start ({type(exc).__name__}: "
+                      f"{first_line(exc)[:120]}); reinstall it: pip install --force-reinstall "
+                      f'"mlm-tui[{name}]"')

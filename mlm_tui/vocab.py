@@ -38,24 +38,66 @@ _MIX = np.uint64(0xBF58476D1CE4E5B9)
 _LEN = np.uint64(0x94D049BB133111EB)
 
 
-def word_starts(vocab: dict[str, int], vocab_size: int) -> np.ndarray:
-    """Which tokens start a word, from the vocabulary's own continuation/prefix markers (bool[vocab]).
+WordMarker = tuple[str, str]  # ("continues", "##"): pieces that continue a word; ("starts", "▁"): word starts
 
-    WordPiece marks continuations (`##ing`); SentencePiece and byte-level BPE mark word starts (`▁the`,
-    `Ġthe`). A vocabulary with neither gets every token as a word start (whole-word = token masking).
+
+def word_marker(tokenizer: Any) -> WordMarker | None:
+    """How a tokenizer marks words, read from its model, decoder and pre-tokenizer (the Rust tokenizer's
+    spec); None when it marks neither.
+
+    WordPiece marks continuations with its `continuing_subword_prefix` (`##ing`, whatever the prefix),
+    as a BPE model with one does; byte-level BPE marks word starts with the space byte's `Ġ`, SentencePiece
+    (Unigram or BPE, the Metaspace pre-tokenizer, or a decoder that turns `▁` into spaces) with `▁`. A
+    vocabulary with few such pieces is still marked so: the tokenizer's design decides, not a count.
+    """
+    backend = backend_of(tokenizer)
+    if backend is None:  # a Python tokenizer: BERT's has a WordPiece part, SentencePiece ones use ▁
+        if hasattr(tokenizer, "wordpiece_tokenizer"):
+            return ("continues", "##")
+        return ("starts", "▁") if hasattr(tokenizer, "sp_model") else None
+    model = type(backend.model).__name__
+    prefix = getattr(backend.model, "continuing_subword_prefix", None)
+    if model in ("WordPiece", "BPE") and prefix:
+        return ("continues", prefix)
+    if model == "WordPiece":
+        return ("continues", "##")  # WordPiece's default prefix
+    # The decoder's and pre-tokenizer's own specs (small: not the vocabulary, as the whole spec is)
+    specs = [json.loads(part.__getstate__()) for part in (backend.decoder, backend.pre_tokenizer) if part]
+    for part in (c for spec in specs for c in _components(spec)):
+        kind = part.get("type")
+        if kind == "WordPiece" and part.get("prefix"):
+            return ("continues", part["prefix"])
+        if kind == "ByteLevel":
+            return ("starts", "Ġ")
+        if kind == "Metaspace":
+            return ("starts", part.get("replacement") or "▁")
+        pattern = part.get("pattern") or {}
+        if kind == "Replace" and pattern.get("String") == "▁" and part.get("content") == " ":
+            return ("starts", "▁")
+    return None
+
+
+def _components(part: Any) -> list[dict[str, Any]]:
+    """A decoder or pre-tokenizer spec as a flat list (a `Sequence` holds others)."""
+    if not isinstance(part, dict):
+        return []
+    if part.get("type") == "Sequence":
+        children = part.get("decoders") or part.get("pretokenizers") or []
+        return [c for child in children for c in _components(child)]
+    return [part]
+
+
+def word_starts(tokenizer: Any, vocab: dict[str, int], vocab_size: int) -> np.ndarray:
+    """Which tokens of `vocab` start a word, by the tokenizer's own marker (`word_marker`); bool[vocab].
+    A tokenizer with no marker gets every token as a word start (whole-word = token masking).
     Whole-word masking (`masking.word_start_table`) and the vocabulary view both use this one rule.
     """
     table = np.ones(vocab_size, dtype=bool)
-    tokens = list(vocab)
-    if sum(t.startswith("##") for t in tokens) > 100:
+    marker = word_marker(tokenizer)
+    if marker is not None:
+        role, text = marker
         for t, i in vocab.items():
-            table[i] = not t.startswith("##")
-    else:
-        for marker in ("Ġ", "▁"):
-            if sum(t.startswith(marker) for t in tokens) > 100:
-                for t, i in vocab.items():
-                    table[i] = t.startswith(marker)
-                break
+            table[i] = t.startswith(text) == (role == "starts")
     return table
 
 
@@ -81,7 +123,7 @@ class Vocabulary:
             special = [i for i, t in backend.get_added_tokens_decoder().items() if t.special]
             unk = _backend_unk(backend)
         vocab_size = max(vocab.values()) + 1
-        word_start = word_starts(vocab, vocab_size)
+        word_start = word_starts(tokenizer, vocab, vocab_size)
         word_start[special] = True
         ignored = np.zeros(vocab_size, dtype=bool)
         ignored[special] = True

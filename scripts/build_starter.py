@@ -179,9 +179,9 @@ def train(more: int | None = None, batch_size: int | None = None, learning_rate:
     many steps from its best model (a fresh schedule, by default a lower peak learning rate). On a GPU a
     larger batch and learning rate pay: the shipped weights had two such stages (see the README)."""
     from mlm_tui import runstore
+    from mlm_tui.lifecycle import TrainingRun
     from mlm_tui.progress import print_event
     from mlm_tui.run_settings import TrainConfig
-    from mlm_tui.training import FineTune
 
     marker = BUILD / "run_id"
     run = runstore.find_run(marker.read_text().strip()) if marker.exists() else None
@@ -189,7 +189,7 @@ def train(more: int | None = None, batch_size: int | None = None, learning_rate:
         print(f"run {run.run_id} already completed (--more N continues it)", file=sys.stderr)
         return run.run_id
     if run is not None and run.status() != "completed":
-        trainer = FineTune.resuming(run, on_event=print_event)
+        trainer = TrainingRun.resuming(run, on_event=print_event)
     else:
         start = str(best_model_dir()) if run is not None else str(initial_model())
         settings = dict(SETTINGS)
@@ -207,24 +207,24 @@ def train(more: int | None = None, batch_size: int | None = None, learning_rate:
                 marker.write_text(trainer.run_record.run_id)  # so a later session resumes this run
             print_event(event)
 
-        trainer = FineTune(config, on_event=on_event)
+        trainer = TrainingRun(config, on_event=on_event)
     result = trainer.run()
     print(json.dumps(result), file=sys.stderr)
     return result["run_id"]
 
 
 def best_model_dir() -> Path:
-    from mlm_tui import checkpoints, runstore
+    from mlm_tui import runstore
 
     run = runstore.find_run((BUILD / "run_id").read_text().strip())
     if run is None:
         raise SystemExit("no build run yet: run `train` first")
     if run.model_path.exists():
         return run.model_path
-    step = checkpoints.best_step(run)
+    step = run.best_checkpoint_step()
     if step is not None:
-        return run.checkpoints_dir / f"step-{step:07d}"
-    latest = checkpoints.latest_checkpoint(run)
+        return run.checkpoint_path(step)
+    latest = run.latest_checkpoint()
     if latest is None:
         raise SystemExit("the build run has no checkpoint yet")
     return latest
@@ -254,12 +254,12 @@ def evaluate(model_ref: str | None = None) -> dict:
 def domain(model_ref: str | None = None) -> dict:
     """The point of the tool: 150 steps (batch 16, the course's other defaults) on a technical domain
     (FOLDOC, never trained on) must lower perplexity on its held-out documents."""
+    from mlm_tui.lifecycle import TrainingRun
     from mlm_tui.run_settings import TrainConfig
-    from mlm_tui.training import train
 
     ref = model_ref or str(best_model_dir())
-    result = train(TrainConfig(corpus=str(BUILD / "eval" / "foldoc.jsonl"), model=ref, max_steps=150,
-                               batch_size=16, save_steps=10**6))
+    result = TrainingRun(TrainConfig(corpus=str(BUILD / "eval" / "foldoc.jsonl"), model=ref, max_steps=150,
+                                     batch_size=16, save_steps=10**6)).run()
     drop = 1 - result["perplexity_after"] / result["perplexity_before"]
     report = {"model": ref, "perplexity_before": result["perplexity_before"],
               "perplexity_after": result["perplexity_after"], "reduction": round(drop, 4)}

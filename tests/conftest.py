@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,15 @@ def state_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mlm-home")
     os.environ["MLM_TUI_HOME"] = str(root)
     return root
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state root of the test's own: no runs, history or settings of another test (the workbench's
+    tests and snapshots need that; a file of them takes it with `pytest.mark.usefixtures("home")`)."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("MLM_TUI_HOME", str(path))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -56,11 +66,44 @@ def write_jsonl(path: Path, docs: list[str], field: str = "text") -> Path:
     return path
 
 
+CORPUS_DOCS = [f"{SENTENCES[i % len(SENTENCES)]} Item {i} of the corpus." for i in range(200)]
+
+
 @pytest.fixture
 def corpus_jsonl(tmp_path: Path) -> Path:
     """A 200-document corpus, enough for a few chunks of 32 and a held-out test split."""
-    docs = [f"{SENTENCES[i % len(SENTENCES)]} Item {i} of the corpus." for i in range(200)]
-    return write_jsonl(tmp_path / "corpus.jsonl", docs)
+    return write_jsonl(tmp_path / "corpus.jsonl", CORPUS_DOCS)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """One real 2-step run of the tiny model on that corpus, trained once for every test that only needs a
+    finished run to look at (`finished_run`); the folder of the run."""
+    import contextlib
+    import io
+
+    from accelerate.state import AcceleratorState
+
+    from mlm_tui.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    corpus = write_jsonl(root / "corpus.jsonl", CORPUS_DOCS)
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
+        patch.setenv("MLM_TUI_HOME", str(root / "home"))
+        code = main(["train", str(corpus), "--model", str(tiny_model_dir), "--chunk-size", "32",
+                     "--batch-size", "4", "--test-size", "4", "--max-steps", "2", "--json"])
+    AcceleratorState._reset_state()
+    assert code == 0
+    return root / "home" / "runs" / json.loads(out.getvalue())["run_id"]
+
+
+@pytest.fixture
+def finished_run(home: Path, trained_run: Path) -> str:
+    """A copy of the session's one real finished run in the test's own home (the test may change it); its
+    id."""
+    shutil.copytree(trained_run, home / "runs" / trained_run.name)
+    return trained_run.name
 
 
 @pytest.fixture

@@ -235,7 +235,7 @@ USAGE_ERRORS = [
     (["chunks", "{ok}", "--chunk-size", "0"], "--chunk-size must be at least 2"),
     (["chunks", "{ok}", "--chunk-size", "-5"], "--chunk-size must be at least 2"),
     (["chunks", "{ok}", "--chunk-size", "4096"], "beyond this model's maximum of 256"),
-    (["chunks", "{ok}", "--chunk-size", "ten"], "invalid int value"),
+    (["chunks", "{ok}", "--chunk-size", "ten"], "not a whole number"),
     (["chunks", "{ok}", "--show", "-1"], "--show"),
     (["train", "{ok}", "--chunk-size", "0"], "--chunk-size must be at least 2"),
     (["train", "{ok}", "--chunk-size", "1000"], "beyond this model's maximum"),

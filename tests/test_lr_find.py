@@ -11,8 +11,8 @@ import pytest
 from mlm_tui import lr_find, runstore
 from mlm_tui.cli import build_parser
 from mlm_tui.errors import RunCancelled
+from mlm_tui.lifecycle import TrainingRun
 from mlm_tui.run_settings import TrainConfig, config_from_args, config_from_form, train_argv
-from mlm_tui.training import FineTune
 
 
 def curve(n: int, diverge_at: float | None, noise: float, seed: int = 0) -> tuple[list[float], list[float]]:
@@ -107,11 +107,10 @@ def losses(run: runstore.Run) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in run.metrics() if "loss" in row}
 
 
-@pytest.mark.slow
 def test_an_auto_run_records_its_test_and_trains_as_a_run_at_the_rate_it_chose(cli, tiny_model_dir,
                                                                                  corpus_jsonl):
     events: list[dict] = []
-    auto = FineTune(settings(corpus_jsonl, tiny_model_dir, max_steps=10 * lr_find.MIN_STEPS),
+    auto = TrainingRun(settings(corpus_jsonl, tiny_model_dir, max_steps=10 * lr_find.MIN_STEPS),
                     on_event=events.append)
     auto.run()
     run = auto.run_record
@@ -125,7 +124,7 @@ def test_an_auto_run_records_its_test_and_trains_as_a_run_at_the_rate_it_chose(c
     assert said == [f"learning rate {chosen:.2e} (auto): {recorded['lr_find']['reason']}"]
     code, out, _ = cli("runs", "show", run.run_id)
     assert code == 0 and f"learn rate {chosen:.2e} (auto): {recorded['lr_find']['reason']}" in out
-    fixed = FineTune(settings(corpus_jsonl, tiny_model_dir, max_steps=10 * lr_find.MIN_STEPS,
+    fixed = TrainingRun(settings(corpus_jsonl, tiny_model_dir, max_steps=10 * lr_find.MIN_STEPS,
                               learning_rate=chosen))
     fixed.run()
     assert run.info().perplexity_before == fixed.run_record.info().perplexity_before
@@ -135,13 +134,12 @@ def test_an_auto_run_records_its_test_and_trains_as_a_run_at_the_rate_it_chose(c
         assert got[step] == pytest.approx(want[step], rel=1e-4), step
 
 
-@pytest.mark.slow
 def test_a_resumed_auto_run_keeps_the_rate_its_test_chose(tiny_model_dir, corpus_jsonl):
     steps = 10 * lr_find.MIN_STEPS
-    straight = FineTune(settings(corpus_jsonl, tiny_model_dir, max_steps=steps))
+    straight = TrainingRun(settings(corpus_jsonl, tiny_model_dir, max_steps=steps))
     straight.run()
     stop: list[int] = []
-    cut = FineTune(settings(corpus_jsonl, tiny_model_dir, max_steps=steps),
+    cut = TrainingRun(settings(corpus_jsonl, tiny_model_dir, max_steps=steps),
                    should_stop=lambda: bool(stop),
                    on_event=lambda e: stop.append(1) if e["event"] == "step" and e["step"] == 12 else None)
     with pytest.raises(RunCancelled):
@@ -150,7 +148,7 @@ def test_a_resumed_auto_run_keeps_the_rate_its_test_chose(tiny_model_dir, corpus
     chosen = run.config()["lr_find"]["suggested"]
     curve_written = (run.dir / lr_find.CURVE_FILE).stat().st_mtime_ns
     events: list[dict] = []
-    FineTune.resuming(run, on_event=events.append).run()
+    TrainingRun.resuming(run, on_event=events.append).run()
     assert not [e for e in events if e["event"] == "lr_find"]  # no second test
     assert (run.dir / lr_find.CURVE_FILE).stat().st_mtime_ns == curve_written
     said = f"learning rate {chosen:.2e}, chosen by the range test when the run started"
@@ -176,10 +174,10 @@ def test_lr_find_cli_contract(cli, tiny_model_dir, corpus_jsonl):
     assert len(runstore.list_runs()[0]) == runs_before  # the test alone leaves no run behind
     code, out, err = cli("lr-find", corpus_jsonl, "--model", tiny_model_dir, "--max-steps", "40", "--json")
     assert code == 2
-    assert json.loads(out)["error"].startswith("--learning-rate auto needs a run of at least 80 steps")
+    assert json.loads(out)["error"].startswith("--max-steps 40: a range test takes a tenth of a run of at "
+                                               "least 80 steps")
 
 
-@pytest.mark.slow
 def test_under_two_processes_the_main_process_tests_and_both_train_at_its_rate(tiny_model_dir, corpus_jsonl):
     """torchrun, two CPU processes: one test, on the main process; had the other process trained at another
     rate, the averaged gradients from step 2 on would differ from a run given that rate outright."""

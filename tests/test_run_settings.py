@@ -19,14 +19,16 @@ from mlm_tui.run_settings import (
 )
 
 # A value other than the default for every setting: a new setting without one fails the round trip below.
+# (--no-general, which refuses a --general beside it, gets its own round trip.)
 CHANGED = {"corpus": "c.jsonl", "model": "m", "chunk_size": 64, "mlm_probability": 0.2,
            "whole_word_mask": True, "batch_size": 8, "learning_rate": 1e-4, "weight_decay": 0.0,
            "warmup_steps": 5, "epochs": 2.5, "max_steps": None, "train_size": 100, "test_size": 20, "seed": 7,
-           "general": "g.txt", "no_general": True, "device": "cpu", "precision": "fp32",
+           "general": "g.txt", "no_general": False, "device": "cpu", "precision": "fp32",
            "gradient_accumulation": 2, "eval_steps": 10,
            "save_steps": 20, "logging_steps": 3, "text_field": "body", "freeze_embeddings": True,
            "allow_pickle": True, "subset": "s", "train_split": "tr", "test_split": "te", "streaming": True,
-           "report_to": "tensorboard", "processes": 2, "nodes": 2, "node_rank": 1, "main_address": "h:1"}
+           "report_to": "tensorboard", "processes": 2, "nodes": 2, "node_rank": 1, "main_address": "h:1",
+           "extend_vocab": 100, "min_count": 3, "keep_checkpoints": 3}
 
 
 def parse(argv: list[str]) -> TrainConfig:
@@ -37,6 +39,8 @@ def test_every_setting_survives_the_launch_arguments() -> None:
     assert set(CHANGED) == {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**CHANGED)
     assert parse(train_argv(config)) == config
+    skipped = TrainConfig(**{**CHANGED, "general": None, "no_general": True})
+    assert parse(train_argv(skipped)) == skipped
     steps = TrainConfig(corpus="c.jsonl", max_steps=9, epochs=5.0)  # max steps win, as on the command line
     assert parse(train_argv(steps)).max_steps == 9
 
@@ -114,7 +118,7 @@ def test_only_what_was_given_counts_as_given() -> None:
 
 def test_resume_applies_the_resumable_settings_and_refuses_the_rest() -> None:
     assert set(resumable()) == {"max_steps", "epochs", "eval_steps", "save_steps", "logging_steps", "device",
-                                "allow_pickle", "report_to", "node_rank", "main_address"}
+                                "allow_pickle", "report_to", "node_rank", "main_address", "keep_checkpoints"}
     recorded = TrainConfig(corpus="c", chunk_size=32, max_steps=8)
     config, applied = recorded.resumed_with({"max_steps": 12, "eval_steps": 4, "chunk_size": 32})
     assert (config.max_steps, config.eval_steps, applied) == (12, 4, {"max_steps": 12, "eval_steps": 4})
@@ -140,10 +144,54 @@ def test_resume_applies_the_resumable_settings_and_refuses_the_rest() -> None:
 def test_a_recorded_config_of_the_wrong_type_names_the_field(field, value, words) -> None:
     with pytest.raises(FieldError) as caught:
         TrainConfig.from_record({"corpus": "c", field: value})
-    assert caught.value.field == field and caught.value.named(field) == words
+    assert caught.value.field == field and caught.value.named(lambda key: key) == words
 
 
 def test_a_recorded_config_takes_defaults_for_what_it_lacks() -> None:
     record = {"corpus": "c", "batch_size": None, "chunk_size": 32, "plan": {}, "versions": {}}
     assert TrainConfig.from_record(record) == TrainConfig(corpus="c", chunk_size=32)
     assert all(f.default is not MISSING for f in fields(TrainConfig) if f.name != "corpus")
+
+
+def _option_help(command: list[str]) -> dict[str, str | None]:
+    """Each option of a subcommand by its flag: its help text."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command[0]]
+    return {a.option_strings[0] if a.option_strings else a.dest: a.help for a in sub._actions}
+
+
+@pytest.mark.parametrize("command", ["chunks", "eval", "vocab", "lr-find"])
+def test_commands_that_read_a_corpus_take_its_settings_as_train_declares_them(command) -> None:
+    train, other = _option_help(["train"]), _option_help([command])
+    shared = ["corpus", "--model", "--text-field", "--subset", "--train-split", "--test-split", "--streaming"]
+    if command != "vocab":
+        shared.append("--chunk-size")
+    assert {flag: other[flag] for flag in shared} == {flag: train[flag] for flag in shared}
+
+
+@pytest.mark.parametrize("command", ["chunks", "eval"])
+def test_the_chunk_size_bound_holds_for_every_command(cli, command) -> None:
+    code, _, err = cli(command, "c.jsonl", "--chunk-size", "1")
+    assert (code, err) == (2, "error: --chunk-size must be at least 2 (got 1)\n")
+
+
+def test_a_command_s_settings_take_their_declared_defaults_and_the_top_level_model() -> None:
+    from mlm_tui.run_settings import complete_settings
+
+    args = build_parser().parse_args(["--model", "m", "chunks", "c.jsonl"])
+    complete_settings(args)
+    assert (args.model, args.text_field, args.chunk_size, args.streaming) == ("m", "text", 128, False)
+
+
+def test_an_error_names_its_settings_in_the_words_of_the_face_that_shows_it() -> None:
+    from mlm_tui.errors import told
+    from mlm_tui.run_settings import flag, label
+
+    error = FieldError("mlm_probability", "no masked token at {field} 0.01: raise {field} or {chunk_size}",
+                       also=("chunk_size",))
+    assert told(error, flag) == "no masked token at --mlm-probability 0.01: raise --mlm-probability or " \
+                                "--chunk-size"
+    assert told(error, label) == "no masked token at Mask prob. 0.01: raise Mask prob. or Chunk size"
+    assert str(error) == "no masked token at mlm probability 0.01: raise mlm probability or chunk size"
+    _, problems = config_from_form({"corpus": "c", "mlm_probability": "2"})
+    assert problems == {"mlm_probability": "Mask prob. must be between 0 and 1 (got 2.0)"}

@@ -154,3 +154,98 @@ def test_deleting_a_live_run_is_refused_and_a_dead_one_goes_at_once(cli, store_r
     assert code == 0 and "deleted run 20000101-000000-d0d0" in out
     assert not path.exists() and runstore.find_run(run.run_id) is None
     assert not any(p.name.endswith("d0d0") for p in runstore.runs_dir().iterdir())
+
+
+def test_a_run_that_stopped_on_a_bad_setting_names_it_as_each_face_does(cli):
+    """Recorded once, read in the CLI by its flag and in the workbench by its form label."""
+    from mlm_tui.errors import FieldError
+    from mlm_tui.run_settings import label
+
+    run = runstore.create_run({"model": "m", "corpus": "c.txt"})
+    try:
+        problem = FieldError("mlm_probability", "no masked token at {field} 0.01: raise {field} or "
+                             "{chunk_size}", also=("chunk_size",))
+        run.fail("failed", str(problem), problem)
+        run.release()
+        info = run.info()
+        assert info.message == "no masked token at mlm probability 0.01: raise mlm probability or chunk size"
+        assert info.message_for(label) == "no masked token at Mask prob. 0.01: raise Mask prob. or Chunk size"
+        code, out, _ = cli("runs", "show", run.run_id)
+        assert code == 0
+        flags = "no masked token at --mlm-probability 0.01: raise --mlm-probability or --chunk-size"
+        assert f"message    {flags}\n" in out
+    finally:
+        shutil.rmtree(run.dir)
+
+
+def listed(run_id: str) -> runstore.RunInfo:
+    (info,) = [i for i in runstore.list_infos()[0] if i.run_id == run_id]
+    return info
+
+
+def test_the_listing_follows_every_change_to_a_finished_run(home):
+    """The listing keeps what it read of a finished run while its files stay as they were: each way a
+    finished run changes shows at the next listing."""
+    run = runstore.create_run({"model": "m", "corpus": "c.txt"})
+    (run.checkpoints_dir / "step-0000002").mkdir(parents=True)
+    (run.checkpoints_dir / "step-0000002" / "trainer_state.json").write_text('{"step": 2}')
+    (run.checkpoints_dir / "step-0000002" / "model.safetensors").write_bytes(b"\0" * 50_000)
+    run.update_state(status="completed", step=2)
+    run.release()
+    info = listed(run.run_id)
+    assert (info.status, info.checkpoints) == ("completed", [2]) and info.bytes > 50_000
+
+    runstore.delete_run(run, checkpoints_only=True)
+    assert listed(run.run_id).checkpoints == [] and listed(run.run_id).bytes < 50_000
+
+    config = json.loads((run.dir / "config.json").read_text())
+    (run.dir / "config.json").write_text(json.dumps({**config, "model": "edited by hand"}))  # in place
+    assert listed(run.run_id).model == "edited by hand"
+
+    with run.hold_lock():  # resumed: its process takes the lock, then says so
+        run.update_state(status="running")
+        assert listed(run.run_id).status == "running"
+    assert listed(run.run_id).status == "interrupted"  # its process is gone: no file changed, the lock did
+
+    (run.dir / "state.json").write_text("{")
+    (problem,) = runstore.list_infos()[1]
+    assert problem.startswith(f"skipped run {run.run_id}: state.json is unreadable")
+    shutil.rmtree(run.dir)
+    assert runstore.list_infos() == ([], [])
+
+
+def test_listings_of_two_stores_are_their_own(tmp_path, monkeypatch):
+    for name in ("one", "two"):
+        monkeypatch.setenv("MLM_TUI_HOME", str(tmp_path / name))
+        runstore.create_run({"model": name, "corpus": "c.txt"}, run_id=RUN_IDS[name]).release()
+    for name in ("one", "two", "one"):
+        monkeypatch.setenv("MLM_TUI_HOME", str(tmp_path / name))
+        assert [(i.run_id, i.model) for i in runstore.list_infos()[0]] == [(RUN_IDS[name], name)]
+
+
+RUN_IDS = {"one": "20000101-000000-0001", "two": "20000101-000000-0002"}
+
+
+def test_a_new_process_lists_what_an_earlier_one_read_and_what_changed_since(home):
+    """A process's first listing takes the finished runs an earlier listing kept on disk, and reads again
+    the runs that changed since; a kept listing that cannot be read is read from the runs' files."""
+    done = runstore.create_run({"model": "m", "corpus": "c.txt"})
+    done.update_state(status="completed", step=3, perplexity_after=12.5)
+    done.release()
+    changing = runstore.create_run({"model": "m", "corpus": "c.txt"})
+    changing.update_state(status="cancelled")
+    changing.release()
+    first = {i.run_id: i for i in runstore.list_infos()[0]}
+    assert (first[done.run_id].step, first[done.run_id].perplexity_after) == (3, 12.5)
+    changing.update_state(status="failed", message="changed by another process")
+
+    runstore._listed.clear()  # as a new process starts
+    again = {i.run_id: i for i in runstore.list_infos()[0]}
+    assert again[done.run_id] == first[done.run_id]
+    assert (again[changing.run_id].status, again[changing.run_id].message) == ("failed",
+                                                                             "changed by another process")
+    for broken in ("{", '{"format": [], "runs": {}}', json.dumps({"format": runstore._listing_format(),
+                                                                  "runs": {done.run_id: [[1], {"x": 1}]}})):
+        (home / "cache" / "runs.json").write_text(broken)
+        runstore._listed.clear()
+        assert {i.run_id: i for i in runstore.list_infos()[0]} == again

@@ -5,11 +5,13 @@ Chunks read as `mlm-tui chunks --show` prints them (the tokenizer's own decoding
 highlighted, and the collator's masking can be previewed with the same (seed, step) draws training uses.
 
 A corpus being opened never mixes with the one on show: the pane keeps showing the open corpus, under
-its own name, until the new one is ready; a failure leaves it as it was.
+its own name, until the new one is ready; a failure leaves it as it was. The open corpus and the masking
+settings are the app's (`shared`): the pane posts what it opened or changed, and shows what it is given.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,14 +24,13 @@ from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, Static
 
 from mlm_tui.app.render import chunk_text, fate_legend, short_ref
+from mlm_tui.app.shared import CorpusOpened, Masking, MaskingChanged, OpenCorpus
 from mlm_tui.errors import MissingTextField, first_line
 from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
     from mlm_tui.chunking import TokenizedSplit
     from mlm_tui.vocab import VocabReport, WordStat
-
-DEFAULT_CHUNK_SIZE = 128
 
 
 class TokenizeProgress(Message):
@@ -44,16 +45,6 @@ class CorpusReady(Message):
         super().__init__()
         self.request, self.tokenizer, self.tables = request, tokenizer, tables
         self.splits, self.error, self.columns = splits, error, columns
-
-
-class CorpusOpened(Message):
-    """A corpus opened successfully: the Train form takes it (and its text column) as its default."""
-
-    def __init__(self, corpus: str, text_field: str, tokenizer_ref: str,
-                 splits: dict[str, TokenizedSplit]) -> None:
-        super().__init__()
-        self.corpus, self.text_field, self.splits = corpus, text_field, splits
-        self.tokenizer_ref = tokenizer_ref
 
 
 class ChunkView(VerticalScroll, can_focus=True, inherit_bindings=False):
@@ -81,30 +72,26 @@ class ChunksPane(Vertical):
         Binding("home", "move(-1000000000)", "First", show=False, tooltip="first chunk"),
         Binding("end", "move(1000000000)", "Last", show=False, tooltip="last chunk"),
         Binding("s", "next_split", "Split", show=False, tooltip="next split (train, test, …)"),
-        Binding("r", "reroll", "Re-roll", show=False, tooltip="another masking draw (next seed)"),
-        Binding("w", "toggle_whole_word", "Words", show=False, tooltip="whole-word masking on/off"),
-        Binding("c", "chunk_size", "Size", show=False, tooltip="chunk size…"),
+        Binding("r", "reroll", "Re-roll", show=False,
+                tooltip="another masking draw (next seed, the Train form's too)"),
+        Binding("w", "toggle_whole_word", "Words", show=False,
+                tooltip="whole-word masking on/off (the Train form's too)"),
+        Binding("c", "chunk_size", "Size", show=False, tooltip="chunk size… (the Train form's too)"),
         Binding("t", "tokenizer", "Tokenizer", show=False, tooltip="another model's tokenizer…"),
         Binding("f", "text_field", "Text column", show=False, tooltip="the column that holds the text…"),
     ]
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, tokenizer_ref: str, corpus: str | None, text_field: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.corpus: str | None = None  # the corpus on show (opened successfully)
-        self.text_field = "text"
+        self._start = (corpus, text_field)  # the corpus given on the command line, opened on mount
+        self.opened: OpenCorpus | None = None  # the corpus on show, as the app gave it
         self.opening: tuple[str, str, str] | None = None  # (corpus, text field, tokenizer) being read
         self._request = 0
-        self.tokenizer_ref = "starter"
-        self.tokenizer: Any = None
-        self.tables: Any = None
-        self.splits: dict[str, TokenizedSplit] = {}
+        self.tokenizer_ref = tokenizer_ref  # the tokenizer the next corpus is opened with
         self.split = ""
-        self.chunk_size = DEFAULT_CHUNK_SIZE
         self.index = 0
-        self.masking = False
-        self.whole_word = False
-        self.mlm_probability = 0.15
-        self.seed = 42
+        self.masking = Masking()  # as the app gave it
+        self.preview = False  # the masking preview is on
         self.found: tuple[str, int] | None = None  # the word the Vocabulary pane jumped to, for the title
 
     def compose(self) -> ComposeResult:
@@ -124,9 +111,35 @@ class ChunksPane(Vertical):
         table.add_columns("split", "documents", "tokens", "chunks", "dropped tokens")
         table.display = False
         self.query_one("#fate-legend").display = False
-        self.tokenizer_ref = self.app.model_ref  # type: ignore[attr-defined]
-        if self.app.data:  # type: ignore[attr-defined]
-            self.open(self.app.data, text_field=self.app.text_field)  # type: ignore[attr-defined]
+        corpus, text_field = self._start
+        if corpus:
+            self.open(corpus, text_field=text_field)
+
+    @property
+    def splits(self) -> dict[str, TokenizedSplit]:
+        return self.opened.splits if self.opened is not None else {}
+
+    @property
+    def chunk_size(self) -> int:
+        return self.masking.chunk_size
+
+    def use_corpus(self, opened: OpenCorpus) -> None:
+        """Show the corpus the app holds (the one this pane just opened)."""
+        self.opened = opened
+        self.tokenizer_ref = opened.tokenizer_ref
+        if self.split not in opened.splits:
+            self.split = "train" if "train" in opened.splits else next(iter(opened.splits))
+        self.index = 0
+        if self.is_mounted:
+            self.show()
+
+    def use_masking(self, masking: Masking) -> None:
+        """Show chunks and their masking as the app's settings say (the Train form's, or this pane's keys)."""
+        if masking.chunk_size != self.masking.chunk_size:
+            self.index = 0
+        self.masking = masking
+        if self.is_mounted:
+            self.show()
 
     # -- opening --------------------------------------------------------------------------------------
     def open(self, corpus: str, tokenizer_ref: str | None = None, text_field: str | None = None) -> None:
@@ -134,9 +147,11 @@ class ChunksPane(Vertical):
 
         What is on show stays until the corpus is ready: only then do name, stats and chunks change.
         """
-        field = text_field or (self.text_field if corpus == self.corpus else "text")
+        opened = self.opened
+        same_corpus = opened.text_field if opened is not None and corpus == opened.corpus else "text"
+        field = text_field or same_corpus
         ref = tokenizer_ref or self.tokenizer_ref
-        tokenizer = self.tokenizer if ref == self.tokenizer_ref else None
+        tokenizer = opened.tokenizer if opened is not None and ref == opened.tokenizer_ref else None
         self._request += 1
         self.opening = (corpus, field, ref)
         bar = self.query_one("#tokenize-progress", ProgressBar)
@@ -191,13 +206,8 @@ class ChunksPane(Vertical):
             if event.columns:
                 self._pick_text_field(corpus, field, event.columns)
             return
-        self.corpus, self.text_field, self.tokenizer_ref = corpus, field, ref
-        self.tokenizer, self.tables, self.splits = event.tokenizer, event.tables, event.splits
-        if self.split not in self.splits:
-            self.split = "train" if "train" in self.splits else next(iter(self.splits))
-        self.index = 0
-        self.show()
-        self.post_message(CorpusOpened(corpus, field, ref, self.splits))
+        self.post_message(CorpusOpened(OpenCorpus(corpus, field, ref, event.tokenizer, event.tables,
+                                                  event.splits)))
 
     def _pick_text_field(self, corpus: str, field: str, columns: list[str]) -> None:
         from mlm_tui.app.prompt import PickScreen
@@ -213,12 +223,13 @@ class ChunksPane(Vertical):
     def _show_corpus_line(self) -> None:
         """The corpus on show under its own name, and the one being opened, if any."""
         line = Text()
-        if self.corpus is not None:
-            field = f" · column {self.text_field}" if self.text_field != "text" else ""
-            line.append(f"{short_ref(self.corpus)}{field} · tokenizer {short_ref(self.tokenizer_ref)} · "
+        opened = self.opened
+        if opened is not None:
+            field = f" · column {opened.text_field}" if opened.text_field != "text" else ""
+            line.append(f"{short_ref(opened.corpus)}{field} · tokenizer {short_ref(opened.tokenizer_ref)} · "
                         f"chunks of {self.chunk_size} tokens")
         if self.opening is not None:
-            line.append(("  ·  " if self.corpus else "") + f"opening {short_ref(self.opening[0])} "
+            line.append(("  ·  " if opened else "") + f"opening {short_ref(self.opening[0])} "
                         f"(tokenizer {short_ref(self.opening[2])}): reading and tokenizing…", style="italic")
         if not line:
             line.append("No corpus open: press o (or ctrl+o) to open one.")
@@ -226,7 +237,7 @@ class ChunksPane(Vertical):
 
     def show(self) -> None:
         """Stats for every split and the current chunk, for the current chunk size and settings."""
-        if not self.splits or self.corpus is None:
+        if self.opened is None:
             return
         self._show_corpus_line()
         table = self.query_one("#stats", DataTable)
@@ -263,19 +274,21 @@ class ChunksPane(Vertical):
             return
         self.index = max(0, min(len(chunks) - 1, self.index))
         ids = [int(t) for t in chunks[self.index]]
-        special = [bool(self.tables.special[i]) for i in ids]
+        opened = self.opened
+        assert opened is not None
+        special = [bool(opened.tables.special[i]) for i in ids]
         head = Text(f"{self.split} chunk {self.index + 1:,} of {len(chunks):,}", style="bold")
         if self.found is not None:
             head.append(f" · holds {printable(self.found[0])!r} ({self.found[1]:,} chunks do)")
             self.found = None
         fates = None
-        if self.masking:
+        if self.preview:
             fates, summary = self._preview(ids)
-            head.append(f" · masking {summary}")
-        self.query_one("#fate-legend").display = self.masking
+            head.append(f"\nmasking {summary}")  # its own line: never wrapped mid-phrase at 80 columns
+        self.query_one("#fate-legend").display = self.preview
         from mlm_tui.chunking import decode
 
-        body.update(chunk_text(lambda part: decode(self.tokenizer, part), ids, special, fates))
+        body.update(chunk_text(lambda part: decode(opened.tokenizer, part), ids, special, fates))
         title.update(head)
 
     def _preview(self, ids: list[int]) -> tuple[list[tuple[str, str] | None], str]:
@@ -286,24 +299,26 @@ class ChunksPane(Vertical):
         from mlm_tui.chunking import decode
         from mlm_tui.masking import IGNORE, generator_for, mask_batch
 
+        opened, masking = self.opened, self.masking
+        assert opened is not None
         batch = torch.tensor([ids])
-        inputs, labels = mask_batch(batch, self.tables, self.mlm_probability, self.whole_word,
-                                    generator_for(self.seed, self.index))
+        inputs, labels = mask_batch(batch, opened.tables, masking.mlm_probability, masking.whole_word_mask,
+                                    generator_for(masking.seed, self.index))
         fates: list[tuple[str, str] | None] = []
         for original, new, label in zip(ids, inputs[0].tolist(), labels[0].tolist(), strict=True):
             if label == IGNORE:
                 fates.append(None)
-            elif new == self.tables.mask_id:
+            elif new == opened.tables.mask_id:
                 fates.append(("mask", ""))
             elif new == original:
                 fates.append(("kept", ""))
             else:
-                fates.append(("random", decode(self.tokenizer, [new]).strip() or f"#{new}"))
+                fates.append(("random", decode(opened.tokenizer, [new]).strip() or f"#{new}"))
         count = {fate: sum(1 for f in fates if f and f[0] == fate) for fate in ("mask", "random", "kept")}
         n = sum(count.values())
-        unit = "whole words" if self.whole_word else "tokens"
-        summary = (f"{n} of {len(ids)} tokens ({self.mlm_probability:.0%} of {unit}): {count['mask']} → "
-                   f"[MASK], {count['random']} random, {count['kept']} kept · seed {self.seed}")
+        unit = "whole words" if masking.whole_word_mask else "tokens"
+        summary = (f"{n} of {len(ids)} ({masking.mlm_probability:.0%} of {unit}): {count['mask']} → "
+                   f"[MASK], {count['random']} random, {count['kept']} kept · seed {masking.seed}")
         return fates, summary
 
     # -- actions --------------------------------------------------------------------------------------
@@ -321,26 +336,29 @@ class ChunksPane(Vertical):
     def action_next_split(self) -> None:
         if self._ready_for_keys():
             names = list(self.splits)
+            if len(names) == 1:
+                self.app.notify(f"This corpus has one split: {self.split} (a test split is held out of it "
+                                "when training).", timeout=4)
+                return
             self.split = names[(names.index(self.split) + 1) % len(names)]
             self.index = 0
             self._show_chunk()
 
     def action_toggle_masking(self) -> None:
         if self._ready_for_keys():
-            self.masking = not self.masking
+            self.preview = not self.preview
             self._show_chunk()
 
     def action_toggle_whole_word(self) -> None:
         if self._ready_for_keys():
-            self.whole_word = not self.whole_word
-            self.masking = True
-            self._show_chunk()
+            self.preview = True
+            self.post_message(MaskingChanged(replace(self.masking,
+                                                     whole_word_mask=not self.masking.whole_word_mask)))
 
     def action_reroll(self) -> None:
         if self._ready_for_keys():
-            self.seed += 1
-            self.masking = True
-            self._show_chunk()
+            self.preview = True
+            self.post_message(MaskingChanged(replace(self.masking, seed=self.masking.seed + 1)))
 
     def action_jump(self) -> None:
         if not self._ready_for_keys():
@@ -368,17 +386,15 @@ class ChunksPane(Vertical):
                 self.app.notify(f"Not a chunk size: {value} (a whole number, 2 or more)", severity="warning",
                                 markup=False)
                 return
-            if self.tokenizer is not None:
+            if self.opened is not None:
                 from mlm_tui.chunking import model_max_length
 
-                limit = model_max_length(self.tokenizer)
+                limit = model_max_length(self.opened.tokenizer)
                 if limit and int(value) > limit:
                     self.app.notify(f"{value} is beyond this tokenizer's maximum of {limit} tokens",
                                     severity="warning")
                     return
-            self.chunk_size = int(value)
-            self.index = 0
-            self.show()
+            self.post_message(MaskingChanged(replace(self.masking, chunk_size=int(value))))
 
         self.app.push_screen(PromptScreen("Chunk size (tokens)", str(self.chunk_size)), change)
 
@@ -388,27 +404,27 @@ class ChunksPane(Vertical):
         def change(value: str | None) -> None:
             if value is None:
                 return
-            if self.corpus is not None:
-                self.open(self.corpus, value)
+            if self.opened is not None:
+                self.open(self.opened.corpus, value)
             else:
-                self.tokenizer_ref, self.tokenizer = value, None
+                self.tokenizer_ref = value
 
         self.app.push_screen(PromptScreen("Tokenizer of model (directory, run id, starter or hub id)",
                                           self.tokenizer_ref, paths=True), change)
 
     def action_text_field(self) -> None:
-        if not self._ready_for_keys() or self.corpus is None:
+        if not self._ready_for_keys() or self.opened is None:
             return
         from mlm_tui.app.prompt import PromptScreen
 
-        corpus = self.corpus
+        corpus = self.opened.corpus
 
         def change(value: str | None) -> None:
             if value:
                 self.open(corpus, text_field=value)
 
-        self.app.push_screen(PromptScreen("Column that holds the text", self.text_field), change)
+        self.app.push_screen(PromptScreen("Column that holds the text", self.opened.text_field), change)
 
     def corpus_path_hint(self) -> str:
         """Where the open-corpus prompt starts: the open corpus, else the current folder."""
-        return self.corpus or (str(Path.cwd()) + "/")
+        return self.opened.corpus if self.opened is not None else str(Path.cwd()) + "/"

@@ -53,6 +53,9 @@ class FillPane(Vertical):
         Binding("f4", "app.compare_model", "Compare", tooltip="a second model's fills beside the first"),
         Binding("enter", "keep", "Keep", show=False, tooltip="add the sentence to the history"),
         Binding("escape", "cancel_load", "Stop loading", tooltip="stop waiting for a model that loads"),
+        Binding("pagedown", "scroll_fills(1)", "Page down", show=False,
+                tooltip="scroll the fills down (a third mask's, below a short screen)"),
+        Binding("pageup", "scroll_fills(-1)", "Page up", show=False, tooltip="scroll the fills up"),
     ]
 
     def __init__(self, history: History, **kwargs: Any) -> None:
@@ -212,6 +215,14 @@ class FillPane(Vertical):
             title = f"{short_ref(self.refs['compare'] or '')} (pp vs {main_title})"
             self.query_one("#fills-compare", Static).update(
                 fills_text(event.compare, title, event.main, compact=True))
+
+    def action_scroll_fills(self, pages: int) -> None:
+        """Page the fills from the sentence box, which keeps the focus (and the typing)."""
+        for box in self.query("#fills-main-box, #fills-compare-box").results(VerticalScroll):
+            if box.display and pages > 0:
+                box.scroll_page_down()
+            elif box.display:
+                box.scroll_page_up()
 
     def _hint(self, text: str) -> None:
         self.query_one("#fill-hint", Static).update(Text(text))

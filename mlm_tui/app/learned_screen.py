@@ -1,11 +1,13 @@
 """What a run learned, in the workbench: the same report as `mlm-tui runs learned`, from the runs table.
 
-Both models are run over the run's own test chunks in a worker (a few seconds to minutes on a CPU); escape
-closes the screen at any time and the result, if it comes later, is dropped.
+Both models fill in the word test on the run's test split in a worker (a few seconds to minutes on a CPU);
+escape closes the screen at any time and cancels the worker. `a` mixes punctuation, markup and general
+words into the lists, or sets them apart again, from the same report.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.table import Table
@@ -17,12 +19,14 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
+from textual.worker import get_current_worker
 
 from mlm_tui.errors import first_line
 from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
-    from mlm_tui.learned import LearnedReport, WordChange
+    from mlm_tui.learned import LearnedReport
+    from mlm_tui.word_test import WordResult
 
 
 class LearnedReady(Message):
@@ -31,13 +35,14 @@ class LearnedReady(Message):
         self.report, self.error = report, error
 
 
-def _words(title: str, words: list[WordChange]) -> Table:
+def _words(title: str, words: list[WordResult]) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=None, padding=(0, 2, 0, 0))
-    for column in ("word", "masked", "loss before", "after", "change"):
+    for column in ("word", "occurrences", "loss before", "after", "change", "95% interval", "total"):
         table.add_column(column, justify="left" if column == "word" else "right")
     for w in words:
-        table.add_row(printable(w.word), f"{w.count:,}", f"{w.loss_before:.2f}", f"{w.loss_after:.2f}",
-                      f"{w.change:+.2f}")
+        interval = f"[{w.ci[0]:+.2f}, {w.ci[1]:+.2f}]" if w.ci is not None else ""
+        table.add_row(printable(w.word), f"{w.occurrences:,}", f"{w.loss_before:.2f}", f"{w.loss_after:.2f}",
+                      f"{w.change:+.2f}", interval, f"{w.total:+.1f}")
     return table
 
 
@@ -46,18 +51,21 @@ def _rank(rank: int | None) -> str:
 
 
 class LearnedScreen(ModalScreen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "dismiss(None)", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "dismiss(None)", "Close"),
+                                             Binding("a", "mix", "Mix general words")]
 
     def __init__(self, run_id: str) -> None:
         super().__init__()
         self.run_id = run_id
+        self.report: LearnedReport | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog", id="learned"):
             yield Label(f"What run {self.run_id} learned", classes="dialog-title")
-            yield Static(Text("Measuring the base model and the run's model on the run's test chunks…"),
-                         id="learned-body")
-            yield Label("esc: close · ↑/↓: scroll", classes="dialog-hint")
+            yield Static(Text("Filling in the corpus's words on the run's test split with the base model "
+                              "and the run's model…"), id="learned-body")
+            yield Label("esc: close · a: mix in punctuation and general words, or set them apart · ↑/↓: "
+                        "scroll", classes="dialog-hint")
 
     def on_mount(self) -> None:
         self.query_one("#learned").focus()
@@ -67,29 +75,50 @@ class LearnedScreen(ModalScreen[None]):
     def _worker(self) -> None:
         from mlm_tui.learned import run_learned
 
+        worker = get_current_worker()
         try:
-            self.post_message(LearnedReady(run_learned(self.run_id, top=15), None))
+            self.post_message(LearnedReady(run_learned(self.run_id, top=15,
+                                                       cancelled=lambda: worker.is_cancelled), None))
         except Exception as exc:  # a base model gone, a corpus changed...: one line, never a crash
             self.post_message(LearnedReady(None, first_line(exc)))
 
+    def action_mix(self) -> None:
+        if self.report is not None:
+            self.report = replace(self.report, mixed=not self.report.mixed)
+            self._show(self.report)
+
     @on(LearnedReady)
     def _ready(self, event: LearnedReady) -> None:
-        body = self.query_one("#learned-body", Static)
         if event.report is None:
-            body.update(Text(event.error or "", style="red"))
+            self.query_one("#learned-body", Static).update(Text(event.error or "", style="red"))
             return
-        report = event.report
+        self.report = event.report
+        self._show(event.report)
+
+    def _show(self, report: LearnedReport) -> None:
         out = Table.grid(padding=(1, 0))
-        out.add_row(Text(f"base model: {printable(report.base)}; mean masked-LM loss of each word on the "
-                         "run's test chunks, before and after", style="dim"))
-        out.add_row(_words("Fell most (learned)", report.better))
-        out.add_row(_words("Rose most (unlearned)", report.worse))
+        out.add_row(Text(printable(report.summary.line()), style="bold"))
+        out.add_row(Text(f"base model: {printable(report.base)}, the run's {report.model}; each word's "
+                         f"occurrences in the run's test split masked whole (at most {report.per_word} a "
+                         "word): mean over them of the summed loss of its pieces, in nats", style="dim"))
+        apart = "" if report.mixed else " (punctuation, markup and general words apart: a)"
+        out.add_row(_words("Easier beyond noise" + apart, report.better))
+        out.add_row(_words("Harder beyond noise", report.worse))
+        if report.general:
+            out.add_row(_words("Punctuation, markup and general English", report.general))
+        if report.unchanged:
+            names = ", ".join(w.word for w in report.unchanged)
+            out.add_row(Text("Unchanged within noise: " + printable(names)))
         probes = Table(title="Probes from the test split", title_justify="left", title_style="bold",
                        box=None, padding=(0, 2, 0, 0))
-        for column in ("sentence", "word", "rank before", "after", "fills before", "fills after"):
+        for column in ("sentence", "word", "rank before", "after", "piece ranks", "fills before",
+                       "fills after"):
             probes.add_column(column)
         for p in report.probes:
+            pieces = ", ".join(f"{a}->{b}" for a, b in zip(p.piece_ranks_before, p.piece_ranks_after,
+                                                           strict=True))
             probes.add_row(printable(p.text), printable(p.word), _rank(p.rank_before), _rank(p.rank_after),
-                           printable(", ".join(p.fills_before[:3])), printable(", ".join(p.fills_after[:3])))
+                           pieces, printable(", ".join(p.fills_before[:3])),
+                           printable(", ".join(p.fills_after[:3])))
         out.add_row(probes)
-        body.update(out)
+        self.query_one("#learned-body", Static).update(out)

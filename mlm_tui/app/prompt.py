@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -81,7 +82,7 @@ class PickScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
-            yield OptionList(*self.items, id="pick-list")
+            yield OptionList(*(Text(item) for item in self.items), id="pick-list")  # `[MASK]` is no markup
             yield Label("enter: pick · esc: cancel", classes="dialog-hint")
 
     @on(OptionList.OptionSelected)
@@ -113,7 +114,7 @@ class ModelPickScreen(ModalScreen[str | None]):
                         id="prompt-input")
             if self.runs:
                 yield Label("or a finished run (↓ to the list):", classes="dialog-hint")
-                yield OptionList(*(label for _, label in self.runs), id="pick-list")
+                yield OptionList(*(Text(label) for _, label in self.runs), id="pick-list")
             yield Label("enter: ok · esc: cancel · →: complete path", classes="dialog-hint")
 
     @on(Input.Submitted)

@@ -75,10 +75,11 @@ def _change(score: float, before: float | None) -> Text:
     if before is None:
         return Text(f"{'new':>7}", style="bold cyan")
     delta = (score - before) * 100
-    if abs(delta) < 0.05:
+    if percent(score) == percent(before):  # "=" only between two percentages that read the same
         return Text(f"{'=':>7}", style="dim")
     arrow = "▲" if delta > 0 else "▼"
-    return Text(f"{arrow}{abs(delta):.1f}pp".rjust(7), style="green" if delta > 0 else "red")
+    shown = f"{abs(delta):.2f}" if abs(delta) < 0.1 else f"{abs(delta):.1f}"
+    return Text(f"{arrow}{shown}pp".rjust(7), style="green" if delta > 0 else "red")
 
 
 def ppl_change(before: object, after: object) -> str:

@@ -1,24 +1,35 @@
-"""The Train pane's chart: training loss (raw and smoothed) and eval perplexity against steps, for the
-selected run and, overlaid, a second run to compare with.
+"""The Train pane's chart: training loss (raw and smoothed) and eval perplexity or the learning rate
+against steps, for the selected run and the runs overlaid on it, and a `--learning-rate auto` run's
+range test beside it.
 
-Drawn with textual-plotext (axes, ticks and a legend come from plotext). This module imports plotext, which
-takes a few tenths of a second: the Train pane imports it when it mounts, after the first paint.
+Drawn with textual-plotext (axes and ticks come from plotext). The legend is a line of its own under the
+plots, never inside them, where it would hide the step-0 perplexity. Focused (tab from the runs table),
+the chart has keys of its own, as TensorBoard has toggles: a log scale for the loss, the rate instead of
+perplexity, and a cursor that reads out the values at a step. This module imports plotext, which takes a
+few tenths of a second: the Train pane imports it when it mounts, after the first paint.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 MAX_POINTS = 400  # a long run is thinned to this many points per line; plotext draws cells, not points
 SMOOTHING = 0.9  # exponential moving average of the loss, as TensorBoard's smoothing slider
+# (loss, perplexity or rate) colours of the selected run, then of each overlaid run, in plotext's names
+COLOURS = [("cyan", "orange"), ("magenta", "red"), ("green", "yellow"), ("blue", "white")]
+RICH = {"cyan": "cyan", "orange": "dark_orange", "magenta": "magenta", "red": "red", "green": "green",
+        "yellow": "yellow", "blue": "blue", "white": "white"}
+EMPTY = "No run selected: pick one in the runs table, or start one with the form."
 
 
 @dataclass
@@ -30,6 +41,8 @@ class Series:
     losses: list[float] = field(default_factory=list)
     eval_steps: list[int] = field(default_factory=list)
     perplexities: list[float] = field(default_factory=list)
+    rate_steps: list[int] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
 
     @classmethod
     def from_metrics(cls, label: str, rows: list[dict[str, Any]]) -> Series:
@@ -41,14 +54,42 @@ class Series:
             if _finite(row.get("loss")):
                 series.loss_steps.append(step)
                 series.losses.append(float(row["loss"]))
+            if _finite(row.get("learning_rate")):
+                series.rate_steps.append(step)
+                series.rates.append(float(row["learning_rate"]))
             if _finite(row.get("eval_perplexity")):
                 series.eval_steps.append(step)
                 series.perplexities.append(float(row["eval_perplexity"]))
+        order = sorted(range(len(series.eval_steps)), key=series.eval_steps.__getitem__)  # step 0 comes last
+        series.eval_steps = [series.eval_steps[i] for i in order]
+        series.perplexities = [series.perplexities[i] for i in order]
         return series
 
     @property
     def empty(self) -> bool:
         return not self.losses and not self.perplexities
+
+    @property
+    def short(self) -> str:
+        """The run id without its date (it is in the runs table): `111500-cd34`."""
+        return self.label[9:] if len(self.label) > 9 and self.label[8] == "-" else self.label
+
+    def steps(self) -> list[int]:
+        return sorted(set(self.loss_steps) | set(self.eval_steps))
+
+    def at(self, step: int) -> str:
+        """The values logged at or last before `step`, for the cursor's read-out."""
+        parts = []
+        for name, steps, values, shown in (
+                ("loss", self.loss_steps, self.losses, "{:.3f}"),
+                ("smoothed", self.loss_steps, smooth(self.losses), "{:.3f}"),
+                ("perplexity", self.eval_steps, self.perplexities, "{:.2f}"),
+                ("rate", self.rate_steps, self.rates, "{:.2g}")):
+            i = bisect.bisect_right(steps, step) - 1
+            if i >= 0:
+                parts.append(f"{name} {shown.format(values[i])}" + (f" (step {steps[i]})" if steps[i] != step
+                                                                   else ""))
+        return " · ".join(parts) or "nothing logged yet"
 
 
 def _finite(value: Any) -> bool:
@@ -72,55 +113,157 @@ def thin(steps: list[int], values: list[float], limit: int = MAX_POINTS) -> tupl
     return [steps[i] for i in picks], [values[i] for i in picks]
 
 
-class RunChart(Vertical):
-    """Loss on the left axis, perplexity on the right; an empty state that never looks like data."""
+def rate_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Ticks of a log10 rate axis at whole powers of ten, labelled as rates (`1e-4`), not exponents."""
+    first, last = math.ceil(low), math.floor(high)
+    if last - first < 1:  # less than a decade: its two ends
+        return [low, high], [f"{10**low:.0e}", f"{10**high:.0e}"]
+    powers = list(range(first, last + 1))
+    step = max(1, len(powers) // 4)
+    return [float(p) for p in powers[::step]], [f"1e{p}" for p in powers[::step]]
+
+
+class RunChart(Vertical, can_focus=True):
+    """Loss on the left axis, perplexity (or the rate) on the right; an empty state that never looks like
+    data."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("l", "log_scale", "Log", tooltip="chart: loss on a log scale, or back"),
+        Binding("r", "rate", "Rate", tooltip="chart: the learning rate on the right axis, or perplexity"),
+        Binding("left", "cursor(-1)", "◀", show=False,
+                tooltip="chart: the cursor a step back; the values at it show under the chart"),
+        Binding("right", "cursor(1)", "▶", show=False, tooltip="chart: the cursor a step on"),
+        Binding("home", "cursor(-1000000000)", "First", show=False),
+        Binding("end", "cursor(1000000000)", "Last", show=False),
+        Binding("escape", "no_cursor", "Hide cursor", tooltip="chart: hide the cursor"),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.log_scale = False
+        self.right = "perplexity"  # or "rate"
+        self.cursor: int | None = None  # a step of the selected run
+        self._drawn: tuple[Series | None, list[Series], list[dict[str, float]], float | None] = (
+            None, [], [], None)
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("No run selected: pick one in the runs table, or start one with the form."),
-                      id="chart-empty")
+        yield Static(Text(EMPTY), id="chart-empty")
         with Horizontal(id="chart-plots"):
             yield PlotextPlot(id="chart-plot")
             yield PlotextPlot(id="lr-plot")
+        yield Static(id="chart-legend")
 
     def on_mount(self) -> None:
         self.query_one("#chart-plots").display = False
+        self.query_one("#chart-legend").display = False
 
-    def show(self, main: Series | None, other: Series | None = None,
+    def show(self, main: Series | None, others: list[Series] | None = None,
              lr_curve: list[dict[str, float]] | None = None, chosen: float | None = None) -> None:
-        """Draw the run's curves; with `lr_curve` (a `--learning-rate auto` run's range test), also the
-        test's loss against the rate, the chosen rate marked."""
+        """Draw the run's curves and the overlaid runs'; with `lr_curve` (a `--learning-rate auto` run's
+        range test), also the test's loss against the rate, the chosen rate marked."""
+        others = others or []
+        if main is None or self._drawn[0] is None or main.label != self._drawn[0].label:
+            self.cursor = None  # another run: its steps differ
+        self._drawn = (main, others, lr_curve or [], chosen)
+        self._draw()
+
+    def _draw(self) -> None:
+        main, others, lr_curve, chosen = self._drawn
         empty = self.query_one("#chart-empty", Static)
         plots = self.query_one("#chart-plots")
-        plot = self.query_one("#chart-plot", PlotextPlot)
-        self._lr(lr_curve or [], chosen)
+        legend = self.query_one("#chart-legend", Static)
+        self._lr(lr_curve, chosen)
         if main is None or (main.empty and not lr_curve):
-            empty.update(Text("No run selected: pick one in the runs table, or start one with the form."
-                              if main is None else f"{main.label}: no loss logged yet."))
-            empty.display, plots.display = True, False
+            empty.update(Text(EMPTY if main is None else f"{main.label}: no loss logged yet."))
+            empty.display, plots.display, legend.display = True, False, False
             return
-        empty.display, plots.display = False, True
+        empty.display, plots.display, legend.display = False, True, True
+        plot = self.query_one("#chart-plot", PlotextPlot)
         plot.display = not main.empty
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        for series, colours in ((main, ("gray", "cyan", "orange")), (other, (None, "magenta", "red"))):
-            if series is None or series.empty:
-                continue
-            raw, smoothed_colour, ppl_colour = colours
-            if series.losses:
-                steps, losses = thin(series.loss_steps, series.losses)
-                if raw is not None:
-                    plt.plot(steps, losses, color=raw, marker="dot", label=f"{series.label} loss")
-                s_steps, s_losses = thin(series.loss_steps, smooth(series.losses))
-                plt.plot(s_steps, s_losses, color=smoothed_colour, marker="braille",
-                         label=f"{series.label} loss (smoothed)")
-            if series.perplexities:
-                plt.scatter(series.eval_steps, series.perplexities, color=ppl_colour, marker="●",
-                            yside="right", label=f"{series.label} perplexity")
+        for n, series in enumerate([main, *others][:len(COLOURS)]):
+            self._curves(plt, series, *COLOURS[n], raw=n == 0)
+        if self.log_scale:
+            plt.yscale("log", yside="left")
+        if self.cursor is not None:
+            plt.vline(self.cursor, color="gray")
         plt.xlabel("step")
-        plt.ylabel("loss", yside="left")
-        plt.ylabel("perplexity", yside="right")
+        plt.ylabel("loss" + (" (log)" if self.log_scale else ""), yside="left")
+        plt.ylabel(self.right, yside="right")
         plot.refresh()
+        legend.update(self._legend(main, others))
+
+    def _curves(self, plt: Any, series: Series, colour: str, right: str, raw: bool) -> None:
+        if series.losses:
+            if raw:
+                plt.plot(*thin(series.loss_steps, series.losses), color="gray", marker="dot")
+            plt.plot(*thin(series.loss_steps, smooth(series.losses)), color=colour, marker="braille")
+        if self.right == "rate" and series.rates:
+            plt.plot(*thin(series.rate_steps, series.rates), color=right, marker="braille", yside="right")
+        elif self.right == "perplexity" and series.perplexities:
+            plt.plot(series.eval_steps, series.perplexities, color=right, marker="braille", yside="right")
+            plt.scatter(series.eval_steps, series.perplexities, color=right, marker="●", yside="right")
+
+    def _legend(self, main: Series, others: list[Series]) -> Text:
+        """Which colour is which, and the values under the cursor when there is one."""
+        text = Text()
+        for n, series in enumerate([main, *others][:len(COLOURS)]):
+            colour, right = (RICH[c] for c in COLOURS[n])
+            text.append(("  " if n else "") + f"{series.short}: ")
+            if n == 0:
+                text.append("• loss ", style="grey50")
+            text.append("━ smoothed ", style=colour)
+            text.append("● perplexity" if self.right == "perplexity" else "━ rate", style=right)
+        if len(others) >= len(COLOURS):
+            text.append(f"  (+{len(others) - len(COLOURS) + 1} not drawn)", style="dim")
+        if self.cursor is not None:
+            text.append(f"\nstep {self.cursor}: ", style="bold")
+            text.append(main.at(self.cursor))
+            for series in others:
+                text.append(f"  {series.short}: {series.at(self.cursor)}", style="dim")
+        elif self.has_focus:
+            text.append("  · ←/→: cursor", style="dim")
+        else:
+            text.append("  · tab: chart keys", style="dim")
+        return text
+
+    def on_focus(self) -> None:
+        if self._drawn[0] is not None:
+            self._draw()
+
+    def on_blur(self) -> None:
+        self.on_focus()
+
+    # -- keys -----------------------------------------------------------------------------------------
+    def action_log_scale(self) -> None:
+        self.log_scale = not self.log_scale
+        self._draw()
+
+    def action_rate(self) -> None:
+        self.right = "rate" if self.right == "perplexity" else "perplexity"
+        main = self._drawn[0]
+        if self.right == "rate" and main is not None and not main.rates:
+            self.app.notify(f"{main.label} logged no learning rate (a run from before rates were logged).",
+                            severity="warning")
+        self._draw()
+
+    def action_cursor(self, move: int) -> None:
+        main = self._drawn[0]
+        steps = main.steps() if main is not None else []
+        if not steps:
+            return
+        if self.cursor is None:
+            i = len(steps) - 1 if move < 0 else 0
+        else:
+            i = max(0, min(len(steps) - 1, bisect.bisect_left(steps, self.cursor) + move))
+        self.cursor = steps[i]
+        self._draw()
+
+    def action_no_cursor(self) -> None:
+        self.cursor = None
+        self._draw()
 
     def _lr(self, curve: list[dict[str, float]], chosen: float | None) -> None:
         plot = self.query_one("#lr-plot", PlotextPlot)
@@ -132,8 +275,11 @@ class RunChart(Vertical):
         plt.clear_figure()
         rates = [math.log10(row["lr"]) for row in curve if row["lr"] > 0]
         losses = [row["loss"] for row in curve if row["lr"] > 0]
-        plt.plot(rates, losses, color="cyan", marker="braille", label="range test loss")
+        plt.plot(rates, losses, color="cyan", marker="braille")
         if chosen is not None and chosen > 0:
             plt.vline(math.log10(chosen), color="orange")
-        plt.xlabel("log10 rate")
+        if rates:
+            plt.xticks(*rate_ticks(min(rates), max(rates)))
+        plt.xlabel("rate")
+        plt.ylabel("range test", yside="left")
         plot.refresh()

@@ -19,10 +19,12 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from mlm_tui.app.render import short_ref
+from mlm_tui.app.shared import ShowWord
 from mlm_tui.errors import first_line
 from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
+    from mlm_tui.app.shared import OpenCorpus
     from mlm_tui.vocab import VocabReport, WordStat
 
 SORTS = {"need": "count × (pieces − 1)", "count": "count", "pieces": "pieces", "word": "word"}
@@ -59,6 +61,7 @@ class VocabPane(Vertical):
         self.words: list[WordStat] = []
         self.sort = "need"
         self._request = 0
+        self._opened: OpenCorpus | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Open a corpus (ctrl+o): its words are counted here."), id="vocab-figures")
@@ -72,18 +75,17 @@ class VocabPane(Vertical):
         table.add_column("count", key="count")
         table.add_column("pieces", key="pieces")
         table.add_column("need", key="need")
-        from mlm_tui.app.chunks_pane import ChunksPane
+        if self._opened is not None:  # opened before this pane mounted
+            self.use_corpus(self._opened)
 
-        chunks = self.app.query(ChunksPane)
-        if chunks and chunks.first().splits and chunks.first().corpus:  # opened before this pane mounted
-            pane = chunks.first()
-            self.analyse(pane.splits, pane.tokenizer, pane.corpus, pane.tokenizer_ref)
-
-    def analyse(self, splits: Any, tokenizer: Any, corpus: str, model: str) -> None:
+    def use_corpus(self, opened: OpenCorpus) -> None:
         """Count the words of the corpus Chunks just opened (its token ids are already in memory)."""
+        self._opened = opened
+        if not self.is_mounted:
+            return
         self._request += 1
-        self.query_one("#vocab-figures", Static).update(Text(f"{short_ref(corpus)}: counting words…"))
-        self._worker(self._request, splits, tokenizer, corpus, model)
+        self.query_one("#vocab-figures", Static).update(Text(f"{short_ref(opened.corpus)}: counting words…"))
+        self._worker(self._request, opened.splits, opened.tokenizer, opened.corpus, opened.tokenizer_ref)
 
     @work(thread=True, exclusive=True, group="vocab")
     def _worker(self, request: int, splits: Any, tokenizer: Any, corpus: str, model: str) -> None:
@@ -163,4 +165,4 @@ class VocabPane(Vertical):
         if self.report is None or not table.row_count:
             return
         word = self._shown[table.cursor_row]
-        self.app.show_word(word, self.report)  # type: ignore[attr-defined]
+        self.post_message(ShowWord(word, self.report))

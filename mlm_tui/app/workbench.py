@@ -1,7 +1,8 @@
 """The workbench app: three panes (Fill, Chunks, Train) in tabs, a footer of keys and a command palette.
 
-The app object owns what the panes share (settings, the history, which model and corpus are open), the
-keys that work from everywhere, and the watch over the run store that tells the user when a run ends.
+The app object owns what the panes share (settings, the history, which model and corpus are open, the
+masking settings: see `shared`), the keys that work from everywhere, and the watch over the run store that
+tells the user when a run ends. It gives the panes what they show; they ask it for changes by message.
 
 Focus rules, because the keyboard is the whole interface: a pane key (F1-F3, ctrl+o, the palette's pane
 commands, a tab click) always shows that pane and focuses its first widget (Fill the sentence, Chunks the
@@ -13,28 +14,40 @@ that is what once stranded users in Train with their typing going to the runs ta
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.dom import DOMNode
 from textual.lazy import Lazy
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, TabbedContent, TabPane
 
-from mlm_tui.app.chunks_pane import ChunksPane, ChunkView, CorpusOpened
+from mlm_tui.app.chunks_pane import ChunksPane, ChunkView
 from mlm_tui.app.commands import WorkbenchCommands
 from mlm_tui.app.fill_pane import FillPane
+from mlm_tui.app.help import bound_key
 from mlm_tui.app.prompt import PromptScreen
-from mlm_tui.app.train_pane import RunsTable, TrainPane
+from mlm_tui.app.runs_table import RunsTable
+from mlm_tui.app.shared import (
+    CorpusOpened,
+    LoadModel,
+    Masking,
+    MaskingChanged,
+    OpenCorpus,
+    RunsChanged,
+    ShowWord,
+)
+from mlm_tui.app.train_pane import TrainPane
 from mlm_tui.app.vocab_pane import VocabPane, WordsTable
 from mlm_tui.history import History
 from mlm_tui.settings import load_settings, save_settings
 
 if TYPE_CHECKING:
     from mlm_tui.runstore import RunInfo
-    from mlm_tui.vocab import VocabReport, WordStat
 
 PANES = ("fill", "chunks", "train", "words")
 FOCUS = {"fill": "#sentence", "chunks": "#chunk-box", "train": "#runs", "words": "#word-table"}
@@ -75,8 +88,9 @@ class WorkbenchApp(App[None]):
         # Shown by the Fill pane, where they matter; they work from every pane.
         Binding("ctrl+l", "switch_model", "Model", show=False, tooltip="load another model into Fill"),
         Binding("f4", "compare_model", "Compare", show=False, tooltip="compare a second model in Fill"),
-        # not priority: a text input takes `?` as a character; help is then in the footer and palette
-        Binding("question_mark,f10", "help", "Help", tooltip="the workflow and every key"),
+        # F10 in the footer: it works in Fill's sentence box too, which takes `?` as a character
+        Binding("f10", "help", "Help", tooltip="the workflow and every key"),
+        Binding("question_mark", "help", "Help", show=False, tooltip="help too, outside a text box"),
         Binding("ctrl+t", "change_theme", "Theme", show=False, tooltip="pick a theme (remembered)"),
     ]
 
@@ -90,17 +104,24 @@ class WorkbenchApp(App[None]):
         self._wanted_pane = "fill"
         self._run_status: dict[str, str] | None = None  # None until the first look at the run store
         self.run_infos: list[RunInfo] = []  # the latest look at it
+        self.corpus: OpenCorpus | None = None  # the corpus open in Chunks
+        self.masking = Masking()  # the Train form's masking settings, which the Chunks preview follows
+        # The panes mount lazily; the app holds them from the start, to give them what they show.
+        self.chunks = ChunksPane(model, data, text_field, id="chunks-pane")
+        self.train = TrainPane(model, data, text_field, id="train-pane")
+        self.words = VocabPane(id="vocab-pane")
+        self._last_listing: tuple[list[RunInfo], list[str]] | None = None
 
     def compose(self) -> ComposeResult:
         with Panes(initial="fill"):
             with TabPane("F1 Fill", id="fill"):
                 yield FillPane(self.history, id="fill-pane")
             with TabPane("F2 Chunks", id="chunks"):
-                yield Lazy(ChunksPane(id="chunks-pane"))
+                yield Lazy(self.chunks)
             with TabPane("F3 Train", id="train"):
-                yield Lazy(TrainPane(id="train-pane"))
+                yield Lazy(self.train)
             with TabPane("F5 Words", id="words"):
-                yield Lazy(VocabPane(id="vocab-pane"))
+                yield Lazy(self.words)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -174,32 +195,40 @@ class WorkbenchApp(App[None]):
         self.call_after_refresh(focus)
 
     def _train_defaults(self) -> None:
-        if self.query(TrainPane):
-            chunks = self.query(ChunksPane).first() if self.query(ChunksPane) else None
-            self.query_one(TrainPane).set_defaults(chunks.corpus if chunks else self.data,
-                                                   chunks.text_field if chunks else self.text_field)
+        if self.train.is_mounted:
+            opened = self.corpus
+            self.train.set_defaults(opened.corpus if opened else self.data,
+                                    opened.text_field if opened else self.text_field)
 
     @on(CorpusOpened)
     def _corpus_opened(self, event: CorpusOpened) -> None:
-        if self.query(TrainPane):
-            self.query_one(TrainPane).use_corpus(event)
-        if self.query(VocabPane):
-            tokenizer = self.query_one(ChunksPane).tokenizer
-            self.query_one(VocabPane).analyse(event.splits, tokenizer, event.corpus, event.tokenizer_ref)
+        self.corpus = event.opened
+        for pane in (self.chunks, self.train, self.words):
+            pane.use_corpus(event.opened)  # one not mounted yet takes it when it mounts
 
-    def show_word(self, word: WordStat, report: VocabReport) -> None:
+    @on(MaskingChanged)
+    def _masking_changed(self, event: MaskingChanged) -> None:
+        if event.masking != self.masking:
+            self.masking = event.masking
+            self.chunks.use_masking(event.masking)
+            self.train.use_masking(event.masking)
+
+    @on(ShowWord)
+    def _show_word(self, event: ShowWord) -> None:
         """From the Vocabulary pane: the Chunks pane at a chunk that holds the word."""
         self.action_show_pane("chunks")
-        self.query_one(ChunksPane).show_word(word, report)
+        self.chunks.show_word(event.word, event.report)
 
     def action_help(self) -> None:
         from mlm_tui.app.fill_pane import FillPane as Fill
-        from mlm_tui.app.help import HelpScreen
+        from mlm_tui.app.help import BUILT_IN, HelpScreen
+        from mlm_tui.app.run_chart import RunChart
 
-        sections = [("Everywhere", self.BINDINGS), ("Fill (F1)", Fill.BINDINGS),
+        sections = [("Everywhere", self.BINDINGS + BUILT_IN), ("Fill (F1)", Fill.BINDINGS),
                     ("Chunks (F2)", ChunksPane.BINDINGS + ChunkView.BINDINGS),
-                    ("Train (F3): the form", TrainPane.BINDINGS),
+                    ("Train (F3)", TrainPane.BINDINGS),
                     ("Train (F3): the runs table", RunsTable.BINDINGS),
+                    ("Train (F3): the chart (tab from the runs table)", RunChart.BINDINGS),
                     ("Words (F5): the words table", WordsTable.BINDINGS)]
         self.push_screen(HelpScreen(sections))
 
@@ -210,9 +239,9 @@ class WorkbenchApp(App[None]):
         def opened(path: str | None) -> None:
             if path:
                 self.action_show_pane("chunks")
-                self.query_one(ChunksPane).open(path)
+                self.chunks.open(path)
 
-        hint = self.query_one(ChunksPane).corpus_path_hint() if self.query(ChunksPane) else ""
+        hint = self.chunks.corpus_path_hint() if self.chunks.is_mounted else ""
         self.push_screen(PromptScreen("Open corpus: file, folder or hub dataset", hint, paths=True), opened)
 
     def action_switch_model(self) -> None:
@@ -238,6 +267,10 @@ class WorkbenchApp(App[None]):
 
         self.push_screen(ModelPickScreen(title, current, runs), chosen)
 
+    @on(LoadModel)
+    def _load_model(self, event: LoadModel) -> None:
+        self.load_model(event.ref, event.role)
+
     def load_model(self, ref: str, role: str = "main") -> None:
         """Load a model into the Fill pane as the main or the compare model, and show the pane."""
         if role == "main":
@@ -252,15 +285,21 @@ class WorkbenchApp(App[None]):
     def _poll_runs(self) -> None:
         self._runs_worker()
 
-    def refresh_runs(self) -> None:
+    @on(RunsChanged)
+    def _runs_changed(self) -> None:
         """Look at the run store now (after starting or deleting a run), not at the next tick."""
         self._runs_worker()
 
     @work(thread=True, exclusive=True, group="runs-list")
     def _runs_worker(self) -> None:
+        """List the store; a listing like the last one (the same cached runs) changes nothing on screen, so
+        it is not sent: the idle workbench does not rebuild a table of a thousand runs every second."""
         from mlm_tui import runstore
 
-        self.post_message(RunsListed(*runstore.list_infos()))
+        listing = runstore.list_infos()
+        if listing != self._last_listing:
+            self._last_listing = listing
+            self.post_message(RunsListed(*listing))
 
     @on(RunsListed)
     def _runs_listed(self, event: RunsListed) -> None:
@@ -272,8 +311,10 @@ class WorkbenchApp(App[None]):
                                                                        info.status != "interrupted"):
                     self._run_ended(info)
         self._run_status, self.run_infos = status, event.infos
-        if self.query(TrainPane):
-            self.query_one(TrainPane).show_runs(event.infos, event.problems)
+        if self.train.is_mounted:
+            self.train.show_runs(event.infos, event.problems)
+        else:
+            self._last_listing = None  # the Train pane mounts later (lazily): it gets the next listing
 
     def _run_ended(self, info: RunInfo) -> None:
         from mlm_tui.app.render import ppl_change
@@ -305,61 +346,57 @@ class WorkbenchApp(App[None]):
                     "No bell when a run ends (a notification only).")
 
     def palette_commands(self) -> list[tuple[str, str, Callable[[], object]]]:
+        """Every command by name, with the key that does the same where there is one (read from the
+        BINDINGS, so the palette cannot name a key that does something else)."""
         keep, bell = self.settings.keep_history, self.settings.bell
-        commands: list[tuple[str, str, Callable[[], object]]] = [
-            ("Fill", "Show the Fill pane (F1)", lambda: self.action_show_pane("fill")),
-            ("Chunks", "Show the Chunks pane (F2)", lambda: self.action_show_pane("chunks")),
-            ("Train", "Show the Train pane (F3)", lambda: self.action_show_pane("train")),
-            ("Words", "Show the Vocabulary pane: the corpus's words and their pieces (F5)",
-             lambda: self.action_show_pane("words")),
-            ("Help", "The workflow and every key (?)", self.action_help),
-            ("Open corpus", "Tokenize a corpus and browse its chunks (ctrl+o)", self.action_open_corpus),
-            ("Switch model", "Load another model for fills (ctrl+l)", self.action_switch_model),
-            ("Compare with model", "Show a second model's fills side by side (F4)",
-             self.action_compare_model),
-            ("Stop comparing", "Drop the compare model", self.action_stop_compare),
-            ("Change theme", "Pick a theme; the choice is remembered (ctrl+t)", self.action_change_theme),
-            ("Sentence history", "Pick a sentence tried in this session (ctrl+r)",
-             self.query_one(FillPane).action_pick_history),
+        fill = self.query_one(FillPane)
+        commands: list[tuple[str, str, DOMNode, str]] = [
+            ("Fill", "Show the Fill pane", self, "show_pane('fill')"),
+            ("Chunks", "Show the Chunks pane", self, "show_pane('chunks')"),
+            ("Train", "Show the Train pane", self, "show_pane('train')"),
+            ("Words", "Show the Vocabulary pane: the corpus's words and their pieces", self,
+             "show_pane('words')"),
+            ("Help", "The workflow and every key", self, "help"),
+            ("Open corpus", "Tokenize a corpus and browse its chunks", self, "open_corpus"),
+            ("Switch model", "Load another model for fills", self, "switch_model"),
+            ("Compare with model", "Show a second model's fills side by side", self, "compare_model"),
+            ("Stop comparing", "Drop the compare model", self, "stop_compare"),
+            ("Change theme", "Pick a theme; the choice is remembered", self, "change_theme"),
+            ("Sentence history", "Pick a sentence tried in this session", fill, "pick_history"),
             ("Clear sentence history", "Forget every sentence typed in Fill and delete the history file",
-             self.action_clear_history),
+             self, "clear_history"),
             ("Keep no sentence history on disk" if keep else "Keep sentence history on disk",
              "Confidential text: write no sentences to disk" if keep else
-             "Remember sentences across restarts (written to the state folder)",
-             self.action_toggle_keep_history),
+             "Remember sentences across restarts (written to the state folder)", self, "toggle_keep_history"),
             ("Bell off when a run ends" if bell else "Bell when a run ends",
-             "Ring the terminal bell as well as the notification", self.action_toggle_bell),
+             "Ring the terminal bell as well as the notification", self, "toggle_bell"),
         ]
-        if self.query(ChunksPane):
-            chunks = self.query_one(ChunksPane)
+        if self.chunks.is_mounted:
             commands += [
-                ("Chunk size", "Change the chunk size in Chunks (c)", chunks.action_chunk_size),
-                ("Tokenizer", "Change the tokenizer in Chunks (t)", chunks.action_tokenizer),
-                ("Masking preview", "Show what the collator does to the chunk (m in Chunks)",
-                 chunks.action_toggle_masking),
-                ("Text column", "Pick the corpus column that holds the text (f in Chunks)",
-                 chunks.action_text_field),
+                ("Chunk size", "Change the chunk size in Chunks", self.chunks, "chunk_size"),
+                ("Tokenizer", "Change the tokenizer in Chunks", self.chunks, "tokenizer"),
+                ("Masking preview", "Show what the collator does to the chunk", self.chunks,
+                 "toggle_masking"),
+                ("Text column", "Pick the corpus column that holds the text", self.chunks, "text_field"),
             ]
-        if self.query(TrainPane):
-            train = self.query_one(TrainPane)
+        if self.train.is_mounted:
+            table = self.train.table
             commands += [
-                ("Start run", "Start a fine-tuning run with the Train form (ctrl+s)", train.action_start),
-                ("Cancel run", "Ask the selected run to stop, after confirming (x in the runs table)",
-                 train.action_cancel_run),
-                ("Delete run", "Delete the selected run, after confirming (d in the runs table)",
-                 train.action_delete_run),
-                ("Resume run", "Continue the selected cancelled or interrupted run (r in the runs table)",
-                 train.action_resume_run),
-                ("Copy run settings", "Put the selected run's settings into the form (c in the runs table)",
-                 train.action_copy_settings),
-                ("Overlay run", "Draw the selected run on the chart of the next one (v in the runs table)",
-                 train.action_overlay),
-                ("Sort runs", "By created, status, perplexity after, change (s in the runs table)",
-                 train.action_sort),
-                ("What the run learned", "Words whose loss fell or rose, probes (w in the runs table)",
-                 train.action_learned),
+                ("Start run", "Start a fine-tuning run with the Train form", self.train, "start"),
+                ("Cancel run", "Ask the selected run to stop, after confirming", table, "act('cancel')"),
+                ("Delete run", "Delete the selected run, after confirming", table, "act('delete')"),
+                ("Resume run", "Continue the selected cancelled or interrupted run", table, "act('resume')"),
+                ("Copy run settings", "Put the selected run's settings into the form", table,
+                 "act('copy_settings')"),
+                ("Overlay run", "Draw the selected run on the chart of the next one", table,
+                 "act('overlay')"),
+                ("Sort runs", "By created, status, perplexity after, change", table, "sort"),
+                ("What the run learned", "Words whose loss fell or rose, probes", table, "act('learned')"),
+                ("Probe the run on a task", "Base against adapted: a linear probe on a labelled corpus",
+                 table, "act('probe')"),
             ]
-        return commands
+        return [(title, help_text + bound_key(node, action), partial(self.run_action, action, node))
+                for title, help_text, node, action in commands]
 
     # -- leaving ------------------------------------------------------------------------------------
     async def action_quit(self) -> None:

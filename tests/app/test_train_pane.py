@@ -16,13 +16,6 @@ from mlm_tui.run_settings import form_fields
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("MLM_TUI_HOME", str(home))
-    return home
-
-
 def train_run(cli, corpus: Path, model: Path, *extra: object) -> str:
     import json
 
@@ -59,7 +52,7 @@ async def test_epochs_and_max_steps_exclude_each_other(home: Path, tiny_model_di
         app.query_one("#t-max_steps", Input).value = "50"
         await pilot.pause()
         assert epochs.disabled and "max steps given" in plain(app, "#n-epochs")
-        config, errors = app.query_one("#train-pane").request()
+        config, errors = app.train.form.request()
         assert errors == {} and config is not None and config.max_steps == 50
         app.query_one("#t-max_steps", Input).value = ""
         await pilot.pause()
@@ -107,11 +100,11 @@ async def test_a_test_size_beyond_the_corpus_is_shown_adjusted_before_the_run(
         assert not app.query_one("#n-test_size").display
 
 
-async def test_delete_asks_names_the_run_and_refuses_a_live_one(home: Path, tiny_model_dir: Path,
-                                                                corpus_jsonl: Path, cli) -> None:
+async def test_delete_asks_names_the_run_and_refuses_a_live_one(tiny_model_dir: Path,
+                                                                finished_run: str) -> None:
     from mlm_tui import runstore
 
-    first = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 2)
+    first = finished_run
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=(120, 40)) as pilot:
         await open_train(pilot)
@@ -145,7 +138,7 @@ async def test_copy_settings_fills_the_form_and_resume_continues_a_cancelled_run
         await wait_for(lambda: app.query_one("#runs").row_count == 1, 10, pilot)
         await pilot.press("c")
         await pilot.pause()
-        config, errors = app.query_one("#train-pane").request()
+        config, errors = app.train.form.request()
         assert errors == {} and config is not None
         assert config == run.train_config()
         assert app.query_one("#t-whole_word_mask").value is True
@@ -159,6 +152,8 @@ async def test_copy_settings_fills_the_form_and_resume_continues_a_cancelled_run
 
 async def test_the_chart_says_when_there_is_nothing_to_draw_and_draws_a_run(
         home: Path, tiny_model_dir: Path, corpus_jsonl: Path, cli) -> None:
+    from mlm_tui import runstore
+
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=(120, 40)) as pilot:
         await open_train(pilot)
@@ -175,16 +170,33 @@ async def test_the_chart_says_when_there_is_nothing_to_draw_and_draws_a_run(
         assert other in plain(app, "#run-title")  # the newest run is selected
         await pilot.press("v", "down")  # overlay it on the next run's chart
         await wait_for(lambda: f"overlaid: {other}" in plain(app, "#run-ppl"), 10, pilot)
-        assert run_id in plain(app, "#run-title")
+        assert run_id in plain(app, "#run-title") and "V clears" in plain(app, "#run-ppl")
+        legend = plain(app, "#chart-legend")  # under the plot: nothing hides the step-0 perplexity
+        assert f"{run_id[9:]}: • loss ━ smoothed ● perplexity" in legend
+        assert f"{other[9:]}: ━ smoothed" in legend
         drawn = str(app.query_one("#chart-plot").render())
-        assert f"{run_id} loss" in drawn and f"{other} loss" in drawn and "perplexity" in drawn
+        assert f"{run_id} loss" not in drawn and "perplexity" in drawn
+        await pilot.press("tab")  # the chart's own keys
+        assert app.focused is app.query_one("#chart")
+        await pilot.press("right", "right", "right")  # step 0 holds only the perplexity before; then 1, 2
+        run = runstore.find_run(run_id)
+        assert run is not None
+        loss = next(row["loss"] for row in run.metrics() if row["step"] == 2 and "loss" in row)
+        assert f"step 2: loss {loss:.3f}" in plain(app, "#chart-legend")
+        assert f"{other[9:]}: loss" in plain(app, "#chart-legend")
+        await pilot.press("l", "r")  # a log scale for the loss, the rate on the right axis
+        drawn = str(app.query_one("#chart-plot").render())
+        assert "loss (log)" in drawn and drawn.rstrip().endswith("rate")
+        assert "━ rate" in plain(app, "#chart-legend")
+        await pilot.press("escape", "shift+tab", "V")  # every overlay cleared, from the runs table
+        await wait_for(lambda: "overlaid" not in plain(app, "#run-ppl"), 10, pilot)
+        assert other[9:] not in plain(app, "#chart-legend")
 
 
 @pytest.mark.parametrize(("size", "hidden"), [((120, 40), []), ((80, 24), ["model", "corpus", "steps"])])
 async def test_the_runs_table_keeps_status_and_perplexity_at_any_width(
-        home: Path, tiny_model_dir: Path, corpus_jsonl: Path, cli, size: tuple[int, int],
-        hidden: list[str]) -> None:
-    run_id = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 2)
+        tiny_model_dir: Path, finished_run: str, size: tuple[int, int], hidden: list[str]) -> None:
+    run_id = finished_run
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=size) as pilot:
         await open_train(pilot)
@@ -202,13 +214,13 @@ async def test_the_runs_table_keeps_status_and_perplexity_at_any_width(
 async def test_a_cancelled_run_resumes_from_the_table(home: Path, tiny_model_dir: Path,
                                                       corpus_jsonl: Path) -> None:
     from mlm_tui.errors import RunCancelled
+    from mlm_tui.lifecycle import TrainingRun
     from mlm_tui.run_settings import TrainConfig
-    from mlm_tui.training import FineTune
 
     stop: list[int] = []
     config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
                          max_steps=4, logging_steps=1, save_steps=1, test_size=4)
-    trainer = FineTune(config, should_stop=lambda: bool(stop),
+    trainer = TrainingRun(config, should_stop=lambda: bool(stop),
                        on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
     with pytest.raises(RunCancelled):
         trainer.run()
@@ -224,9 +236,8 @@ async def test_a_cancelled_run_resumes_from_the_table(home: Path, tiny_model_dir
         await wait_for(lambda: any(f"{run.run_id} completed" in m for m in notifications(app)), 10, pilot)
 
 
-async def test_the_model_dialog_lists_finished_runs_to_pick(home: Path, tiny_model_dir: Path,
-                                                            corpus_jsonl: Path, cli) -> None:
-    run_id = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 2)
+async def test_the_model_dialog_lists_finished_runs_to_pick(tiny_model_dir: Path, finished_run: str) -> None:
+    run_id = finished_run
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
@@ -269,22 +280,27 @@ async def test_what_a_run_learned_from_the_runs_table(home: Path, tiny_model_dir
     import json
 
     code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32, "--batch-size",
-                         4, "--test-size", 40, "--max-steps", 4, "--learning-rate", "1e-3", "--json")
+                         4, "--test-size", 40, "--max-steps", 4, "--learning-rate", "1e-2", "--json")
     assert code == 0, err
     run_id = json.loads(out)["run_id"]
     code, out, err = cli("runs", "learned", run_id, "--top", 15, "--json")
     assert code == 0, err
     expected = json.loads(out)
-    assert expected["better"]
+    assert expected["better"] and expected["general"]
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=(120, 40)) as pilot:
         await open_train(pilot)
         await wait_for(lambda: app.query_one("#runs").row_count == 1, 10, pilot)
         await pilot.press("w")
-        await wait_for(lambda: "Fell most" in _learned_text(app), 60, pilot)
+        await wait_for(lambda: "Easier beyond noise" in _learned_text(app), 60, pilot)
         text = _learned_text(app)
+        assert 0 <= text.find(expected["summary"]["text"][:60]) < text.find("Easier beyond noise")  # first
         assert all(word["word"] in text for word in expected["better"] + expected["worse"])
-        assert "Rose most" in text and "Probes from the test split" in text
+        assert "Punctuation, markup and general English" in text and "Probes from the test split" in text
+        await pilot.press("a")  # punctuation and general words mixed into the lists
+        await wait_for(lambda: "Punctuation, markup" not in _learned_text(app), 5, pilot)
+        await pilot.press("a")
+        await wait_for(lambda: "Punctuation, markup" in _learned_text(app), 5, pilot)
 
 
 def _learned_text(app: WorkbenchApp) -> str:
@@ -310,5 +326,43 @@ async def test_an_auto_learning_rate_runs_range_test_is_charted(home: Path, tiny
     async with app.run_test(size=(120, 40)) as pilot:
         await open_train(pilot)
         await wait_for(lambda: app.query_one("#lr-plot").display, 10, pilot)
-        assert "range test loss" in str(app.query_one("#lr-plot").render())
+        drawn = str(app.query_one("#lr-plot").render())
+        assert "range test" in drawn and "rate" in drawn and "1e-4" in drawn and "log10" not in drawn
         await wait_for(lambda: f"learning rate auto: {chosen:.2g}" in plain(app, "#run-title"), 10, pilot)
+
+
+async def test_the_form_has_a_key_and_a_stray_key_replaces_no_box(home: Path, tiny_model_dir: Path,
+                                                                  corpus_jsonl: Path) -> None:
+    from mlm_tui.app.train_pane import TrainPane
+
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_train(pilot)
+        assert app.focused is app.query_one("#runs")
+        assert any(b.key == "f" and b.description == "Form" for b in TrainPane.BINDINGS)  # in the footer
+        await pilot.press("f")
+        assert app.focused is app.query_one("#t-corpus")
+        await pilot.press("x", "tab", "y")  # once replaced the whole path: focus selected the box
+        assert app.query_one("#t-corpus", Input).value == f"{corpus_jsonl}x"
+        assert app.query_one("#t-model", Input).value == f"{tiny_model_dir}y"
+
+
+async def test_auto_rate_with_too_few_steps_is_noted_before_the_run(home: Path, tiny_model_dir: Path,
+                                                                    corpus_jsonl: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("f2")  # the corpus open in Chunks sizes the run
+        await settle(pilot)
+        await pilot.press("f3")
+        await settle(pilot)
+        for name, value in (("chunk_size", "32"), ("batch_size", "8"), ("learning_rate", "auto")):
+            app.query_one(f"#t-{name}", Input).focus()
+            await pilot.press("ctrl+u", *value)
+        await settle(pilot)
+        note = plain(app, "#n-learning_rate")
+        assert "would fail" in note and "needs a run of at least 80 steps" in note
+        app.query_one("#t-max_steps", Input).focus()
+        await pilot.press(*"100")
+        await settle(pilot)
+        assert not app.query_one("#n-learning_rate").display

@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 
 from mlm_tui import checkpoints, runstore
-from mlm_tui.errors import RunCancelled
+from mlm_tui.errors import RunCancelled, UsageError
+from mlm_tui.lifecycle import TrainingRun
 from mlm_tui.run_settings import TrainConfig
-from mlm_tui.training import FineTune
-
-pytestmark = pytest.mark.slow
 
 FAST = ["--chunk-size", "32", "--batch-size", "4"]
 
@@ -75,7 +73,7 @@ def test_ctrl_c_stops_at_the_next_step_and_saves(tiny_model_dir, corpus_jsonl):
     assert run.status() == "cancelled"
     stopped_at = int(re.search(r"at step (\d+)", message).group(1))
     assert stopped_at >= 2 and run.state()["step"] == stopped_at
-    ckpt = checkpoints.latest_checkpoint(run)
+    ckpt = run.latest_checkpoint()
     assert ckpt is not None and json.loads((ckpt / "trainer_state.json").read_text())["step"] == stopped_at
 
 
@@ -121,7 +119,7 @@ def test_resume_continues_steps_and_metrics(cli, tiny_model_dir, corpus_jsonl):
         if event["event"] == "step" and event["step"] == 5:
             raise RuntimeError("power cut")
 
-    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, save_steps=2), on_event=die_at_step_5)
+    trainer = TrainingRun(config(corpus_jsonl, tiny_model_dir, save_steps=2), on_event=die_at_step_5)
     with pytest.raises(RuntimeError):
         trainer.run()
     run = trainer.run_record
@@ -152,12 +150,12 @@ def test_a_run_cancelled_before_its_first_step_resumes_from_the_start(cli, tiny_
         if "measuring perplexity before" in event.get("message", ""):
             measuring.append(1)
 
-    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=3), on_event=on_event,
+    trainer = TrainingRun(config(corpus_jsonl, tiny_model_dir, max_steps=3), on_event=on_event,
                        should_stop=lambda: bool(measuring))
     with pytest.raises(RunCancelled, match=r"evaluation cancelled; resume with: mlm-tui train --resume \d"):
         trainer.run()
     run = trainer.run_record
-    assert run.status() == "cancelled" and checkpoints.latest_checkpoint(run) is None
+    assert run.status() == "cancelled" and run.latest_checkpoint() is None
     code, out, err = cli("train", "--resume", run.run_id, "--json")
     assert code == 0, err
     assert f"run {run.run_id} has no checkpoint left: it starts again from step 0" in err
@@ -171,11 +169,11 @@ def test_cancel_file_stops_a_run_like_ctrl_c(tiny_model_dir, corpus_jsonl):
         if event["event"] == "step" and event["step"] == 2:
             (trainer.run_record.dir / "cancel").touch()
 
-    trainer = FineTune(config(corpus_jsonl, tiny_model_dir), on_event=cancel_at_step_2)
+    trainer = TrainingRun(config(corpus_jsonl, tiny_model_dir), on_event=cancel_at_step_2)
     with pytest.raises(RunCancelled, match="cancelled at step 2"):
         trainer.run()
     assert trainer.run_record.status() == "cancelled"
-    assert checkpoints.latest_checkpoint(trainer.run_record).name == "step-0000002"
+    assert trainer.run_record.latest_checkpoint().name == "step-0000002"
 
 
 def test_full_disk_during_a_checkpoint_fails_cleanly(cli, tiny_model_dir, corpus_jsonl, monkeypatch):
@@ -231,7 +229,7 @@ def test_two_process_launch_trains_one_run_and_resumes_it(tiny_model_dir, corpus
     Launched as the workbench does, the run exists from the start and is never without an owner; a cancel
     signals the launch's process group and stops both processes at the same step, the checkpoint holds
     both processes' random state, both resume from it, and the final model loads."""
-    from mlm_tui import launcher
+    from mlm_tui import launcher, lifecycle
     from mlm_tui.models import load_model
 
     first = train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "4", "--save-steps", "2", "--test-size",
@@ -247,10 +245,10 @@ def test_two_process_launch_trains_one_run_and_resumes_it(tiny_model_dir, corpus
     monkeypatch.setenv("MLM_TUI_THREADS", "1")
     config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
                          max_steps=100000, save_steps=2, logging_steps=1, test_size=8, processes=2)
-    run = runstore.find_run(launcher.launch(config))
+    run = runstore.find_run(lifecycle.launch(config))
     seen = set()
     deadline = time.monotonic() + 240
-    while not checkpoints.steps(run):
+    while not run.checkpoint_steps():
         seen.add(run.status())
         assert time.monotonic() < deadline and run.is_live(), (run.dir / "output.txt").read_text()
         time.sleep(0.1)
@@ -270,7 +268,7 @@ def test_two_process_launch_trains_one_run_and_resumes_it(tiny_model_dir, corpus
     stopped = run.info().step
     from safetensors.torch import load_file
 
-    saved = load_file(checkpoints.latest_checkpoint(run) / "rng_state.safetensors")
+    saved = load_file(run.latest_checkpoint() / "rng_state.safetensors")
     assert {"0.cpu", "1.cpu"} <= set(saved)
     proc = cli_process("train", "--resume", run.run_id, f"--max-steps={stopped + 2}", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -287,14 +285,14 @@ def losses(run: runstore.Run) -> dict[int, float]:
 def test_a_resumed_run_has_the_losses_of_an_uninterrupted_one(tiny_model_dir, corpus_jsonl):
     """Same seed, fp32 on the CPU: the data order, the masks and the dropout draws all carry over."""
     settings = {"max_steps": 6, "precision": "fp32", "device": "cpu", "save_steps": 100}
-    straight = FineTune(config(corpus_jsonl, tiny_model_dir, **settings))
+    straight = TrainingRun(config(corpus_jsonl, tiny_model_dir, **settings))
     straight.run()
     stop = []
-    cut = FineTune(config(corpus_jsonl, tiny_model_dir, **settings), should_stop=lambda: bool(stop),
+    cut = TrainingRun(config(corpus_jsonl, tiny_model_dir, **settings), should_stop=lambda: bool(stop),
                    on_event=lambda e: stop.append(1) if e["event"] == "step" and e["step"] == 3 else None)
     with pytest.raises(RunCancelled, match="cancelled at step 3"):
         cut.run()
-    FineTune.resuming(cut.run_record).run()
+    TrainingRun.resuming(cut.run_record).run()
     want, got = losses(straight.run_record), losses(cut.run_record)
     assert sorted(got) == sorted(want) == [1, 2, 3, 4, 5, 6]
     for step in want:
@@ -304,7 +302,7 @@ def test_a_resumed_run_has_the_losses_of_an_uninterrupted_one(tiny_model_dir, co
 
 def test_resume_applies_some_flags_and_refuses_others_and_a_changed_corpus(cli, tiny_model_dir, corpus_jsonl):
     stop = []
-    trainer = FineTune(config(corpus_jsonl, tiny_model_dir), should_stop=lambda: bool(stop),
+    trainer = TrainingRun(config(corpus_jsonl, tiny_model_dir), should_stop=lambda: bool(stop),
                        on_event=lambda e: stop.append(1) if e["event"] == "step" and e["step"] == 2 else None)
     with pytest.raises(RunCancelled):
         trainer.run()
@@ -337,7 +335,7 @@ def test_a_run_is_preparing_with_its_tokenizing_progress_before_it_trains(tiny_m
         if event.get("message", "").startswith("tokenized"):
             seen.append(trainer.run_record.info())
 
-    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=1), on_event=on_event)
+    trainer = TrainingRun(config(corpus_jsonl, tiny_model_dir, max_steps=1), on_event=on_event)
     trainer.run()
     (info,) = seen
     size = corpus_jsonl.stat().st_size
@@ -368,7 +366,7 @@ def wait_until_done(run_id: str, timeout: float = 240) -> runstore.RunInfo:
 def test_a_launched_run_exists_at_once_and_its_values_stay_values(tiny_model_dir, tmp_path, monkeypatch):
     """The launcher names the run before its process starts; a corpus called `-notes.jsonl` and a text
     field called `--resume=x` reach the process as values, never as options."""
-    from mlm_tui import launcher
+    from mlm_tui import lifecycle
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLM_TUI_THREADS", "1")
@@ -376,12 +374,12 @@ def test_a_launched_run_exists_at_once_and_its_values_stay_values(tiny_model_dir
     Path("-notes.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     settings = {"model": str(tiny_model_dir), "chunk_size": 16, "batch_size": 4, "max_steps": 2,
                 "test_size": 4}
-    run_id = launcher.launch(TrainConfig(corpus="-notes.jsonl", **settings))
+    run_id = lifecycle.launch(TrainConfig(corpus="-notes.jsonl", **settings))
     assert runstore.find_run(run_id).info().status == "preparing"
     info = wait_until_done(run_id)
     assert (info.status, info.step, info.corpus) == ("completed", 2, "-notes.jsonl"), info.message
 
-    run_id = launcher.launch(TrainConfig(corpus="-notes.jsonl", text_field="--resume=x", **settings))
+    run_id = lifecycle.launch(TrainConfig(corpus="-notes.jsonl", text_field="--resume=x", **settings))
     info = wait_until_done(run_id)
     assert info.status == "failed" and "no text field '--resume=x'" in info.message
 # -- safety ---------------------------------------------------------------------------------------------
@@ -432,7 +430,7 @@ def test_a_tampered_checkpoint_cannot_run_code_on_resume(cli, tiny_model_dir, co
     import torch
 
     stop = []
-    trainer = FineTune(config(corpus_jsonl, tiny_model_dir, max_steps=4), should_stop=lambda: bool(stop),
+    trainer = TrainingRun(config(corpus_jsonl, tiny_model_dir, max_steps=4), should_stop=lambda: bool(stop),
                       on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
     with pytest.raises(RunCancelled):
         trainer.run()
@@ -443,16 +441,16 @@ def test_a_tampered_checkpoint_cannot_run_code_on_resume(cli, tiny_model_dir, co
         def __reduce__(self):
             return (Path.touch, (marker,))
 
-    torch.save({"state": Payload()}, checkpoints.latest_checkpoint(run) / "optimizer.pt")
+    torch.save({"state": Payload()}, run.latest_checkpoint() / "optimizer.pt")
     code, _, err = cli("train", "--resume", run.run_id)
     assert code == 1 and "cannot be restored" in err and "Traceback" not in err
     assert not marker.exists()
 
 
 def test_a_launched_run_whose_process_dies_while_preparing_is_interrupted(tiny_model_dir, corpus_jsonl):
-    from mlm_tui import launcher
+    from mlm_tui import lifecycle
 
-    run_id = launcher.launch(TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir)))
+    run_id = lifecycle.launch(TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir)))
     run = runstore.find_run(run_id)
     assert run.info().status == "preparing"
     pid = run.state()["pid"]
@@ -463,3 +461,94 @@ def test_a_launched_run_whose_process_dies_while_preparing_is_interrupted(tiny_m
         time.sleep(0.05)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)  # the launcher's child: reap it
+
+
+def test_a_killed_launcher_takes_its_workers_with_it(tiny_model_dir, corpus_jsonl):
+    """kill -9 of the `mlm-tui` that launched two processes: while its workers still train the run is live
+    (no resume or delete can take it); the main worker then stops them all at a step with a checkpoint,
+    records the run `interrupted` with why, the launch's processes are gone, and it resumes."""
+    run_id = runstore.new_run_id()
+    proc = spawn(*train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "100000", "--logging-steps", "1",
+                             "--test-size", "8", "--processes", "2", f"--run-id={run_id}"))
+    read_stderr_until(proc, "step 2/100000")
+    run = runstore.find_run(run_id)
+    group = run.info().process_group
+    proc.kill()
+    proc.wait()
+    assert run.status() == "running" and run.is_live()  # its workers are still there
+    with pytest.raises(UsageError):
+        runstore.delete_run(run)
+    deadline = time.monotonic() + 120
+    while run.is_live():
+        assert time.monotonic() < deadline, "the workers went on training after their launcher died"
+        time.sleep(0.2)
+    info = run.info()
+    assert info.status == "interrupted", info.message
+    assert "launched it died" in info.message and f"mlm-tui train --resume {run_id}" in info.message
+    assert run.latest_checkpoint().name.endswith(f"{info.step:07d}")
+    with contextlib.suppress(ProcessLookupError):  # torchrun and both workers are gone
+        while time.monotonic() < deadline:
+            os.killpg(group, 0)
+            time.sleep(0.2)
+        pytest.fail("the launch's processes are still there after their launcher died")
+    resumed = cli_process("train", "--resume", run_id, f"--max-steps={info.step + 1}", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert run.status() == "completed"
+
+
+def test_a_deleted_run_is_never_written_again_and_a_stub_can_be_deleted(tiny_model_dir, corpus_jsonl, cli):
+    run = runstore.create_run({"corpus": str(corpus_jsonl)})
+    run.release()
+    runstore.delete_run(run)
+    with pytest.raises(FileNotFoundError):  # a process that lost its run does not bring it back
+        run.update_state(step=5)
+    assert not run.dir.exists()
+    stub = runstore.runs_dir() / runstore.new_run_id()  # what a dead process of an old version left behind
+    stub.mkdir()
+    (stub / "log.txt").write_text("12:00:00 training\n")
+    code, out, _ = cli("runs")
+    assert f"mlm-tui runs delete {stub.name}" in out + _
+    code, out, err = cli("runs", "delete", stub.name)
+    assert code == 0, err
+    assert not stub.exists()
+
+
+def children(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (the workers under a launch's agent)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "worker killed"])
+def test_a_two_process_run_ends_in_one_line_with_a_single_process_exit_status(tiny_model_dir, corpus_jsonl,
+                                                                              how):
+    """Ctrl+C or SIGTERM to a launch of two processes stops both at one step, 130 / 143 as a single
+    process does; a worker killed with SIGKILL is named in the run's message. No launcher traceback or
+    failure banner reaches the terminal, and stdout holds one JSON document saying the same as the run."""
+    run_id = runstore.new_run_id()
+    proc = spawn(*train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "100000", "--logging-steps", "1",
+                             "--test-size", "8", "--processes", "2", f"--run-id={run_id}", "--json"))
+    read_stderr_until(proc, "step 2/100000")
+    if how == "worker killed":
+        workers = children(runstore.find_run(run_id).info().process_group)
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
+    out, err = proc.communicate(timeout=180)
+    info = runstore.find_run(run_id).info()
+    assert "Traceback" not in err.decode() and "ChildFailedError" not in err.decode(), err.decode()
+    assert json.loads(out) == {"error": info.message}
+    if how == "worker killed":
+        assert proc.returncode == 1 and info.status == "failed"
+        assert re.fullmatch(rf"worker 1 died \(SIGKILL\) at step {info.step}; resume with: mlm-tui train "
+                            rf"--resume {run_id}", info.message)
+    else:
+        assert proc.returncode == (130 if how == "ctrl-c" else 143) and info.status == "cancelled"
+        assert info.message == f"cancelled at step {info.step}; resume with: mlm-tui train --resume {run_id}"
+    assert err.decode().count(info.message) == 1

@@ -14,15 +14,7 @@ from mlm_tui.app.workbench import WorkbenchApp
 from mlm_tui.home import settings_path
 
 SIZE = (120, 40)
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test its own state root: settings, history and runs never leak between tests."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("MLM_TUI_HOME", str(home))
-    return home
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("home")]
 
 
 async def test_fill_shows_top5_percentages_for_each_mask(tiny_model_dir: Path) -> None:
@@ -58,14 +50,14 @@ async def test_a_stale_fill_never_overwrites_a_newer_one(tiny_model_dir: Path) -
 
 
 async def test_history_is_in_memory_by_default_and_on_disk_only_when_opted_in(
-        tiny_model_dir: Path, fresh_home: Path) -> None:
+        tiny_model_dir: Path, home: Path) -> None:
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press(*"confidential [MASK].", "enter", "ctrl+u")
         await pilot.press("up")  # this session's sentences are recalled from memory
         assert app.query_one("#sentence", Input).value == "confidential [MASK]."
-    assert not (fresh_home / "history.json").exists()
+    assert not (home / "history.json").exists()
 
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=SIZE) as pilot:
@@ -74,7 +66,7 @@ async def test_history_is_in_memory_by_default_and_on_disk_only_when_opted_in(
         assert app.query_one("#sentence", Input).value == ""  # nothing came back from disk
         app.action_toggle_keep_history()
         await pilot.press(*"kept [MASK].", "enter")
-    assert json.loads((fresh_home / "history.json").read_text()) == ["kept [MASK]."]
+    assert json.loads((home / "history.json").read_text()) == ["kept [MASK]."]
     assert json.loads(settings_path().read_text())["keep_history"] is True
 
     app = WorkbenchApp(model=str(tiny_model_dir))
@@ -84,7 +76,7 @@ async def test_history_is_in_memory_by_default_and_on_disk_only_when_opted_in(
         assert app.query_one("#sentence", Input).value == "kept [MASK]."
         app.action_toggle_keep_history()  # off again: the file is kept, but neither read nor written
         await pilot.press("ctrl+u", *"secret [MASK].", "enter")
-    assert json.loads((fresh_home / "history.json").read_text()) == ["kept [MASK]."]
+    assert json.loads((home / "history.json").read_text()) == ["kept [MASK]."]
 
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=SIZE) as pilot:
@@ -94,7 +86,7 @@ async def test_history_is_in_memory_by_default_and_on_disk_only_when_opted_in(
         await pilot.pause(0.3)
         await pilot.press("enter")
         await pilot.pause()
-    assert not (fresh_home / "history.json").exists()
+    assert not (home / "history.json").exists()
 
 
 async def test_compare_shows_both_models_side_by_side(tiny_model_dir: Path) -> None:
@@ -113,6 +105,23 @@ async def test_compare_shows_both_models_side_by_side(tiny_model_dir: Path) -> N
         assert compare.count("=") >= 5  # the same model: nothing rose or fell
         rows = [line for line in compare.splitlines() if line.endswith("=")]
         assert len({len(row) for row in rows}) == 1  # aligned columns
+
+
+async def test_the_history_picker_shows_mask_and_page_down_scrolls_the_fills(tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press(*"the [MASK] of [MASK] is [MASK].", "enter")
+        await settle(pilot)
+        box = app.query_one("#fills-main-box")
+        assert box.max_scroll_y > 0  # three masks' fills do not fit 80x24
+        await pilot.press("pagedown")  # from the sentence box, which keeps the focus
+        await pilot.pause()
+        assert box.scroll_y > 0 and app.focused is app.query_one("#sentence")
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        option = str(app.screen.query_one("#pick-list").get_option_at_index(0).prompt)  # type: ignore[attr-defined]
+        assert option == "the [MASK] of [MASK] is [MASK]."  # not read as markup
 
 
 async def test_a_bad_model_is_a_notification_not_a_crash(tiny_model_dir: Path) -> None:
@@ -139,6 +148,8 @@ async def test_chunks_show_cls_and_sep_stats_and_masking(tiny_model_dir: Path, c
         assert "chunk 1 of" in plain(app, "#chunk-title")
         await pilot.press("right")
         assert "chunk 2 of" in plain(app, "#chunk-title")
+        await pilot.press("s")  # one split: said, not silently ignored
+        assert any("one split: train" in m for m in notifications(app))
         await pilot.press("m")
         assert "seed 42" in plain(app, "#chunk-title")
         await pilot.press("r")
@@ -155,6 +166,38 @@ async def test_chunks_show_cls_and_sep_stats_and_masking(tiny_model_dir: Path, c
         app.screen.query_one("#prompt-input", Input).value = "5"
         await pilot.press("enter")
         assert "chunk 5 of" in plain(app, "#chunk-title")
+
+
+async def test_the_masking_preview_masks_as_the_train_form_says(tiny_model_dir: Path,
+                                                                 corpus_jsonl: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        await pilot.press("m")
+        assert "(15% of tokens)" in plain(app, "#chunk-title")
+        await pilot.press("f3")
+        await settle(pilot)
+        app.query_one("#t-mlm_probability", Input).focus()
+        await pilot.press("end", *["backspace"] * 4, *"0.4")
+        await pilot.press("f2")
+        await settle(pilot)
+        title = plain(app, "#chunk-title")
+        assert "(40% of tokens)" in title  # the form's probability, not the preview's own
+        masked = int(title.split("masking ")[1].split(" of ")[0])
+        assert masked > 0.25 * 128
+        await pilot.press("c")  # and back: Chunks' keys change the form
+        app.screen.query_one("#prompt-input", Input).value = "32"
+        await pilot.press("enter", "r", "w")
+        await settle(pilot)
+        assert "seed 43" in plain(app, "#chunk-title") and "whole words" in plain(app, "#chunk-title")
+        assert app.query_one("#t-chunk_size", Input).value == "32"
+        assert app.query_one("#t-seed", Input).value == "43"
+        assert app.query_one("#t-whole_word_mask").value is True
+        config, _ = app.train.form.request()
+        assert config is not None
+        assert (config.chunk_size, config.mlm_probability, config.seed) == (32, 0.4, 43)
 
 
 async def test_open_corpus_from_palette_and_a_missing_one(tiny_model_dir: Path, corpus_jsonl: Path) -> None:
@@ -203,7 +246,6 @@ async def test_a_corrupt_settings_file_is_reported(tiny_model_dir: Path) -> None
         assert any("unreadable settings" in m for m in notifications(app))
 
 
-@pytest.mark.slow
 async def test_start_and_cancel_a_tiny_run(tiny_model_dir: Path, corpus_jsonl: Path) -> None:
     from mlm_tui import runstore
 

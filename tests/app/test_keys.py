@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from pilot import notifications, plain, settle, wait_for
 from rich.console import Console
 from rich.text import Text
@@ -20,14 +22,7 @@ from textual.widgets import Input, Static, TabbedContent
 from mlm_tui.app.workbench import FOCUS, PANES, WorkbenchApp
 
 SIZE = (120, 40)
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("MLM_TUI_HOME", str(home))
-    return home
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("home")]
 
 
 def focusables(app: WorkbenchApp, pane: str) -> list[Widget]:
@@ -39,22 +34,24 @@ def focusables(app: WorkbenchApp, pane: str) -> list[Widget]:
 @pytest.fixture
 def real_run(tiny_model_dir: Path, corpus_jsonl: Path) -> Iterator[str]:
     """A run training in its own process (as the Train pane starts one) for the length of a test."""
-    from mlm_tui import launcher, runstore
+    from mlm_tui import launcher, lifecycle, runstore
     from mlm_tui.run_settings import TrainConfig
 
     config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
                          max_steps=1_000_000, test_size=4, train_size=40, save_steps=1_000_000)
-    found = runstore.find_run(launcher.launch(config))
+    found = runstore.find_run(lifecycle.launch(config))
     assert found is not None  # the run exists from its launch
-    deadline = time.monotonic() + 120
-    while found.info().step < 1:
-        assert time.monotonic() < deadline and found.status() in ("preparing", "running"), found.info()
-        time.sleep(0.25)
-    yield found.run_id
-    run = runstore.find_run(found.run_id)
-    assert run is not None
-    if run.status() == "running":
-        launcher.cancel(run)
+    try:
+        deadline = time.monotonic() + 120
+        while found.info().step < 1:
+            assert time.monotonic() < deadline and found.status() in ("preparing", "running"), found.info()
+            time.sleep(0.25)
+        yield found.run_id
+    finally:  # a run of a million steps must not outlive a test that failed waiting for it
+        run = runstore.find_run(found.run_id)
+        assert run is not None
+        if run.status() in ("preparing", "running"):
+            launcher.cancel(run)
         deadline = time.monotonic() + 60
         while run.is_live() and time.monotonic() < deadline:
             time.sleep(0.25)
@@ -78,15 +75,70 @@ async def press_pane_key(pilot: Pilot, target: str, how: str) -> None:
     await pilot.pause()
 
 
-async def test_pane_keys_work_from_every_pane_and_widget_and_typing_lands_in_fill(
-        tiny_model_dir: Path, corpus_jsonl: Path, real_run: str) -> None:
+async def switch_and_check(pilot: Pilot, source: str, widget: Widget, target: str, how: str) -> None:
+    """Put the focus on `widget` of `source` and ask for `target` (its key or the palette): `target` shows,
+    its first widget focused."""
+    app = pilot.app
+    await press_pane_key(pilot, source, "key")
+    widget.focus()
+    await pilot.pause()
+    if source == "train":
+        await pilot.press("up")  # the keys that once stranded the user in Train
+    await press_pane_key(pilot, target, how)
+    where = f"{how} to {target} from {widget!r} in {source}"
+    assert app.query_one(TabbedContent).active == target, where
+    assert app.focused is app.query_one(FOCUS[target]), where
+
+
+async def typing_lands_in_fill(pilot: Pilot, source: str) -> None:
+    await press_pane_key(pilot, "fill", "key")
+    await pilot.press("ctrl+u", *f"typed after {source} [MASK].")
+    assert pilot.app.query_one("#sentence", Input).value == f"typed after {source} [MASK]."
+
+
+async def open_with_a_live_run(pilot: Pilot) -> None:
+    await settle(pilot)
+    await wait_for(lambda: pilot.app.query("#runs") and pilot.app.query_one("#runs").row_count > 0, 10, pilot)
+
+
+def still_running(run_id: str) -> bool:
     from mlm_tui import runstore
 
+    run = runstore.find_run(run_id)
+    return run is not None and run.status() == "running"
+
+
+SAMPLE = 12  # pane switches per run of the property; the whole matrix is the `slow` test below
+
+
+@settings(max_examples=1, deadline=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+async def test_pane_keys_work_from_any_pane_and_widget_and_typing_lands_in_fill(
+        tiny_model_dir: Path, corpus_jsonl: Path, real_run: str, data: st.DataObject) -> None:
+    """A sample of the matrix below, a new one each run (hypothesis prints the draws of one that fails)."""
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await wait_for(lambda: app.query("#runs") and app.query_one("#runs").row_count > 0, 10, pilot)
-        tabs = app.query_one(TabbedContent)
+        await open_with_a_live_run(pilot)
+        for _ in range(SAMPLE):
+            source = data.draw(st.sampled_from(PANES), label="from pane")
+            await press_pane_key(pilot, source, "key")
+            widgets = focusables(app, source)
+            widget = widgets[data.draw(st.integers(0, len(widgets) - 1), label="widget number")]
+            target = data.draw(st.sampled_from(PANES), label="to pane")
+            how = data.draw(st.sampled_from(("key", "palette")), label="by")
+            await switch_and_check(pilot, source, widget, target, how)
+            if data.draw(st.booleans(), label="then type in Fill"):
+                await typing_lands_in_fill(pilot, source)
+        assert still_running(real_run)  # no key above touched the run
+
+
+@pytest.mark.slow
+async def test_pane_keys_work_from_every_pane_and_widget_and_typing_lands_in_fill(
+        tiny_model_dir: Path, corpus_jsonl: Path, real_run: str) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_with_a_live_run(pilot)
         for source in PANES:
             await press_pane_key(pilot, source, "key")
             widgets = focusables(app, source)
@@ -94,20 +146,9 @@ async def test_pane_keys_work_from_every_pane_and_widget_and_typing_lands_in_fil
                 for target in PANES:
                     # the palette is slower to drive: from the pane's first and last widget only
                     for how in ("key", "palette") if n in (0, len(widgets) - 1) else ("key",):
-                        await press_pane_key(pilot, source, "key")
-                        widget.focus()
-                        await pilot.pause()
-                        if source == "train":
-                            await pilot.press("up")  # the keys that once stranded the user in Train
-                        await press_pane_key(pilot, target, how)
-                        where = f"{how} to {target} from {widget!r} in {source}"
-                        assert tabs.active == target, where
-                        assert app.focused is app.query_one(FOCUS[target]), where
-            await press_pane_key(pilot, "fill", "key")
-            await pilot.press("ctrl+u", *f"typed after {source} [MASK].")
-            assert app.query_one("#sentence", Input).value == f"typed after {source} [MASK]."
-        run = runstore.find_run(real_run)
-        assert run is not None and run.status() == "running"  # no key above touched the run
+                        await switch_and_check(pilot, source, widget, target, how)
+            await typing_lands_in_fill(pilot, source)
+        assert still_running(real_run)  # no key above touched the run
 
 
 async def test_letters_typed_at_the_runs_table_never_cancel_a_run(
@@ -328,7 +369,7 @@ async def test_loading_a_run_into_fill_leaves_the_train_form_alone(tiny_model_di
 
 
 async def test_a_run_ending_anywhere_is_a_notification_on_any_pane(tiny_model_dir: Path, corpus_jsonl: Path,
-                                                                   fresh_home: Path) -> None:
+                                                                   home: Path) -> None:
     import subprocess
     import sys
 
@@ -392,8 +433,9 @@ async def test_the_words_pane_counts_the_corpus_and_jumps_to_a_chunk_holding_a_w
         await settle(pilot)
         await pilot.press("f5")
         await wait_for(lambda: "running words" in plain(app, "#vocab-figures"), 20, pilot)
-        chunks = app.query_one("#chunks-pane")
-        report = vocab_report(chunks.splits, chunks.tokenizer, str(corpus_jsonl), "tiny")  # type: ignore[attr-defined]
+        opened = app.corpus
+        assert opened is not None
+        report = vocab_report(opened.splits, opened.tokenizer, str(corpus_jsonl), "tiny")
         figures = plain(app, "#vocab-figures")
         assert f"{report.figures.running_words:,} running words" in figures and "general" in figures
         table = app.query_one("#word-table")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,11 +13,7 @@ from mlm_tui.home import history_path, settings_path
 from mlm_tui.launcher import thread_split
 from mlm_tui.settings import Settings, load_settings, save_settings
 
-
-@pytest.fixture(autouse=True)
-def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MLM_TUI_HOME", str(tmp_path))
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("home")
 
 
 def test_settings_round_trip() -> None:
@@ -107,3 +102,13 @@ def test_fill_text_shows_percentages_and_changes() -> None:
     plain = fills_text(other, "b", baseline=main).plain
     assert "50.0%" in plain and "▲40.0pp" in plain and "new" in plain
     assert "31.2%" in fills_text(main, "a").plain
+
+
+def test_a_change_reads_equal_only_between_equal_percentages() -> None:
+    def fills(score: float) -> FillResult:
+        return FillResult("m", "x [MASK]", [MaskFills(1, [Fill("cat", 1, score, "x cat")])], best="x cat")
+
+    near = fills_text(fills(0.1236), "b", baseline=fills(0.1234)).plain  # 12.4% against 12.3%
+    assert "12.4%" in near and "▲0.02pp" in near and "=" not in near
+    same = fills_text(fills(0.12341), "b", baseline=fills(0.12344)).plain  # both read 12.3%
+    assert same.rstrip().endswith("=")

@@ -4,7 +4,6 @@ general text before and after, in `train`, `runs` and `runs show`)."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -21,45 +20,73 @@ def train(cli, corpus: Path, model: Path | str, *extra) -> dict:
     return json.loads(out)
 
 
-def test_runs_learned_measures_the_runs_own_test_chunks(cli, tiny_model_dir, corpus_jsonl, monkeypatch):
-    from mlm_tui import learned
+def _split_corpus(tmp_path: Path) -> Path:
+    """A corpus folder with its own test split: "zymurgy" only in the training text, "hydrolysis" in 10 test
+    documents."""
+    folder = tmp_path / "split-corpus"
+    folder.mkdir()
+    train = [f"{SENTENCES[i % len(SENTENCES)]} Item {i}." for i in range(240)]
+    train += [f"Zymurgy is the chemistry of fermentation, note {i}." for i in range(30)]
+    write_jsonl(folder / "train.jsonl", train)
+    write_jsonl(folder / "test.jsonl", [f"{SENTENCES[i % len(SENTENCES)]} Item {i}." for i in range(60)])
+    return folder
 
-    result = train(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 4, "--test-size", 6, "--learning-rate",
-                   "1e-2")
-    seen: list[np.ndarray] = []
-    measure = learned.masked_token_losses
 
-    def spy(*args, **kwargs):  # the real computation, recorded
-        seen.append(measure(*args, **kwargs))
-        return seen[-1]
-
-    monkeypatch.setattr(learned, "masked_token_losses", spy)
-    code, out, err = cli("runs", "learned", result["run_id"], "--min-count", 1, "--top", 1000, "--json")
+def test_runs_learned_lists_the_domain_words_the_run_learned(cli, tiny_model_dir, tmp_path):
+    corpus = _split_corpus(tmp_path)
+    result = train(cli, corpus, tiny_model_dir, "--max-steps", 6, "--test-size", 6, "--learning-rate", "1e-2")
+    code, out, err = cli("runs", "learned", result["run_id"], "--min-count", 3, "--per-word", 8, "--json")
     assert code == 0, err
     data = json.loads(out)
-    assert list(data) == ["run_id", "base", "better", "worse", "probes"]
-    assert (data["run_id"], data["base"]) == (result["run_id"], str(tiny_model_dir))
-    # The per-position losses are the terms of the run's own perplexities, before and after: same chunks,
-    # same masks as training measured.
-    before, after = seen
-    assert math.exp(float(np.mean(before))) == pytest.approx(result["perplexity_before"], rel=1e-4)
-    assert math.exp(float(np.mean(after))) == pytest.approx(result["perplexity_after"], rel=1e-4)
-    assert data["better"]  # an untrained tiny model learns the corpus's words at once
-    words = data["better"] + data["worse"]
-    assert all(set(w) == {"word", "count", "loss_before", "loss_after"} for w in words)
-    assert all(w["loss_after"] < w["loss_before"] for w in data["better"])
-    assert all(w["loss_after"] > w["loss_before"] for w in data["worse"])
-    assert data["probes"]  # the corpus's split words ("hydrolysis", ...) occur in its test split
+    assert list(data) == ["run_id", "base", "model", "summary", "better", "worse", "unchanged", "general",
+                          "probes", "per_word", "occurrences", "rows"]
+    assert (data["run_id"], data["base"], data["model"]) == (result["run_id"], str(tiny_model_dir),
+                                                              "final model")
+    summary = data["summary"]
+    assert summary["measured"] == summary["better"] + summary["worse"] + summary["unchanged"] > 0
+    assert summary["text"].startswith(f"of the corpus's {summary['domain_words']} words most cut into "
+                                      f"pieces, {summary['measured']} occur 3+ times in the test split")
+    # An untrained tiny model learns the corpus's words at once: "hydrolysis" (10 test documents) is easier,
+    # measured on each of its occurrences up to the cap of 8.
+    better = {w["word"]: w for w in data["better"]}
+    hydrolysis = better["hydrolysis"]
+    assert 3 <= hydrolysis["found"] <= 10 and hydrolysis["occurrences"] == min(8, hydrolysis["found"])
+    assert hydrolysis["count"] == hydrolysis["occurrences"] and hydrolysis["domain"] is True
+    assert hydrolysis["loss_after"] < hydrolysis["loss_before"] and hydrolysis["ci"][1] < 0
+    assert hydrolysis["total_change"] == pytest.approx(hydrolysis["change"] * hydrolysis["occurrences"])
+    totals = [w["total_change"] for w in data["better"]]
+    assert totals == sorted(totals)
+    for w in data["better"] + data["worse"] + data["unchanged"] + data["general"]:
+        assert w["occurrences"] >= 3 and w["ci"][0] <= w["change"] <= w["ci"][1]
+        assert w["word"] != "zymurgy"  # only in the training text: never measured
+    assert all(w["kind"] == "general" and not w["domain"] for w in data["general"])
+    assert "." in {w["word"] for w in data["general"]}
+    assert "." not in {w["word"] for w in data["better"] + data["worse"] + data["unchanged"]}
+    assert data["probes"] and "zymurgy" not in {p["word"] for p in data["probes"]}
     for probe in data["probes"]:
-        assert list(probe) == ["text", "word", "rank_before", "rank_after", "fills_before", "fills_after"]
         assert "[MASK]" in probe["text"] and probe["word"] not in probe["text"].split()
         assert len(probe["fills_before"]) == len(probe["fills_after"]) == 5
+        assert len(probe["piece_ranks_after"]) == len(probe["pieces"]) == probe["text"].count("[MASK]")
 
-    code, out, err = cli("runs", "learned", result["run_id"], "--min-count", 1, "--top", 3)
+    code, out, err = cli("runs", "learned", result["run_id"], "--min-count", 3, "--per-word", 8, "--all",
+                         "--json")
+    mixed = json.loads(out)
+    assert mixed["general"] == [] and mixed["summary"] == summary
+    assert "." in {w["word"] for w in mixed["better"] + mixed["worse"] + mixed["unchanged"]}
+
+    code, out, err = cli("runs", "learned", result["run_id"], "--min-count", 3, "--per-word", 8, "--top", 3)
     assert code == 0, err
-    assert "loss fell most:" in out and out.count("->") >= 3 and "before: " in out
+    lines = out.splitlines()
+    assert lines[0] == summary["text"]
+    assert "easier beyond noise" in out and "punctuation, markup and general English:" in out
+    assert "hydrolysis" in out and "before: " in out
 
-    with open(corpus_jsonl, "a", encoding="utf-8") as fh:  # its test chunks could no longer be rebuilt
+    code, out, err = cli("runs", "show", result["run_id"])  # the summary of the last word test, too
+    assert code == 0 and f"learned    {summary['text']} (final model, " in out
+    code, out, err = cli("runs", "show", result["run_id"], "--json")
+    assert json.loads(out)["learned"]["summary"] == summary
+
+    with open(corpus / "test.jsonl", "a", encoding="utf-8") as fh:  # its test split could not be rebuilt
         fh.write(json.dumps({"text": "One more document."}) + "\n")
     code, out, err = cli("runs", "learned", result["run_id"])
     assert code == 2
@@ -86,7 +113,7 @@ def test_runs_learned_needs_a_final_model(cli, corpus_jsonl):
     run.release()
     code, _, err = cli("runs", "learned", run.run_id)
     assert code == 2
-    assert_one_line_error(err, f"run {run.run_id} has no final model (cancelled)")
+    assert_one_line_error(err, f"run {run.run_id} has no final model (cancelled) and no checkpoint")
 
 
 def _general_perplexity(model_dir: Path | str, docs: list[str], chunk_size: int) -> float:
@@ -158,3 +185,27 @@ def test_a_text_field_applies_to_the_general_corpus_too(cli, tiny_model_dir, tmp
                        "--text-field", "body", "--general", general)
     assert code == 2
     assert_one_line_error(err, f"--general {general}: {general}: no text field 'body'")
+
+
+def test_a_cancelled_run_is_compared_from_its_last_checkpoint(cli, tiny_model_dir, corpus_jsonl):
+    from mlm_tui.errors import RunCancelled
+    from mlm_tui.lifecycle import TrainingRun
+    from mlm_tui.run_settings import TrainConfig
+
+    def cancel_at_step_2(event: dict) -> None:
+        if event["event"] == "step" and event["step"] == 2:
+            (trainer.run_record.dir / "cancel").touch()
+
+    config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
+                         max_steps=8, test_size=4, learning_rate=1e-2, no_general=True)
+    trainer = TrainingRun(config, on_event=cancel_at_step_2)
+    with pytest.raises(RunCancelled):
+        trainer.run()
+    run_id = trainer.run_record.run_id
+    code, out, err = cli("runs", "learned", run_id, "--min-count", 2, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["model"] == "last checkpoint, step 2; run cancelled"
+    assert data["better"] or data["worse"] or data["unchanged"]
+    code, out, err = cli("runs", "learned", run_id, "--min-count", 2)
+    assert code == 0 and f"run {run_id} (last checkpoint, step 2; run cancelled)" in out
