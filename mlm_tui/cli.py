@@ -192,8 +192,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 # -- commands -------------------------------------------------------------------------------------------
 def cmd_fill(args: argparse.Namespace) -> None:
-    from mlm_tui.fill import require_mask
-    from mlm_tui.models import load_model
+    from mlm_tui.models import load_model, require_mask
 
     require_mask(args.text, args.model)
     handle = load_model(args.model, allow_pickle=args.allow_pickle)
