@@ -59,7 +59,7 @@ def test_a_noisy_flat_curve_has_not_diverged(seed):
 @pytest.mark.parametrize("at", [4, 8, 13, 14])
 def test_a_single_spike_is_not_a_divergence(at):
     """One step 3 nats up that falls back (a hard batch) is noise; the old one-step rule took it."""
-    lrs, losses = curve(15, diverge_at=None, noise=0.2, seed=at)
+    _, losses = curve(15, diverge_at=None, noise=0.2, seed=at)
     losses[at] += 3.0
     assert lr_find.diverged_at(losses) is None
     second = at + 1 if at < 14 else at - 1  # the last step alone has no next one to confirm it
@@ -269,8 +269,9 @@ def test_auto_on_a_corpus_too_small_for_a_test_at_its_epochs_trains_at_the_rule_
                                                                                         corpus_jsonl):
     """The steps of an `--epochs` run are known only once the corpus is read, after the run exists: it
     takes the rate for the model's size rather than failing there (issue 19, item 9)."""
-    code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", "32", "--batch-size",
-                         "4", "--epochs", "1", "--test-size", "8", "--learning-rate", "auto", "--no-general",
+    code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", "32",
+                         "--batch-size", "4", "--epochs", "1", "--test-size", "8", "--learning-rate", "auto",
+                         "--no-general",
                          "--json")
     assert code == 0, err
     result = json.loads(out)

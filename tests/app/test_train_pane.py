@@ -348,8 +348,8 @@ async def test_the_form_has_a_key_and_a_stray_key_replaces_no_box(home: Path, ti
         assert app.query_one("#t-model", Input).value == f"{tiny_model_dir}y"
 
 
-async def test_auto_rate_on_a_run_too_short_for_a_range_test_is_noted_before_the_run(home: Path, tiny_model_dir: Path,
-                                                                    corpus_jsonl: Path) -> None:
+async def test_auto_rate_on_a_run_too_short_for_a_test_is_noted_before_it(home: Path, tiny_model_dir: Path,
+                                                                           corpus_jsonl: Path) -> None:
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
