@@ -33,15 +33,19 @@ def median_time(fn: Callable[[], object], repeat: int, warmup: int = 3) -> float
 
 
 def run_process(args: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (bytes) and stdout of one whole child process."""
+    """Wall seconds, peak RSS (bytes) and stdout of one whole child process; if it fails, the benchmark
+    stops with the end of what the child said (stderr to a file, so neither pipe can fill and block)."""
     t = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, **(env or {})})
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - t
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(args)} failed with status {status}")
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True,
+                                env={**os.environ, **(env or {})})
+        out = proc.stdout.read() if proc.stdout else ""
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - t
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            said = (out + err.read()).strip().splitlines()[-5:]
+            raise SystemExit(f"{' '.join(args)} failed with status {status}:\n" + "\n".join(said))
     return elapsed, usage.ru_maxrss * 1024, out
 
 

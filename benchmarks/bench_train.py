@@ -24,7 +24,10 @@ from bench_chunks import build_corpus
 BATCH, CHUNK = 16, 128
 
 
-def baseline(model_dir: str, chunks: list[list[int]], steps: int, precision: str) -> tuple[float, float]:
+def baseline(model_dir: str, chunks: list[list[int]], steps: int, precision: str, *, batch: int = BATCH,
+             device: str = "cpu", learning_rate: float = 2e-5) -> tuple[float, float]:
+    """The course's plain recipe: (train_runtime seconds, mean training loss). `bench_gpu.py` runs it on a
+    GPU at its own batch and rate."""
     from datasets import Dataset
     from transformers import (
         AutoModelForMaskedLM,
@@ -37,11 +40,10 @@ def baseline(model_dir: str, chunks: list[list[int]], steps: int, precision: str
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForMaskedLM.from_pretrained(model_dir)
     ds = Dataset.from_dict({"input_ids": chunks, "labels": [list(c) for c in chunks]})
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH,
-                             max_steps=steps,
-                             learning_rate=2e-5, weight_decay=0.01, logging_steps=steps, save_strategy="no",
-                             report_to=[], use_cpu=True, bf16=precision == "bf16", disable_tqdm=True,
-                             seed=42)
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch,
+                             max_steps=steps, learning_rate=learning_rate, weight_decay=0.01,
+                             logging_steps=steps, save_strategy="no", report_to=[], use_cpu=device == "cpu",
+                             bf16=precision == "bf16", disable_tqdm=True, seed=42)
     collator = DataCollatorForLanguageModeling(tokenizer=tok, mlm_probability=0.15)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)
     metrics = trainer.train().metrics

@@ -90,16 +90,19 @@ def _masked_only(model: Any) -> MaskedOnlyMLM:
 
 def eval_corpus(corpus: str, model: str, chunk_size: int, text_field: str = "text",
                 test_size: int | None = None, allow_pickle: bool = False,
-                hub: HubOptions | None = None) -> dict[str, Any]:
-    """Perplexity of a model on a whole corpus (every split), or on a seeded sample of `test_size` chunks."""
+                hub: HubOptions | None = None, device: str = "cpu",
+                autocast: torch.dtype | None = None) -> dict[str, Any]:
+    """Perplexity of a model on a whole corpus (every split), or on a seeded sample of `test_size` chunks.
+    `mlm-tui eval` measures on the CPU in fp32; `benchmarks/bench_gpu.py` measures the same chunks on a GPU
+    in bf16 to check that the two agree."""
     from mlm_tui.chunking import check_chunk_size, tokenize_corpus
     from mlm_tui.models import load_model
 
-    handle = load_model(model, allow_pickle=allow_pickle)
+    handle = load_model(model, allow_pickle=allow_pickle, device=device)
     check_chunk_size(chunk_size, handle.tokenizer)
     splits = tokenize_corpus(corpus, handle.tokenizer, text_field, hub=hub)
     chunks = np.concatenate([s.chunks(chunk_size) for s in splits.values()])
     if test_size is not None and test_size < len(chunks):
         chunks = chunks[np.sort(np.random.default_rng(0).choice(len(chunks), test_size, replace=False))]
     evalset = EvalSet.build(chunks, TokenTables.from_tokenizer(handle.tokenizer))
-    return perplexity(handle.model, evalset, 32, handle.device).to_dict()
+    return perplexity(handle.model, evalset, 32, handle.device, autocast).to_dict()
