@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from rich.cells import set_cell_size
 from rich.text import Text
 
+from mlm_tui.fill import TOP_K
 from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 BAR_WIDTH = 20
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 SPECIAL_STYLE = "bold magenta"
-TOP_K = 5
 
 
 def short_ref(ref: str) -> str:
