@@ -25,7 +25,8 @@ from textual.widgets import DataTable, ProgressBar, Static
 
 from mlm_tui.app.render import chunk_text, fate_legend, short_ref
 from mlm_tui.app.shared import CorpusOpened, Masking, MaskingChanged, OpenCorpus
-from mlm_tui.errors import MissingTextField, first_line
+from mlm_tui.errors import MissingTextField, told
+from mlm_tui.run_settings import label as form_label
 from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
@@ -45,6 +46,12 @@ class CorpusReady(Message):
         super().__init__()
         self.request, self.tokenizer, self.tables = request, tokenizer, tables
         self.splits, self.error, self.columns = splits, error, columns
+
+
+def named(name: str) -> str:
+    """A setting as this pane's messages name it: the text column by its key here, the others by their
+    Train form labels (never the CLI's flags)."""
+    return "the Text column key (f)" if name == "text_field" else form_label(name)
 
 
 class ChunkView(VerticalScroll, can_focus=True, inherit_bindings=False):
@@ -93,6 +100,8 @@ class ChunksPane(Vertical):
         self.masking = Masking()  # as the app gave it
         self.preview = False  # the masking preview is on
         self.found: tuple[str, int] | None = None  # the word the Vocabulary pane jumped to, for the title
+        # A corpus that did not open for want of its text column: (corpus, column asked, text columns)
+        self.unpicked: tuple[str, str, list[str]] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text("No corpus open: press o (or ctrl+o) to open one."), id="corpus-line")
@@ -179,10 +188,10 @@ class ChunksPane(Vertical):
                                      cancelled=lambda: worker.is_cancelled)
             tables = TokenTables.from_tokenizer(tokenizer)
         except MissingTextField as exc:
-            self.post_message(CorpusReady(request, None, None, None, str(exc), exc.columns))
+            self.post_message(CorpusReady(request, None, None, None, told(exc, named), exc.columns))
             return
         except Exception as exc:  # a bad corpus or tokenizer is a message in the app, never a crash
-            self.post_message(CorpusReady(request, None, None, None, first_line(exc)))
+            self.post_message(CorpusReady(request, None, None, None, told(exc, named)))
             return
         if not worker.is_cancelled:
             self.post_message(CorpusReady(request, tokenizer, tables, splits, None))
@@ -203,9 +212,11 @@ class ChunksPane(Vertical):
             self.app.notify(event.error or "", title="Corpus not opened", severity="error", timeout=8,
                             markup=False)
             self._show_corpus_line()
+            self.unpicked = (corpus, field, event.columns) if event.columns is not None else None
             if event.columns:
                 self._pick_text_field(corpus, field, event.columns)
             return
+        self.unpicked = None
         self.post_message(CorpusOpened(OpenCorpus(corpus, field, ref, event.tokenizer, event.tables,
                                                   event.splits)))
 
@@ -216,8 +227,8 @@ class ChunksPane(Vertical):
             if column is not None:
                 self.open(corpus, text_field=column)
 
-        self.app.push_screen(PickScreen(f"{short_ref(corpus)} has no column {field!r}: which one holds "
-                                        "the text?", columns), chosen)
+        self.app.push_screen(PickScreen(f"Which column of {short_ref(corpus)} holds the text? (not "
+                                        f"{field!r})", columns), chosen)
 
     # -- showing --------------------------------------------------------------------------------------
     def _show_corpus_line(self) -> None:
@@ -413,6 +424,11 @@ class ChunksPane(Vertical):
                                           self.tokenizer_ref, paths=True), change)
 
     def action_text_field(self) -> None:
+        """Pick the corpus's text column: among the text columns of one that did not open for want of it,
+        else by name for the open corpus."""
+        if self.unpicked is not None and self.unpicked[2]:
+            self._pick_text_field(*self.unpicked)
+            return
         if not self._ready_for_keys() or self.opened is None:
             return
         from mlm_tui.app.prompt import PromptScreen

@@ -178,19 +178,23 @@ async def test_letters_typed_at_the_runs_table_never_cancel_a_run(
         await wait_for(lambda: any(f"{real_run} cancelled" in m for m in notifications(app)), 10, pilot)
 
 
-async def test_a_failed_open_keeps_the_open_corpus_whole_and_offers_text_columns(
+async def test_a_failed_open_keeps_the_open_corpus_whole_and_offers_only_text_columns(
         tiny_model_dir: Path, tmp_path: Path) -> None:
     good = tmp_path / "notes.txt"
     good.write_text("\n".join(f"The enzyme number {i} cleaves the bond." for i in range(60)))
     tickets = tmp_path / "tickets.csv"
-    tickets.write_text("id,body,votes\n" + "".join(f'{i},"Login fails on page {i}, please help.",{i}\n'
-                                                    for i in range(80)))
+    tickets.write_text("id,title,body,votes\n" + "".join(
+        f'{i},Login {i},"Login fails on page {i}, please help.",{i}\n' for i in range(80)))
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(good))
     async with app.run_test(size=SIZE) as pilot:
         await show_chunks(pilot)
         def stats() -> list[list[str]]:
             table = app.query_one("#stats")
             return [list(table.get_row_at(i)) for i in range(table.row_count)]
+
+        def offered() -> list[str]:
+            options = app.screen.query_one("#pick-list")
+            return [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]  # type: ignore[attr-defined]
 
         line, before, body = plain(app, "#corpus-line"), stats(), plain(app, "#chunk-body")
         assert "notes.txt" in line
@@ -202,13 +206,24 @@ async def test_a_failed_open_keeps_the_open_corpus_whole_and_offers_text_columns
         # the previous corpus stays, whole and under its own name, while the user picks a column
         assert plain(app, "#corpus-line") == line and stats() == before
         assert plain(app, "#chunk-body") == body
-        options = app.screen.query_one("#pick-list")
-        assert [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)] == \
-            ["id", "body", "votes"]  # a CSV's columns are all text
+        assert offered() == ["title", "body"]  # not the numbers in `id` and `votes`
+        await pilot.press("escape", "f")  # the key offers the same columns again
+        await pilot.pause()
+        assert offered() == ["title", "body"]
         await pilot.press("down", "enter")
         await settle(pilot)
         assert "tickets.csv · column body" in plain(app, "#corpus-line")
         assert "Login fails" in plain(app, "#chunk-body").replace("login", "Login")
+        line, before = plain(app, "#corpus-line"), stats()
+        await pilot.press("f", *"votes", "enter")  # a column of numbers, typed by name
+        await settle(pilot)
+        said = notifications(app)[-1]
+        assert "'votes' holds int64, not text (text fields: title, body)" in said
+        assert "the Text column key (f)" in said  # the workbench's words, not the CLI's
+        assert "--text-field" not in said and "with text field" not in said
+        assert offered() == ["title", "body"]
+        await pilot.press("escape")
+        assert plain(app, "#corpus-line") == line and stats() == before
         await pilot.press("f3")
         await settle(pilot)
         assert app.query_one("#t-corpus", Input).value == str(tickets)
