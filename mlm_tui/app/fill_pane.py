@@ -18,6 +18,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Static
 
 from mlm_tui.app.render import fills_text, short_ref
+from mlm_tui.app.widgets import TextBox
 from mlm_tui.errors import MlmError, first_line
 from mlm_tui.fill import MASK_ALIAS, TOP_K
 
@@ -76,7 +77,7 @@ class FillPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="model-line")
-        yield Input(placeholder=f"Type a sentence with {MASK_ALIAS}, e.g. This is a great {MASK_ALIAS}.",
+        yield TextBox(placeholder=f"Type a sentence with {MASK_ALIAS}, e.g. This is a great {MASK_ALIAS}.",
                     id="sentence")
         yield Static(id="fill-hint", classes="hint")
         with Horizontal(id="fill-results"):

@@ -39,7 +39,6 @@ class RunReading:
     others: list[Series] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     lr_curve: list[dict[str, float]] = field(default_factory=list)  # a `--learning-rate auto` range test
-    lr_chosen: float | None = None
 
 
 class RunView(Vertical):
@@ -133,9 +132,6 @@ class RunView(Vertical):
         try:
             reading = RunReading(run.info(), Series.from_metrics(run.run_id, run.metrics()))
             reading.lr_curve = read_curve(run.dir)
-            if reading.lr_curve:
-                chosen = run.config().get("lr_find")
-                reading.lr_chosen = chosen.get("suggested") if isinstance(chosen, dict) else None
             for run_id in overlays:
                 other = runstore.find_run(run_id) if run_id != selected else None
                 if other is not None:
@@ -177,7 +173,7 @@ class RunView(Vertical):
         elif info.status == "completed" and info.train_runtime:
             where += f" · trained in {format_duration(info.train_runtime)}"
         self.query_one("#run-speed", Static).update(Text(where))
-        self.chart.show(reading.series, reading.others, reading.lr_curve, reading.lr_chosen)
+        self.chart.show(reading.series, reading.others, reading.lr_curve, info.auto_rate)
         loss = f" · loss {reading.series.losses[-1]:.3f}" if reading.series.losses else ""
         overlaid = ", ".join(series.label for series in reading.others)
         overlay = f" · overlaid: {overlaid} (V clears)" if overlaid else ""
@@ -195,27 +191,32 @@ class RunView(Vertical):
 
 
 def _title(reading: RunReading) -> Text:
-    """The run, its settings and what its defaults resolved to, and why it ended."""
+    """The run; its settings, with what its defaults resolved to, on a line of their own (cut at its end,
+    never its start, when the pane is narrow); notes, and why it ended."""
     info = reading.info
     title = Text(f"{info.run_id} · {info.status}", style="bold")
     title.append(f" · {printable(info.model or '?')} on {printable(info.corpus or '?')}", style="")
     config, plan = info.config, info.plan
+    settings = []
     if config is not None:
         words = " whole words" if config.whole_word_mask else ""
+        rate = f"auto → {info.auto_rate:.2g}" if config.learning_rate == "auto" and info.auto_rate else \
+            config.learning_rate
         batch = plan.batch_size if plan is not None else config.batch_size or "auto"
-        title.append(f"\nchunk {config.chunk_size} · mask {config.mlm_probability}{words} · lr "
-                     f"{config.learning_rate} · batch {batch}", style="dim")
+        settings.append(f"chunk {config.chunk_size} · mask {config.mlm_probability}{words} · lr {rate} · "
+                        f"batch {batch}")
     if plan is not None:
         asked = config.test_size if config is not None else None
         test = f"{plan.test_chunks} test chunks"
         if asked and asked != plan.test_chunks:
             test += f" (asked {asked})"
-        title.append(f" · {plan.train_chunks} train / {test} · {plan.device} ({plan.precision})", style="dim")
-        for note in plan.notes:
-            title.append(f"\nnote: {printable(note)}", style="italic")
-    if reading.lr_chosen is not None:
-        title.append(f"\nlearning rate auto: {reading.lr_chosen:.2g}, from the range test (chart, right)",
-                     style="dim")
+        settings.append(f"{plan.train_chunks} train / {test} · {plan.device} ({plan.precision})")
+    if config is None and info.config_problem:
+        settings.append(f"settings not readable: {printable(info.config_problem)}")
+    if settings:
+        title.append("\n" + " · ".join(settings), style="dim")
+    for note in plan.notes if plan is not None else ():
+        title.append(f"\nnote: {printable(note)}", style="italic")
     if (message := info.message_for(label)) and info.status not in LIVE:
         title.append(f"\n{printable(message)}", style="red" if info.status == "failed" else "")
     return title
