@@ -193,8 +193,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 # -- commands -------------------------------------------------------------------------------------------
 def cmd_fill(args: argparse.Namespace) -> None:
-    from mlm_tui.fill import require_mask
-    from mlm_tui.models import load_model
+    from mlm_tui.models import load_model, require_mask
 
     require_mask(args.text, args.model)
     handle = load_model(args.model, allow_pickle=args.allow_pickle)
@@ -354,9 +353,8 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         lines.append(f"settings   {' '.join(changed) if changed else 'defaults'}")
     elif info.config_problem:
         lines.append(f"settings   unreadable: {info.config_problem}")
-    chosen = run.config().get("lr_find") if info.config is not None else None  # see lr_find: `auto`
-    if isinstance(chosen, dict) and isinstance(chosen.get("suggested"), int | float):
-        lines.append(f"learn rate {chosen['suggested']:.2e} (auto): {chosen.get('reason')}")
+    if info.learning_rate is not None:
+        lines.append(f"learn rate {info.learning_rate:.2e}, {info.learning_rate_reason}")
     extension = run.config().get("vocab_extension")  # see vocab_extend: `--extend-vocab N`
     if isinstance(extension, dict) and isinstance(extension.get("words"), list):
         words = [str(w.get("word")) for w in extension["words"] if isinstance(w, dict)]
@@ -482,7 +480,8 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
         return  # a launcher, or a secondary process of a launch: the launch's main process reports
     general = _change(result["general_perplexity_before"], result["general_perplexity_after"])
     _emit(args, result, f"run {result['run_id']} completed: perplexity {result['perplexity_before']:.2f} -> "
-          f"{result['perplexity_after']:.2f} in {result['steps']} steps"
+          f"{result['perplexity_after']:.2f} in {result['steps']} steps at learning rate "
+          f"{result['learning_rate']:.2g} ({result['learning_rate_reason']})"
           f"{f'; general text {general}' if result['general_perplexity_after'] is not None else ''}; "
           f"model at {printable(result['model_path'])}")
 

@@ -55,19 +55,6 @@ class FillResult:
 NO_MASK = f"no {MASK_ALIAS} in the text: put {MASK_ALIAS} where a word should be predicted"
 
 
-def require_mask(text: str, model_ref: str | None) -> None:
-    """Refuse a text with no mask before the model loads (seconds of importing torch): no `[MASK]`, nor
-    the model's own mask token as its tokenizer files name it. A model whose files are not at hand (a hub
-    id not yet fetched) is left to `fill`, which checks the tokenized text."""
-    if MASK_ALIAS in text:
-        return
-    from mlm_tui.models import mask_token_of
-
-    token = mask_token_of(model_ref)
-    if token is not None and token not in text:
-        raise UsageError(NO_MASK)
-
-
 def normalise(text: str, mask_token: str) -> str:
     """Accept `[MASK]` for any model, whatever its own mask token is (`<mask>` for RoBERTa)."""
     return text.replace(MASK_ALIAS, mask_token) if mask_token != MASK_ALIAS else text

@@ -1,21 +1,27 @@
-"""The learning-rate range test behind `--learning-rate auto` and `mlm-tui lr-find`.
+"""The learning-rate range test that chooses a run's rate by default (`--learning-rate auto`, `lr-find`).
 
 Smith's range test (2017), as fastai's `lr_find` and Lightning's LR finder run it: train a throwaway copy
 of the starting model for a few steps while the rate grows exponentially, record the loss at each step,
-and read the rate off the curve. The default 2e-5 was tuned for DistilBERT over three GPU epochs; a small
+and read the rate off the curve. The course's 2e-5 was tuned for DistilBERT over three GPU epochs; a small
 model on a short run learns far more at a higher rate, and the curve says how high it can go.
 
-The rule (`suggest`): find where the loss diverges, the first step whose loss exceeds `DIVERGED` times the
-median loss of the steps before it, and take `FRACTION` of that rate (the run then decays linearly from
-it); the test stops there. Not the steepest fall of the smoothed loss, as fastai reads it: a test may only
-take a tenth of a run's steps (15 for a 150-step run), and on one batch of 8-16 chunks the loss of a step
-varies by +-0.3 nats, more than the whole fall over the range, so the "steepest" point is noise. The
-divergence is a jump of several nats that no such noise makes.
+The rule (`suggest`): find where the loss diverges and take `FRACTION` of that rate (the run then decays
+linearly from it). The loss has diverged at a step when it and the next step both rise over the median
+of the steps before by more than `MARGIN` nats or `NOISE` times the curve's own step-to-step noise
+(the median absolute change between neighbouring steps), whichever is larger; a loss that is not finite
+has diverged at once. Two steps, not one: on a batch of 16 chunks one step's loss varies by +-0.3 nats,
+and a single noisy step over 1.5x the median read as divergence picked a rate 7x too low (issue 21).
+Not the steepest fall of the smoothed loss, as fastai reads it: a test takes only a tenth of a run's steps,
+and over so few steps the noise is larger than the fall.
+
+A run too short for a readable curve (`too_short`) takes `rule_rate` instead: a rate from the model's size
+alone, fitted on the same measurement (README, "The default learning rate").
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,8 +40,10 @@ MAX_STEPS = 100  # the test takes at most this many steps, and at most SHARE of 
 SHARE = 0.1
 MIN_STEPS = 8  # fewer points cannot show a fall and a turn
 LR_MIN, LR_MAX = 1e-5, 1e-1  # pretrained encoders diverge within it (bert-base near 1e-3, smaller later)
-FRACTION = 0.02  # of the rate where the loss diverged: 0.05 overshot in the README's measurement
-DIVERGED = 1.5  # a loss this many times the median before it has diverged
+FRACTION = 0.02  # of the rate where the loss diverged (fitted: README, "The default learning rate")
+MARGIN, NOISE = 1.0, 3.0  # a rise over the median before, in nats and in step-to-step noise, is divergence
+CONFIRM = 2  # steps in a row over it
+RULE_RATE, RULE_SIZE = 1e-4, 10.8e6  # `rule_rate`: `starter`'s fitted rate, and its size outside embeddings
 MASK_STREAM = 1 << 40  # mask seeds of the test, apart from the run's steps (0, 1, ...) and orders (-1, ...)
 
 
@@ -60,18 +68,24 @@ def too_short(planned: int) -> str | None:
     """Why a run of `planned` steps is too short for a range test (a readable curve), or None."""
     if int(planned * SHARE) >= MIN_STEPS:
         return None
-    return (f"{{field}} auto needs a run of at least {MIN_STEPS / SHARE:.0f} steps (its range test takes a "
-            f"tenth of them, and at least {MIN_STEPS}); this one plans {planned}: give a rate, or more steps")
+    return (f"a run of {planned} steps is too short for a range test (it takes a tenth of the run's steps, "
+            f"and needs {MIN_STEPS}: {MIN_STEPS / SHARE:.0f} steps or more)")
 
 
 def steps_for(planned: int) -> int:
-    """Steps of the test for a run of `planned` steps; a run too short for a readable curve is refused."""
-    problem = too_short(planned)
-    if problem is not None:
-        from mlm_tui.errors import FieldError
-
-        raise FieldError("learning_rate", problem)
+    """Steps of the test for a run of `planned` steps (one long enough: see `too_short`)."""
     return min(MAX_STEPS, int(planned * SHARE))
+
+
+def rule_rate(model: Any, planned: int) -> RangeTest:
+    """The rate for a run too short for a range test: RULE_RATE for a model of RULE_SIZE parameters
+    outside its embeddings, scaled by the inverse square root of the model's own (a larger model takes a
+    lower rate, as the range tests of the README's measurement found), within [LR_MIN, 1e-3]."""
+    size = model.num_parameters(exclude_embeddings=True)
+    rate = min(1e-3, max(LR_MIN, RULE_RATE * (RULE_SIZE / max(size, 1)) ** 0.5))
+    reason = (f"{too_short(planned)}; the rate for a model of {size / 1e6:.1f} M parameters outside its "
+              "embeddings")
+    return RangeTest([], [], rate, reason)
 
 
 def rates(steps: int, lr_min: float = LR_MIN, lr_max: float = LR_MAX) -> list[float]:
@@ -81,25 +95,36 @@ def rates(steps: int, lr_min: float = LR_MIN, lr_max: float = LR_MAX) -> list[fl
     return [lr_min * (lr_max / lr_min) ** (i / (steps - 1)) for i in range(steps)]
 
 
-def diverged(losses: Sequence[float]) -> bool:
-    """Whether the last loss has diverged: over DIVERGED times the median before it (3 points at least)."""
-    if len(losses) < 4:
-        return not math.isfinite(losses[-1])
-    before = sorted(losses[:-1])
-    median = before[len(before) // 2]
-    return not math.isfinite(losses[-1]) or losses[-1] > DIVERGED * median
+def diverged_at(losses: Sequence[float]) -> int | None:
+    """The step where the loss diverged by the rule in the module's docstring, or None (not yet, or never).
+
+    A rise is judged against the steps before it, and needs CONFIRM steps in a row (3 steps before it at
+    least: fewer show no median and no noise)."""
+    import statistics
+
+    for k, loss in enumerate(losses):
+        if not math.isfinite(loss):
+            return k
+        if k < 3 or k + CONFIRM > len(losses):
+            continue
+        before = losses[:k]
+        noise = statistics.median(abs(b - a) for a, b in itertools.pairwise(before))
+        bar = statistics.median(before) + max(MARGIN, NOISE * noise)
+        if all(not math.isfinite(x) or x > bar for x in losses[k:k + CONFIRM]):
+            return k
+    return None
 
 
 def suggest(lrs: Sequence[float], losses: Sequence[float], fraction: float = FRACTION) -> RangeTest:
     """The rate a curve suggests, by the rule in the module's docstring."""
-    at = next((k for k in range(len(losses)) if diverged(losses[: k + 1])), None)
+    at = diverged_at(losses)
     if at is None:
         rate = lrs[-1] * fraction
         reason = f"the loss did not diverge up to {lrs[-1]:.1e}; {fraction:g} of that rate"
     else:
         rate = lrs[at] * fraction
-        reason = (f"the loss diverged at {lrs[at]:.1e} (to {losses[at]:.2f}, over {DIVERGED:g} times its "
-                  f"median before); {fraction:g} of that rate")
+        reason = (f"the loss diverged at {lrs[at]:.1e} (rose to {losses[at]:.2f} and stayed up); "
+                  f"{fraction:g} of that rate")
     return RangeTest(list(lrs), list(losses), rate, reason)
 
 
@@ -141,7 +166,7 @@ def range_test(model: torch.nn.Module, batches: Callable[[int], torch.Tensor], t
             losses.append(value)
             if on_point is not None:
                 on_point(k, lr, value)
-            if diverged(losses):
+            if diverged_at(losses) is not None:
                 break
         del wrapper, optimizer
     return suggest(lrs, losses)

@@ -85,8 +85,8 @@ def build_card(info: RunInfo) -> Any:
         "## Settings", "",
         *(f"- `{name}`: `{printable(value)}`" for name, value in settings),
         *([] if settings else ["defaults"]),
-        *([f"- learning rate chosen by `auto` (a range test on the run's first batches): "
-           f"{info.auto_rate:.2e}"] if info.auto_rate is not None else []),
+        *([f"- learning rate {info.learning_rate:.2e}, {info.learning_rate_reason}"]
+          if info.learning_rate is not None and info.learning_rate_reason != "given" else []),
         "", "## Reproduce", "", "```", command, "```", "",
         "## Libraries", "",
         *(f"- {name} {printable(v)}" for name, v in versions.items() if v),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlm_tui.errors import FieldError, MlmError, UsageError, first_line
-from mlm_tui.fill import TOP_K
+from mlm_tui.fill import MASK_ALIAS, NO_MASK, TOP_K
 from mlm_tui.home import configure_hf_environment, quiet_transformers
 
 if TYPE_CHECKING:
@@ -173,6 +173,17 @@ def check_hub_available(hub_id: str) -> bool:
     if why is not None and not cached:
         raise UsageError(f"model {hub_id!r} is not in the local cache and {why}")
     return cached
+
+
+def require_mask(text: str, model_ref: str | None) -> None:
+    """Refuse a text with no mask before the model loads (seconds of importing torch): no `[MASK]`, nor
+    the model's own mask token as its tokenizer files name it. A model whose files are not at hand (a hub
+    id not yet fetched) is left to `fill`, which checks the tokenized text."""
+    if MASK_ALIAS in text:
+        return
+    token = mask_token_of(model_ref)
+    if token is not None and token not in text:
+        raise UsageError(NO_MASK)
 
 
 def mask_token_of(ref: str | None) -> str | None:

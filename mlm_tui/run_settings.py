@@ -81,8 +81,9 @@ class TrainConfig:
     whole_word_mask: bool = setting(False, "Whole-word masking", "mask all pieces of a word together", "flag")
     batch_size: int | None = setting(None, "Batch size", "chunks per step and process", "integer",
                                      check=_at_least(1), auto=_by_device(64, 16))
-    learning_rate: float | str = setting(2e-5, "Learn. rate", "peak learning rate (AdamW, linear decay); "
-                                         "auto: a short range test on the run's own batches picks it",
+    learning_rate: float | str = setting("auto", "Learn. rate", "peak learning rate (AdamW, linear decay); "
+                                         "auto: a short range test on the run's own batches picks it (a "
+                                         "run too short for one takes a rate for the model's size)",
                                          "number", check=_positive, words=("auto",))
     weight_decay: float = setting(0.01, "Weight decay", "AdamW weight decay", "number", check=_non_negative,
                                   advanced=True)
@@ -169,11 +170,6 @@ class TrainConfig:
         if self.general is not None and self.no_general:
             found.append(FieldError("no_general", "{field}: {general} was also given; keep one of the two",
                                     also=("general",)))
-        if self.learning_rate == "auto" and isinstance(self.max_steps, int) and self.max_steps >= 1:
-            from mlm_tui.lr_find import too_short
-
-            if (problem := too_short(self.max_steps)) is not None:
-                found.append(FieldError("learning_rate", problem))
         return found
 
     def validate(self) -> None:

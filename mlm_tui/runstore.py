@@ -639,7 +639,8 @@ class RunInfo:
     versions: dict[str, str | None] = field(default_factory=dict)  # library versions the run recorded
     process_group: int | None = None  # of a multi-process launch: its agent's process group
     problem: dict[str, Any] | None = None  # the bad setting the run stopped on: {"field", "template", "also"}
-    auto_rate: float | None = None  # the learning rate `--learning-rate auto` chose (see `lr_find`)
+    learning_rate: float | None = None  # the peak rate the run trains at: as given, or as `auto` chose it
+    learning_rate_reason: str | None = None  # "given", or how `auto` chose it (see `lr_find`)
     learned: dict[str, Any] | None = None  # the last `runs learned` summary: {"summary", "model", "measured"}
 
     @classmethod
@@ -686,7 +687,7 @@ class RunInfo:
             versions={str(k): _text(v) for k, v in raw["versions"].items()}
             if isinstance(raw.get("versions"), dict) else {},
             process_group=_count(state.get("process_group")), problem=_problem(state.get("problem")),
-            auto_rate=_number(found.get("suggested")),
+            **_rate(config, found),
             learned=_learned(run),
         )
 
@@ -720,6 +721,15 @@ class RunInfo:
         return cls(**{**data, "config": TrainConfig(**config) if config is not None else None,
                       "plan": Plan(**plan) if plan is not None else None,
                       "model_path": Path(model_path) if model_path is not None else None})
+
+
+def _rate(config: TrainConfig | None, found: dict[str, Any]) -> dict[str, Any]:
+    """The rate a run trains at and why: a number given is used as given; `auto` (the default) is chosen
+    when the run starts (`lr_find`), so until then it reads as None."""
+    if config is not None and config.learning_rate != "auto":
+        return {"learning_rate": float(config.learning_rate), "learning_rate_reason": "given"}
+    rate, reason = _number(found.get("suggested")), _text(found.get("reason"))
+    return {"learning_rate": rate, "learning_rate_reason": f"auto: {reason}" if rate is not None else None}
 
 
 def _learned(run: Run) -> dict[str, Any] | None:

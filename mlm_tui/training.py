@@ -135,6 +135,7 @@ class FineTune:
         self._tracker_env: str | None = None  # a variable set for the tracker's files, unset at the end
         self.general_set: Any = None  # the general text's eval set, made before a new run exists
         self.extension: Any = None  # the vocabulary extension to apply to the base model (`vocab_extend`)
+        self.rate_reason = "given"  # why the run trains at its rate: "given", or how `auto` chose it
 
     # -- events ---------------------------------------------------------------------------------------
     def emit(self, kind: str, **data: Any) -> None:
@@ -400,27 +401,35 @@ class FineTune:
 
     # -- the learning rate (`auto`: see lr_find) -------------------------------------------------------
     def _peak_rate(self, model: Any, tables: Any, train_chunks: np.ndarray, plan: Plan) -> float:
-        """The rate given; for `auto`, the one the run's range test chose: recorded when the run started
-        (a resumed run keeps it), else found now on the main process's batches and sent to every process."""
+        """The rate given; for `auto` (the default), the one chosen when the run started (a resumed run
+        keeps it), else chosen now: by the range test on the main process's batches, sent to every
+        process, or for a run too short for a test, by the model's size (see lr_find)."""
         rate = self.config.learning_rate
         if rate != "auto":
+            self.rate_reason = "given"
             return float(rate)
         recorded = self.resume_run.config().get("lr_find") if self.resume_run is not None else None
         if isinstance(recorded, dict) and isinstance(recorded.get("suggested"), int | float):
-            self.emit("status", message=f"learning rate {recorded['suggested']:.2e}, chosen by the range "
-                      "test when the run started")
+            self.rate_reason = f"auto: {recorded.get('reason')}"
+            self.emit("status", message=f"learning rate {recorded['suggested']:.2e}, chosen when the run "
+                      f"started: {recorded.get('reason')}")
             return float(recorded["suggested"])
-        from mlm_tui.lr_find import steps_for, write_curve
+        from mlm_tui.lr_find import rule_rate, too_short, write_curve
 
-        steps_for(plan.steps)  # too short a run is refused by every process, before any waits for the main
-        test = self._range_test(model, tables, train_chunks, plan) if self.is_main else None
-        if self.accelerator.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
+        if too_short(plan.steps) is not None:
+            test = rule_rate(model, plan.steps)
+            self.emit("status", message=f"learning rate {test.suggested:.2e} (auto): {test.reason}")
+        else:
+            test = self._range_test(model, tables, train_chunks, plan) if self.is_main else None
+            if self.accelerator.num_processes > 1:
+                from accelerate.utils import broadcast_object_list
 
-            test = broadcast_object_list([test])[0]
+                test = broadcast_object_list([test])[0]
         assert test is not None
+        self.rate_reason = f"auto: {test.reason}"
         if self.record is not None:
-            write_curve(self.record.dir, test)
+            if test.lrs:
+                write_curve(self.record.dir, test)
             self.record.update_config(lr_find=test.to_dict())
         return test.suggested
 
@@ -490,7 +499,7 @@ class _Steps:
     def __init__(self, trainer: FineTune) -> None:
         self.config, self.accelerator, self.prior = trainer.config, trainer.accelerator, trainer.prior
         self.emit, self.store, self.record = trainer.emit, trainer.store, trainer.record
-        self.stop_requested = trainer.stop_requested
+        self.stop_requested, self.rate_reason = trainer.stop_requested, trainer.rate_reason
         self.resume_run, self.resume_checkpoint = trainer.resume_run, trainer.resume_checkpoint
         self.general: dict[str, float | None] = {"before": None, "after": None}  # perplexity on general text
         self._general_set: Any = trainer.general_set  # made before the run existed (a new run), or None
@@ -732,7 +741,8 @@ class _Steps:
             "general_perplexity_before": self.general["before"],
             "general_perplexity_after": self.general["after"],
             "train_runtime": round(runtime, 3), "train_tokens": tokens, "steps": step,
-            "model_path": str(run.model_path),
+            "learning_rate": parts.optimizer.param_groups[0]["initial_lr"],
+            "learning_rate_reason": self.rate_reason, "model_path": str(run.model_path),
         }
 
 

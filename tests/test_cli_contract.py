@@ -124,7 +124,8 @@ def test_train_and_runs_json_shapes(cli, tiny_model_dir, corpus_jsonl):
     result = json.loads(out)
     assert set(result) == {"run_id", "status", "model", "perplexity_before", "perplexity_after",
                            "general_perplexity_before", "general_perplexity_after", "train_runtime",
-                           "train_tokens", "steps", "model_path"}
+                           "train_tokens", "steps", "learning_rate", "learning_rate_reason", "model_path"}
+    assert result["learning_rate_reason"].startswith("auto: a run of 2 steps is too short for a range test")
     assert result["model"] == str(tiny_model_dir) and Path(result["model_path"], "config.json").is_file()
     assert "held out" in err  # a corpus without a test split gets one, by documents
     code, out, _ = cli("runs", "--json")

@@ -221,8 +221,6 @@ def test_a_model_with_nan_weights_is_named_not_blamed_on_the_rate(cli, nan_model
 # -- 9. values checked before a run exists --------------------------------------------------------------
 @pytest.mark.parametrize(("extra", "says"), [
     (["--seed", "-1"], "--seed must be between 0 and 4294967295 (got -1)"),
-    (["--learning-rate", "auto", "--max-steps", "10"], "--learning-rate auto needs a run of at least 80 "
-                                                       "steps"),
     (["--general", "GENERAL", "--no-general"], "--no-general: --general was also given"),
     (["--general", "UNKNOWN"], "every token of it is special or unknown to the model's tokenizer"),
 ])
@@ -241,12 +239,11 @@ def test_a_bad_value_leaves_no_failed_run_behind(cli, corpus_jsonl, tiny_model_d
 def test_the_form_shows_the_same_problems_under_their_fields():
     from mlm_tui.run_settings import config_from_form
 
-    _, errors = config_from_form({"corpus": "c.jsonl", "seed": "-1", "learning_rate": "auto",
+    _, errors = config_from_form({"corpus": "c.jsonl", "seed": "-1", "learning_rate": "fast",
                                   "max_steps": "10", "general": "g.txt", "no_general": True})
     assert errors == {
         "seed": "Seed must be between 0 and 4294967295 (got -1)",
-        "learning_rate": "Learn. rate auto needs a run of at least 80 steps (its range test takes a tenth of "
-                         "them, and at least 8); this one plans 10: give a rate, or more steps",
+        "learning_rate": "Learn. rate: not a number or auto: 'fast'",
         "no_general": "Skip general text: General text was also given; keep one of the two",
     }
 
@@ -418,15 +415,15 @@ def test_runs_show_the_card_and_the_help_say_what_they_mean(cli, damaged_run, co
 
     run = damaged_run  # undamaged: a copy of a completed run, here one whose rate `auto` chose
     lrs = rates(8)
-    run.update_config(lr_find=suggest(lrs, [5.0] * 7 + [50.0]).to_dict())  # as training records it
+    run.update_config(lr_find=suggest(lrs, [5.0] * 6 + [50.0, 60.0]).to_dict())  # as training records it
     info = run.info()
     code, out, _ = cli("runs", "show", run.run_id)
     assert f"best checkpoint {info.best_perplexity:.2f}" in out
     card = str(build_card(info))
     assert f"| {info.general_perplexity_before:.2f} | {info.general_perplexity_after:.2f}" in card
     assert "Perplexity on general text (The Devil's Dictionary)" in card
-    assert info.auto_rate == pytest.approx(lrs[-1] * 0.02)
-    assert f"chosen by `auto` (a range test on the run's first batches): {info.auto_rate:.2e}" in card
+    assert info.learning_rate == pytest.approx(lrs[6] * 0.02)
+    assert f"learning rate {info.learning_rate:.2e}, auto: the loss diverged at {lrs[6]:.1e}" in card
     help_text = subprocess.run([sys.executable, "-m", "mlm_tui.cli", "--help"], capture_output=True,
                                text=True).stdout
     assert "show, delete, export or push one, or what it learned" in " ".join(help_text.split())

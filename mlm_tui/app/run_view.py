@@ -173,7 +173,7 @@ class RunView(Vertical):
         elif info.status == "completed" and info.train_runtime:
             where += f" · trained in {format_duration(info.train_runtime)}"
         self.query_one("#run-speed", Static).update(Text(where))
-        self.chart.show(reading.series, reading.others, reading.lr_curve, info.auto_rate)
+        self.chart.show(reading.series, reading.others, reading.lr_curve, info.learning_rate)
         loss = f" · loss {reading.series.losses[-1]:.3f}" if reading.series.losses else ""
         overlaid = ", ".join(series.label for series in reading.others)
         overlay = f" · overlaid: {overlaid} (V clears)" if overlaid else ""
@@ -200,8 +200,7 @@ def _title(reading: RunReading) -> Text:
     settings = []
     if config is not None:
         words = " whole words" if config.whole_word_mask else ""
-        rate = f"auto → {info.auto_rate:.2g}" if config.learning_rate == "auto" and info.auto_rate else \
-            config.learning_rate
+        rate = f"{info.learning_rate:.2g}" if info.learning_rate is not None else config.learning_rate
         batch = plan.batch_size if plan is not None else config.batch_size or "auto"
         settings.append(f"chunk {config.chunk_size} · mask {config.mlm_probability}{words} · lr {rate} · "
                         f"batch {batch}")
@@ -217,6 +216,10 @@ def _title(reading: RunReading) -> Text:
         title.append("\n" + " · ".join(settings), style="dim")
     for note in plan.notes if plan is not None else ():
         title.append(f"\nnote: {printable(note)}", style="italic")
+    if info.learning_rate is not None and info.learning_rate_reason not in (None, "given"):
+        chart = " (range test: chart, right)" if reading.lr_curve else ""
+        title.append(f"\nlearning rate {info.learning_rate:.2g}, {info.learning_rate_reason}{chart}",
+                     style="dim")
     if (message := info.message_for(label)) and info.status not in LIVE:
         title.append(f"\n{printable(message)}", style="red" if info.status == "failed" else "")
     return title

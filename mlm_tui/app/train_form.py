@@ -273,8 +273,8 @@ class TrainForm(VerticalScroll):
 
     @work(thread=True, exclusive=True, group="sizes")
     def _sizes_worker(self, config: TrainConfig, opened: OpenCorpus, device: str) -> None:
-        from mlm_tui.errors import FieldError, MlmError, told
-        from mlm_tui.lr_find import steps_for
+        from mlm_tui.errors import MlmError, told
+        from mlm_tui.lr_find import too_short
         from mlm_tui.rundata import select_chunks
 
         test_size = config.on_device("test_size", device)
@@ -292,10 +292,9 @@ class TrainForm(VerticalScroll):
         if config.learning_rate == "auto":
             batch = config.on_device("batch_size", device)
             steps, _ = config.steps(len(chunks.train_chunks), batch, config.processes * config.nodes)
-            try:
-                steps_for(steps)
-            except FieldError as exc:
-                notes["learning_rate"] = "would fail: " + exc.named(lambda name: "").strip()
+            if too_short(steps) is not None:
+                notes["learning_rate"] = (f"→ the rate for the model's size: {steps} steps are too short "
+                                          "for a range test")
         self.post_message(Adjusted(notes))
 
     @on(Adjusted)

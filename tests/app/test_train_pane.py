@@ -350,7 +350,8 @@ async def test_an_auto_learning_rate_runs_range_test_is_charted(home: Path, tiny
         await wait_for(lambda: app.query_one("#lr-plot").display, 10, pilot)
         drawn = str(app.query_one("#lr-plot").render())
         assert "range test" in drawn and "rate" in drawn and "1e-5" in drawn and "log10" not in drawn
-        await wait_for(lambda: f"lr auto → {chosen:.2g}" in plain(app, "#run-title"), 10, pilot)
+        await wait_for(lambda: f"learning rate {chosen:.2g}, auto: the loss" in plain(app, "#run-title"), 10,
+                       pilot)
 
 
 async def test_the_form_has_a_key_and_a_stray_key_replaces_no_box(home: Path, tiny_model_dir: Path,
@@ -369,8 +370,8 @@ async def test_the_form_has_a_key_and_a_stray_key_replaces_no_box(home: Path, ti
         assert app.query_one("#t-model", Input).value == f"{tiny_model_dir}y"
 
 
-async def test_auto_rate_with_too_few_steps_is_noted_before_the_run(home: Path, tiny_model_dir: Path,
-                                                                    corpus_jsonl: Path) -> None:
+async def test_auto_rate_on_a_run_too_short_for_a_range_test_is_noted_before_the_run(
+        home: Path, tiny_model_dir: Path, corpus_jsonl: Path) -> None:
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
@@ -383,7 +384,7 @@ async def test_auto_rate_with_too_few_steps_is_noted_before_the_run(home: Path, 
             await pilot.press("ctrl+u", *value)
         await settle(pilot)
         note = plain(app, "#n-learning_rate")
-        assert "would fail" in note and "needs a run of at least 80 steps" in note
+        assert "the rate for the model's size" in note and "too short for a range test" in note
         app.query_one("#t-max_steps", Input).focus()
         await pilot.press(*"100")
         await settle(pilot)

@@ -1,0 +1,191 @@
+"""Does a run with no `--learning-rate` adapt? 150-step runs at fixed rates and at the default.
+
+For each corpus and model: the perplexity drop on the run's held-out test split, and the change of the
+general-English perplexity (the run's own "what it cost"), of a 150-step run at batch 16 (chunks of 128)
+at each fixed rate 2e-5, 5e-5, 1e-4, 3e-4, 1e-3 and at the default (no rate given), with the process CPU
+time of each run. The bar (issue 21): the default's drop is at least 90% of the best drop among the fixed
+rates whose general-text perplexity rises by at most 10%, its own rise is at most 10%, and on the median
+row at least 97%.
+
+    python benchmarks/bench_lr_default.py --foldoc foldoc.jsonl --out benchmarks/lr_default_results.json
+
+Corpora (built here, see README): FOLDOC (technical; `dict-foldoc`'s entries, as `scripts/build_starter.py
+gather` writes them), licence texts (legal; every distinct paragraph of /usr/share/doc/*/copyright) and
+man pages (the DESCRIPTION sections of this machine's man pages, `scripts/build_man_sections.py`).
+Models: `starter` (6 layers), its first 2 layers with its head (`starter-2l`), and `starter` with each
+layer repeated (`starter-12l`, 12 layers). Results are appended to --out as they come, and a rerun skips
+the rows already there; `--table` prints the table of a results file with the fitting rows marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FIXED = [2e-5, 5e-5, 1e-4, 3e-4, 1e-3]
+FIT = {("legal", "starter-2l"), ("legal", "starter")}  # the rows the rule's constants were fitted on
+MAX_RISE = 0.10  # of general-text perplexity
+
+
+def legal_corpus(path: Path) -> Path:
+    """Distinct paragraphs of the installed packages' copyright files, one document each."""
+    if path.exists():
+        return path
+    seen: dict[str, None] = {}
+    for f in sorted(Path("/usr/share/doc").glob("*/copyright")):
+        text = f.read_text(encoding="utf-8", errors="replace")
+        for para in text.split("\n\n"):
+            para = " ".join(para.split())
+            if len(para) >= 200:
+                seen[para] = None
+    with open(path, "w", encoding="utf-8") as fh:
+        for para in seen:
+            fh.write(json.dumps({"text": para}) + "\n")
+    return path
+
+
+def man_corpus(path: Path) -> Path:
+    """The man pages' DESCRIPTION texts (train and test pages alike: the run splits them itself)."""
+    if path.exists():
+        return path
+    built = path.parent / "man-sections"
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" /
+                                        "build_man_sections.py"), str(built)], check=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for name in ("train.jsonl", "test.jsonl"):
+            for line in (built / name).read_text(encoding="utf-8").splitlines():
+                fh.write(json.dumps({"text": json.loads(line)["text"]}) + "\n")
+    return path
+
+
+def cut_starter(path: Path, layers: int) -> Path:
+    """`starter` with `layers` encoder layers: its first ones (fewer), or each one repeated (more)."""
+    if (path / "config.json").exists():
+        return path
+    import copy
+
+    from mlm_tui.models import load_model
+
+    handle = load_model("starter")
+    model = handle.model
+    own = list(model.bert.encoder.layer)
+    if layers <= len(own):
+        chosen = own[:layers]
+    else:
+        chosen = [copy.deepcopy(layer) for layer in own for _ in range(layers // len(own))]
+    model.bert.encoder.layer = type(model.bert.encoder.layer)(chosen)
+    model.config.num_hidden_layers = len(chosen)
+    model.save_pretrained(path)
+    handle.tokenizer.save_pretrained(path)
+    return path
+
+
+def one_run(corpus: Path, model: str, rate: float | None, args: argparse.Namespace) -> dict:
+    from accelerate.state import AcceleratorState
+
+    from mlm_tui.lifecycle import TrainingRun
+    from mlm_tui.run_settings import TrainConfig
+
+    AcceleratorState._reset_state()
+    given = {} if rate is None else {"learning_rate": rate}
+    config = TrainConfig(corpus=str(corpus), model=model, max_steps=args.steps, batch_size=args.batch_size,
+                         chunk_size=args.chunk_size, test_size=args.test_size, **given)
+    t, cpu = time.perf_counter(), time.process_time()
+    result = TrainingRun(config).run()
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    recorded = json.loads((Path(result["model_path"]).parent / "config.json").read_text())
+    chosen = recorded.get("learning_rate_chosen") or {}
+    return {"before": result["perplexity_before"], "after": result["perplexity_after"],
+            "general_before": result["general_perplexity_before"],
+            "general_after": result["general_perplexity_after"], "wall": wall, "cpu": cpu,
+            "lr": chosen.get("rate", rate), "how": chosen.get("reason", "given"), "run_id": result["run_id"]}
+
+
+def table(rows: list[dict]) -> str:
+    """One line per corpus and model; the verdict waits for every fixed rate and the default."""
+    names = [f"{r:g}" for r in FIXED]
+    out = ["| corpus | model | fit/held out | ppl before | " + " | ".join(names) + " | default | "
+           "default / best allowed drop | default extra CPU | passes |", "|" + "---|" * (len(FIXED) + 8)]
+    groups: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        groups.setdefault((r["corpus"], r["model"]), {})[
+            "default" if r["rate"] is None else f"{r['rate']:g}"] = r
+    shares = []
+    for (corpus, model), runs in sorted(groups.items()):
+        drop = {k: 1 - v["after"] / v["before"] for k, v in runs.items()}
+        rise = {k: v["general_after"] / v["general_before"] - 1 for k, v in runs.items()}
+        cells = [f"-{drop[k]:.1%} / {rise[k]:+.1%}, {runs[k]['cpu']:.0f} s" if k in runs else "not run"
+                 for k in [*names, "default"]]
+        if "default" in runs:
+            cells[-1] += f" at {runs['default']['lr']:.1e}"
+        allowed = [k for k in names if k in runs and rise[k] <= MAX_RISE]
+        share = extra = verdict = "-"
+        if "default" in runs and len([k for k in names if k in runs]) == len(names) and allowed:
+            best = max(allowed, key=drop.__getitem__)
+            ratio = drop["default"] / drop[best]
+            shares.append(ratio)
+            extra = f"{runs['default']['cpu'] / statistics.median(runs[k]['cpu'] for k in names) - 1:+.0%}"
+            share = f"{ratio:.0%} (of {best})"
+            verdict = "yes" if ratio >= 0.9 and rise["default"] <= MAX_RISE else "no"
+        fit = "fit" if (corpus, model) in FIT else "held out"
+        out.append(f"| {corpus} | {model} | {fit} | {runs[next(iter(runs))]['before']:.1f} | "
+                   + " | ".join(cells) + f" | {share} | {extra} | {verdict} |")
+    if shares:
+        out.append(f"\nmedian share over {len(shares)} complete rows: {statistics.median(shares):.0%} "
+                   "(bar 97%)")
+    out.append("cells: perplexity drop on the test split / general-English perplexity change, process CPU "
+               "time")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--foldoc", type=Path, required=True, help="foldoc.jsonl")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mlm-lr-default"),
+                        help="built corpora and models")
+    parser.add_argument("--out", type=Path, default=Path("lr_default.json"))
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--chunk-size", type=int, default=128)
+    parser.add_argument("--test-size", type=int, default=100)
+    parser.add_argument("--only", nargs="*", default=None, help="corpus/model pairs: foldoc/starter ...")
+    parser.add_argument("--rates", nargs="+", default=[*map(str, FIXED), "default"], help="in this order")
+    parser.add_argument("--table", nargs="+", type=Path, help="print the table of these files, exit")
+    args = parser.parse_args()
+    if args.table:
+        print(table([row for path in args.table for row in json.loads(path.read_text())]))
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLM_TUI_HOME", str(args.work / "home"))
+    corpora = {"legal": legal_corpus(args.work / "legal.jsonl"), "foldoc": args.foldoc,
+               "man": man_corpus(args.work / "man.jsonl")}
+    models = {"starter-2l": str(cut_starter(args.work / "starter-2l", 2)), "starter": "starter",
+              "starter-12l": str(cut_starter(args.work / "starter-12l", 12))}
+    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    done = {(r["corpus"], r["model"], "default" if r["rate"] is None else f"{r['rate']:g}") for r in rows}
+    pairs = args.only or [f"{c}/{m}" for m in models for c in corpora]
+    for pair in pairs:
+        cname, mname = pair.split("/")
+        for name in args.rates:
+            rate = None if name == "default" else float(name)
+            if (cname, mname, "default" if rate is None else f"{rate:g}") in done:
+                continue
+            row = {"corpus": cname, "model": mname, "rate": rate,
+                   **one_run(corpora[cname], models[mname], rate, args)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            args.out.write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
