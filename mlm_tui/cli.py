@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from mlm_tui import atomic
 from mlm_tui.errors import FieldError, MlmError, UsageError, first_line, told
+from mlm_tui.fill import TOP_K
 from mlm_tui.progress import format_bytes, format_duration, print_event, say
 from mlm_tui.run_settings import (
     CORPUS_SETTINGS,
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fill", help="top-k fills for every [MASK] in TEXT")
     p.add_argument("text")
-    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--top-k", type=_positive_int, default=TOP_K, help=f"fills per mask (default: {TOP_K})")
     common(p)
 
     p = sub.add_parser("chunks", help="tokenize a corpus and cut it into chunks; print the counts")
@@ -197,12 +198,7 @@ def cmd_fill(args: argparse.Namespace) -> None:
     require_mask(args.text, args.model)
     handle = load_model(args.model, allow_pickle=args.allow_pickle)
     result = handle.fill(args.text, top_k=args.top_k)
-    lines = []
-    for n, mask in enumerate(result.masks, 1):
-        lines.append(f"mask {n} (token {mask.index}):")
-        lines += [f"  {f.score * 100:5.1f}%  {printable(f.token):<15} {printable(f.sequence)}"
-                  for f in mask.fills]
-    _emit(args, result.to_dict(), "\n".join(lines))
+    _emit(args, result.to_dict(), result.as_text())
 
 
 def _hub(args: argparse.Namespace) -> Any:

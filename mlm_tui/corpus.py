@@ -193,6 +193,7 @@ def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
         if row is not None:  # None: a broken first line, which the reader fails on and `_check_json` names
             texts = [k for k, v in row.items() if isinstance(v, str)]
             _require_field(list(row), text_field, str(path), texts)
+            _require_text(_json_kind(row[text_field]), text_field, str(path), texts)
         parse = pa_json.ParseOptions(explicit_schema=pa.schema([(text_field, pa.string())]),
                                      unexpected_field_behavior="ignore")
         # Whole lines, a block at a time, each parsed as one Arrow block: Arrow's own streaming reader
@@ -204,21 +205,49 @@ def _arrow_batches(path: Path, kind: str, text_field: str) -> Iterator[Any]:
                 yield from pa_json.read_json(pa.py_buffer(data), read, parse).to_batches()
     elif kind == "csv":
         with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-            _require_field(next(csv.reader(fh), []), text_field, str(path))
+            names = next(csv.reader(fh), [])
+        kinds = _csv_kinds(path)
+        texts = [n for n, k in kinds.items() if k in TEXT_TYPES] if kinds is not None else None
+        _require_field(names, text_field, str(path), texts)
+        if kinds is not None and text_field in kinds:
+            if kinds[text_field] in ("binary", "large_binary"):  # what Arrow makes of bytes not UTF-8
+                _check_utf8(path)
+            _require_text(kinds[text_field], text_field, str(path), texts)
         yield from _csv_batches(path, text_field)
     else:
         import pyarrow.parquet as pa_parquet
 
         parquet = pa_parquet.ParquetFile(path)
         schema = parquet.schema_arrow
-        texts = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        texts = [f.name for f in schema if str(f.type) in TEXT_TYPES]
         _require_field(schema.names, text_field, str(path), texts)
+        _require_text(str(schema.field(text_field).type), text_field, str(path), texts)
         # Rows per batch from the file's size per row: compressed, so a batch holds a few blocks of text.
         rows = max(1, BLOCK_BYTES * parquet.metadata.num_rows // max(1, path.stat().st_size))
         yield from parquet.iter_batches(batch_size=rows, columns=[text_field])
 
 
 CSV_MAX_BLOCK = 1 << 30  # Arrow's limit is 2 GB; a cell beyond this is not text anyone trains on
+
+
+def _csv_parse() -> Any:
+    import pyarrow.csv as pa_csv
+
+    return pa_csv.ParseOptions(newlines_in_values=True)  # multi-line tickets, comments...
+
+
+def _csv_kinds(path: Path) -> dict[str, str] | None:
+    """The type Arrow infers for each column from the first block (numbers there mean a column that is not
+    text); None when the first row is longer than a block: a cell that size is text, and the reader copes."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    try:
+        inferred = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
+                                   parse_options=_csv_parse())
+    except pa.ArrowInvalid:
+        return None
+    return {f.name: str(f.type) for f in inferred.schema}
 
 
 def _csv_batches(path: Path, text_field: str) -> Iterator[Any]:
@@ -231,17 +260,7 @@ def _csv_batches(path: Path, text_field: str) -> Iterator[Any]:
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    parse = pa_csv.ParseOptions(newlines_in_values=True)  # multi-line tickets, comments...
-    try:  # the type Arrow infers from the first block: numbers there mean the wrong column
-        inferred = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
-                                   parse_options=parse,
-                                   convert_options=pa_csv.ConvertOptions(include_columns=[text_field]))
-        kind = str(inferred.schema.field(text_field).type)
-        if kind in ("binary", "large_binary"):  # what Arrow makes of bytes that are not UTF-8
-            _check_utf8(path)
-        _require_text(kind, text_field, str(path))
-    except pa.ArrowInvalid:
-        pass  # a first row longer than a block: a cell that size is text, and the reader below copes
+    parse = _csv_parse()
     convert = pa_csv.ConvertOptions(include_columns=[text_field], column_types={text_field: pa.string()})
     block, done = BLOCK_BYTES, 0
     while True:
@@ -275,6 +294,9 @@ def _first_json_row(path: Path) -> dict[str, Any] | None:
     return {}
 
 
+TEXT_TYPES = ("string", "large_string", "string_view")  # Arrow's types of a column of text
+
+
 def _require_field(names: list[str], text_field: str, where: str,
                    text_columns: list[str] | None = None) -> None:
     """Refuse a corpus without the text column, naming the columns that hold text (all, if unknown)."""
@@ -285,12 +307,24 @@ def _require_field(names: list[str], text_field: str, where: str,
                                "pick one with {field}", columns)
 
 
-def _require_text(kind: str, text_field: str, where: str) -> None:
-    """Refuse a column of numbers, dates or lists by its type, instead of calling the corpus empty."""
-    if kind in ("string", "large_string", "string_view", "null"):
+def _require_text(kind: str, text_field: str, where: str, text_columns: list[str] | None = None) -> None:
+    """Refuse a column of numbers, dates or lists by its type, instead of calling the corpus empty; name
+    the columns that hold text when they are known. A column of nulls only (Arrow's `null`, from a first
+    block of empty cells) passes: its text may come later."""
+    if kind in (*TEXT_TYPES, "null"):
         return
-    raise FieldError("text_field", f"{where}: the text field {text_field!r} holds {kind}, not text; pick "
-                     "another with {field}")
+    columns = [n for n in text_columns or () if n and n != text_field]
+    listed = f" (text fields: {', '.join(columns) or 'none'})" if text_columns is not None else ""
+    raise MissingTextField(f"{where}: the text field {text_field!r} holds {kind}, not text{listed}; pick "
+                           "another with {field}", columns)
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value's type in Arrow's words (what its reader would make of it), for `_require_text`."""
+    if value is None or isinstance(value, str):
+        return "null" if value is None else "string"
+    kinds = ((bool, "bool"), (int, "int64"), (float, "double"), (list, "list"), (dict, "struct"))
+    return next(name for kind, name in kinds if isinstance(value, kind))
 
 
 def _load_with_datasets(path: Path, kind: str, text_field: str) -> list[str]:
@@ -333,7 +367,7 @@ def _check_json(path: Path) -> None:
 def _column(ds: Any, text_field: str, where: str) -> list[str]:
     """The text column of a `datasets.Dataset` or an Arrow record batch, empty documents left out."""
     features = getattr(ds, "features", None) or {}
-    text_columns = [n for n, f in features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
+    text_columns = [n for n, f in features.items() if getattr(f, "dtype", None) in TEXT_TYPES]
     _require_field(ds.column_names, text_field, where, text_columns if features else None)
     schema = getattr(ds, "schema", None)  # an Arrow batch; a Dataset describes its columns as features
     if schema is not None:
@@ -341,7 +375,7 @@ def _column(ds: Any, text_field: str, where: str) -> list[str]:
     else:
         feature = ds.features[text_field]
         kind = str(getattr(feature, "dtype", feature))
-    _require_text(kind, text_field, where)
+    _require_text(kind, text_field, where, text_columns if features else None)
     values = ds[text_field]
     values = values.to_pylist() if hasattr(values, "to_pylist") else values
     return [t for t in values if isinstance(t, str) and t.strip()]
@@ -436,8 +470,8 @@ def _dataset_batches(ds: Any, text_field: str, where: str) -> Iterator[list[str]
             if not isinstance(text, str):
                 if text is None:
                     continue
-                raise FieldError("text_field", f"{where}: the text field {text_field!r} holds "
-                                 f"{type(text).__name__}, not text; pick another with {{field}}")
+                texts = [k for k, v in rows.items() if v and isinstance(v[0], str)]
+                _require_text(_json_kind(text), text_field, where, texts)
             if text.strip():
                 docs.append(text)
                 size += len(text)

@@ -46,8 +46,9 @@ def in_words(name: str) -> str:
 
 
 class MissingTextField(FieldError):
-    """A corpus without the asked-for text column. `columns` are the ones that hold text, so that the
-    workbench can offer them to pick from."""
+    """A corpus without the asked-for text column, or whose column of that name holds no text (numbers).
+    `columns` are the ones that hold text, so that the workbench can offer them, and only them, to pick
+    from."""
 
     def __init__(self, message: str, columns: list[str]) -> None:
         super().__init__("text_field", message)

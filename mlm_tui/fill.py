@@ -13,6 +13,8 @@ from mlm_tui.errors import FieldError, UsageError
 from mlm_tui.textsafe import printable
 
 MASK_ALIAS = "[MASK]"
+TOP_K = 5  # fills per mask unless asked for more (`fill --top-k`, the Fill pane's setting)
+TOP_K_CHOICES = (5, 10, 20)  # what the Fill pane's key cycles through
 
 
 @dataclass
@@ -39,6 +41,16 @@ class FillResult:
     def to_dict(self) -> dict:
         return {"model": self.model, "text": self.text, "masks": [asdict(m) for m in self.masks]}
 
+    def as_text(self, top_k: int | None = None) -> str:
+        """Each mask's fills as `mlm-tui fill` prints them (the Fill pane copies the same text); the first
+        `top_k` of each when given (a result fetched deeper, for comparing, than it is shown)."""
+        lines = []
+        for n, mask in enumerate(self.masks, 1):
+            lines.append(f"mask {n} (token {mask.index}):")
+            lines += [f"  {f.score * 100:5.1f}%  {printable(f.token):<15} {printable(f.sequence)}"
+                      for f in mask.fills[:top_k]]
+        return "\n".join(lines)
+
 
 NO_MASK = f"no {MASK_ALIAS} in the text: put {MASK_ALIAS} where a word should be predicted"
 
@@ -48,7 +60,7 @@ def normalise(text: str, mask_token: str) -> str:
     return text.replace(MASK_ALIAS, mask_token) if mask_token != MASK_ALIAS else text
 
 
-def fill(model: Any, tokenizer: Any, text: str, top_k: int = 5, *, device: str = "cpu",
+def fill(model: Any, tokenizer: Any, text: str, top_k: int = TOP_K, *, device: str = "cpu",
          name: str = "") -> FillResult:
     """The fills of a loaded model and its tokenizer (`models.ModelHandle.fill` passes its own, under its
     lock); `name` is the model's, for the result."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlm_tui.errors import FieldError, MlmError, UsageError, first_line
-from mlm_tui.fill import MASK_ALIAS, NO_MASK
+from mlm_tui.fill import MASK_ALIAS, NO_MASK, TOP_K
 from mlm_tui.home import configure_hf_environment, quiet_transformers
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ class ModelHandle:
     device: str = "cpu"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def fill(self, text: str, top_k: int = 5) -> FillResult:
+    def fill(self, text: str, top_k: int = TOP_K) -> FillResult:
         from mlm_tui.fill import fill
 
         with self._lock:

@@ -282,9 +282,9 @@ class VocabReport:
         """Every word seen at least `min_count` times, ranked as `top` is (the Vocabulary pane's table)."""
         return self.counts.words(self.min_count)
 
-    def chunks_holding(self, word: WordStat, chunk_size: int) -> dict[str, np.ndarray]:
-        """Per split, the chunks in which `word` begins (see `chunks_holding`)."""
-        return chunks_holding(self.counts.splits, word.ids, self.counts.vocabulary, chunk_size)
+    def occurrences(self, word: WordStat, chunk_size: int) -> dict[str, np.ndarray]:
+        """Per split, where `word` begins in the chunks of `chunk_size` (see `occurrences`)."""
+        return occurrences(self.counts.splits, word.ids, self.counts.vocabulary, chunk_size)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"corpus": self.corpus, "model": self.model, **self.figures.to_dict(),
@@ -405,16 +405,14 @@ def word_positions(split: TokenizedSplit, word_ids: Sequence[int], vocabulary: V
     return at[begins & ends]
 
 
-def chunks_holding(splits: dict[str, TokenizedSplit], word_ids: Sequence[int], vocabulary: Vocabulary,
-                   chunk_size: int) -> dict[str, np.ndarray]:
-    """The chunks (indices into each split's `chunks(chunk_size)`) where the word begins, as a whole
-    word. A word cut by a chunk boundary counts for the chunk it begins in; words in the dropped
-    remainder for none."""
-    out: dict[str, np.ndarray] = {}
-    for name, split in splits.items():
-        limit = (split.tokens // chunk_size) * chunk_size
-        out[name] = np.unique(word_positions(split, word_ids, vocabulary, limit) // chunk_size)
-    return out
+def occurrences(splits: dict[str, TokenizedSplit], word_ids: Sequence[int], vocabulary: Vocabulary,
+                chunk_size: int) -> dict[str, np.ndarray]:
+    """Per split, the token positions (ascending) where the word begins as a whole word, in the split's
+    chunks of `chunk_size`: position // chunk_size is the chunk (an index into `chunks(chunk_size)`), and a
+    word cut by a chunk boundary counts for the chunk it begins in; words in the dropped remainder for
+    none."""
+    return {name: word_positions(split, word_ids, vocabulary, (split.tokens // chunk_size) * chunk_size)
+            for name, split in splits.items()}
 
 
 def reference_documents() -> list[str]:

@@ -14,7 +14,7 @@ from conftest import SENTENCES, write_jsonl
 
 from mlm_tui import vocab
 from mlm_tui.chunking import ChunkTokenizer, encode_documents, tokenize_corpus
-from mlm_tui.vocab import Vocabulary, chunks_holding, count_words, vocab_report
+from mlm_tui.vocab import Vocabulary, count_words, occurrences, vocab_report
 
 
 def _text(seed: int, n: int) -> list[str]:
@@ -204,7 +204,7 @@ def test_words_are_what_whole_word_masking_masks_together(built):
     assert masked.any()
 
 
-def test_chunks_holding_finds_whole_words_only(built, tmp_path):
+def test_occurrences_are_of_whole_words_only(built, tmp_path):
     _, tok, marker = built
     tokenizer = ChunkTokenizer(tok, None)
     folder = tmp_path / "corpus"
@@ -221,14 +221,14 @@ def test_chunks_holding_finds_whole_words_only(built, tmp_path):
     firsts = {w.ids[0] for w in words if len(w.ids) > 1}
     piece = next(w for w in words if len(w.ids) == 1 and w.ids[0] in firsts)
     for target in (word, piece):
-        found = chunks_holding(splits, target.ids, vocabulary, chunk_size=32)
+        found = occurrences(splits, target.ids, vocabulary, chunk_size=32)
         for name, split in splits.items():
             bounds = np.cumsum(split.doc_lengths)
             docs_ids = np.split(np.asarray(split.ids), bounds[:-1])
             limit = len(split.chunks(32)) * 32
-            expected = {pos // 32 for pos, w in _walk(tok, marker, [d.tolist() for d in docs_ids])
+            expected = {pos for pos, w in _walk(tok, marker, [d.tolist() for d in docs_ids])
                         if w == target.ids and pos < limit}
-            assert set(found[name].tolist()) == expected, (name, target.word)
+            assert set(found[name].tolist()) == expected, (name, target.word)  # each chunk: position // 32
         assert sum(len(v) for v in found.values()) > 0
 
 

@@ -11,7 +11,8 @@ settings are the app's (`shared`): the pane posts what it opened or changed, and
 
 from __future__ import annotations
 
-from dataclasses import replace
+import bisect
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,12 +24,15 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, Static
 
-from mlm_tui.app.render import chunk_text, fate_legend, short_ref
+from mlm_tui.app.render import WORD_STYLE, chunk_text, fate_legend, short_ref
 from mlm_tui.app.shared import CorpusOpened, Masking, MaskingChanged, OpenCorpus
-from mlm_tui.errors import MissingTextField, first_line
+from mlm_tui.errors import MissingTextField, told
+from mlm_tui.run_settings import label as form_label
 from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mlm_tui.chunking import TokenizedSplit
     from mlm_tui.vocab import VocabReport, WordStat
 
@@ -45,6 +49,39 @@ class CorpusReady(Message):
         super().__init__()
         self.request, self.tokenizer, self.tables = request, tokenizer, tables
         self.splits, self.error, self.columns = splits, error, columns
+
+
+def named(name: str) -> str:
+    """A setting as this pane's messages name it: the text column by its key here, the others by their
+    Train form labels (never the CLI's flags)."""
+    return "the Text column key (f)" if name == "text_field" else form_label(name)
+
+
+@dataclass(frozen=True)
+class FoundWord:
+    """A word looked up from the Words pane: where it begins in each split's chunks, and the chunks that
+    hold it, in split order (what n and p step through)."""
+
+    word: str
+    length: int  # its tokens
+    at: dict[str, np.ndarray]  # token positions, per split
+    places: list[tuple[str, int]]  # (split, chunk index)
+
+    @classmethod
+    def of(cls, word: WordStat, report: VocabReport, chunk_size: int) -> FoundWord:
+        import numpy as np
+
+        at = report.occurrences(word, chunk_size)
+        places = [(name, int(chunk)) for name, found in at.items()
+                  for chunk in np.unique(found // chunk_size)]
+        return cls(word.word, len(word.ids), at, places)
+
+    def marked(self, split: str, index: int, chunk_size: int) -> set[int]:
+        """The positions in chunk `index` of `split` that are the word's tokens."""
+        start = index * chunk_size
+        found = self.at[split]
+        begins = found[(found >= start) & (found < start + chunk_size)] - start
+        return {int(b) + k for b in begins for k in range(self.length) if b + k < chunk_size}
 
 
 class ChunkView(VerticalScroll, can_focus=True, inherit_bindings=False):
@@ -64,8 +101,13 @@ class ChunkView(VerticalScroll, can_focus=True, inherit_bindings=False):
 
 class ChunksPane(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("right,n", "move(1)", "Next", tooltip="next chunk"),
-        Binding("left,p", "move(-1)", "Prev", tooltip="previous chunk"),
+        Binding("right", "move(1)", "Next", tooltip="next chunk"),
+        Binding("left", "move(-1)", "Prev", tooltip="previous chunk"),
+        Binding("n", "step(1)", "Next", show=False,
+                tooltip="next chunk; after enter on a word in Words, the next chunk that holds it"),
+        Binding("p", "step(-1)", "Prev", show=False,
+                tooltip="previous chunk; after a word in Words, the previous one that holds it"),
+        Binding("escape", "leave_word", "Every chunk", tooltip="n/p step through every chunk again"),
         Binding("m", "toggle_masking", "Mask", tooltip="preview what the collator does to the chunk"),
         Binding("g", "jump", "Jump", tooltip="go to chunk number…"),
         Binding("o", "app.open_corpus", "Open", show=False, tooltip="open another corpus"),
@@ -92,7 +134,9 @@ class ChunksPane(Vertical):
         self.index = 0
         self.masking = Masking()  # as the app gave it
         self.preview = False  # the masking preview is on
-        self.found: tuple[str, int] | None = None  # the word the Vocabulary pane jumped to, for the title
+        self.found: FoundWord | None = None  # the word the Words pane looked up, while n/p step through it
+        # A corpus that did not open for want of its text column: (corpus, column asked, text columns)
+        self.unpicked: tuple[str, str, list[str]] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text("No corpus open: press o (or ctrl+o) to open one."), id="corpus-line")
@@ -126,6 +170,7 @@ class ChunksPane(Vertical):
     def use_corpus(self, opened: OpenCorpus) -> None:
         """Show the corpus the app holds (the one this pane just opened)."""
         self.opened = opened
+        self.found = None
         self.tokenizer_ref = opened.tokenizer_ref
         if self.split not in opened.splits:
             self.split = "train" if "train" in opened.splits else next(iter(opened.splits))
@@ -137,6 +182,7 @@ class ChunksPane(Vertical):
         """Show chunks and their masking as the app's settings say (the Train form's, or this pane's keys)."""
         if masking.chunk_size != self.masking.chunk_size:
             self.index = 0
+            self.found = None  # its chunks are other chunks now
         self.masking = masking
         if self.is_mounted:
             self.show()
@@ -179,10 +225,10 @@ class ChunksPane(Vertical):
                                      cancelled=lambda: worker.is_cancelled)
             tables = TokenTables.from_tokenizer(tokenizer)
         except MissingTextField as exc:
-            self.post_message(CorpusReady(request, None, None, None, str(exc), exc.columns))
+            self.post_message(CorpusReady(request, None, None, None, told(exc, named), exc.columns))
             return
         except Exception as exc:  # a bad corpus or tokenizer is a message in the app, never a crash
-            self.post_message(CorpusReady(request, None, None, None, first_line(exc)))
+            self.post_message(CorpusReady(request, None, None, None, told(exc, named)))
             return
         if not worker.is_cancelled:
             self.post_message(CorpusReady(request, tokenizer, tables, splits, None))
@@ -203,9 +249,11 @@ class ChunksPane(Vertical):
             self.app.notify(event.error or "", title="Corpus not opened", severity="error", timeout=8,
                             markup=False)
             self._show_corpus_line()
+            self.unpicked = (corpus, field, event.columns) if event.columns is not None else None
             if event.columns:
                 self._pick_text_field(corpus, field, event.columns)
             return
+        self.unpicked = None
         self.post_message(CorpusOpened(OpenCorpus(corpus, field, ref, event.tokenizer, event.tables,
                                                   event.splits)))
 
@@ -216,8 +264,8 @@ class ChunksPane(Vertical):
             if column is not None:
                 self.open(corpus, text_field=column)
 
-        self.app.push_screen(PickScreen(f"{short_ref(corpus)} has no column {field!r}: which one holds "
-                                        "the text?", columns), chosen)
+        self.app.push_screen(PickScreen(f"Which column of {short_ref(corpus)} holds the text? (not "
+                                        f"{field!r})", columns), chosen)
 
     # -- showing --------------------------------------------------------------------------------------
     def _show_corpus_line(self) -> None:
@@ -250,16 +298,16 @@ class ChunksPane(Vertical):
         self._show_chunk()
 
     def show_word(self, word: WordStat, report: VocabReport) -> None:
-        """Go to the first chunk holding `word` (from the Vocabulary pane), in this split if it has one."""
-        holding = report.chunks_holding(word, self.chunk_size)
-        splits = [self.split, *(name for name in holding if name != self.split)]
-        for name in splits:
-            if len(holding.get(name, ())):
-                self.split, self.index = name, int(holding[name][0])
-                self.found = (word.word, sum(len(v) for v in holding.values()))
-                self._show_chunk()
-                return
-        self.app.notify(f"No whole chunk of {self.chunk_size} tokens holds {word.word!r}.", markup=False)
+        """Go to the first chunk holding `word` (from the Words pane), in this split if it has one; n and p
+        then step through every chunk that holds it."""
+        found = FoundWord.of(word, report, self.chunk_size)
+        if not found.places:
+            self.app.notify(f"No whole chunk of {self.chunk_size} tokens holds {word.word!r}.", markup=False)
+            return
+        self.found = found
+        self.split, self.index = next((p for p in found.places if p[0] == self.split), found.places[0])
+        self.refresh_bindings()
+        self._show_chunk()
 
     def _chunks(self) -> Any:
         return self.splits[self.split].chunks(self.chunk_size)
@@ -278,9 +326,17 @@ class ChunksPane(Vertical):
         assert opened is not None
         special = [bool(opened.tables.special[i]) for i in ids]
         head = Text(f"{self.split} chunk {self.index + 1:,} of {len(chunks):,}", style="bold")
-        if self.found is not None:
-            head.append(f" · holds {printable(self.found[0])!r} ({self.found[1]:,} chunks do)")
-            self.found = None
+        marked: set[int] = set()
+        if (found := self.found) is not None:
+            place = (self.split, self.index)
+            word = Text(printable(found.word), style=WORD_STYLE)
+            if place in found.places:
+                marked = found.marked(self.split, self.index, self.chunk_size)
+                head.append(f" · chunk {found.places.index(place) + 1:,} of {len(found.places):,} holding ")
+            else:
+                head.append(" · not one of the chunks holding ")
+            head.append("'").append_text(word).append("'")
+            head.append(" · n/p: the others", style="dim")  # esc (every chunk) is in the footer
         fates = None
         if self.preview:
             fates, summary = self._preview(ids)
@@ -288,7 +344,7 @@ class ChunksPane(Vertical):
         self.query_one("#fate-legend").display = self.preview
         from mlm_tui.chunking import decode
 
-        body.update(chunk_text(lambda part: decode(opened.tokenizer, part), ids, special, fates))
+        body.update(chunk_text(lambda part: decode(opened.tokenizer, part), ids, special, fates, marked))
         title.update(head)
 
     def _preview(self, ids: list[int]) -> tuple[list[tuple[str, str] | None], str]:
@@ -332,6 +388,36 @@ class ChunksPane(Vertical):
         if self._ready_for_keys():
             self.index += step
             self._show_chunk()
+
+    def action_step(self, step: int) -> None:
+        """The next (or previous) chunk; after a word from the Words pane, the next one holding it."""
+        found = self.found
+        if found is None:
+            self.action_move(step)
+            return
+        order = list(self.splits)
+        here = (order.index(self.split), self.index)
+        keys = [(order.index(name), index) for name, index in found.places]
+        i = bisect.bisect_right(keys, here) if step > 0 else bisect.bisect_left(keys, here) - 1
+        if not 0 <= i < len(keys):
+            self.app.notify(f"No {'later' if step > 0 else 'earlier'} chunk holds {found.word!r} "
+                            f"({len(keys):,} do).", timeout=3, markup=False)
+            return
+        self.split, self.index = found.places[i]
+        self._show_chunk()
+
+    def action_leave_word(self) -> None:
+        self._leave_word()
+        self._show_chunk()
+
+    def _leave_word(self) -> None:
+        self.found = None
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "leave_word":
+            return self.found is not None  # escape does nothing else here; the footer shows it only then
+        return True
 
     def action_next_split(self) -> None:
         if self._ready_for_keys():
@@ -413,6 +499,11 @@ class ChunksPane(Vertical):
                                           self.tokenizer_ref, paths=True), change)
 
     def action_text_field(self) -> None:
+        """Pick the corpus's text column: among the text columns of one that did not open for want of it,
+        else by name for the open corpus."""
+        if self.unpicked is not None and self.unpicked[2]:
+            self._pick_text_field(*self.unpicked)
+            return
         if not self._ready_for_keys() or self.opened is None:
             return
         from mlm_tui.app.prompt import PromptScreen

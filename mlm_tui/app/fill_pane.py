@@ -17,9 +17,10 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Input, Static
 
-from mlm_tui.app.render import TOP_K, fills_text, short_ref
+from mlm_tui.app.render import fills_text, short_ref
+from mlm_tui.app.widgets import TextBox
 from mlm_tui.errors import MlmError, first_line
-from mlm_tui.fill import MASK_ALIAS
+from mlm_tui.fill import MASK_ALIAS, TOP_K
 
 if TYPE_CHECKING:
     from mlm_tui.fill import FillResult
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from mlm_tui.models import ModelHandle
 
 DEBOUNCE_S = 0.12
-# Fills fetched per mask when comparing, so a top-5 fill's score in the other model is known.
+# Fills fetched per mask when comparing (at least), so a shown fill's score in the other model is known.
 COMPARE_DEPTH = 50
 
 
@@ -51,6 +52,9 @@ class FillPane(Vertical):
         Binding("ctrl+r", "pick_history", "History", tooltip="pick a sentence typed in this session"),
         Binding("ctrl+l", "app.switch_model", "Model", tooltip="load another model"),
         Binding("f4", "app.compare_model", "Compare", tooltip="a second model's fills beside the first"),
+        Binding("ctrl+n", "app.cycle_top_k", "Top-k", tooltip="fills per mask: 5, 10 or 20 (remembered)"),
+        Binding("ctrl+y", "copy_fills", "Copy",
+                tooltip="copy the fills as text (as mlm-tui fill prints them)"),
         Binding("enter", "keep", "Keep", show=False, tooltip="add the sentence to the history"),
         Binding("escape", "cancel_load", "Stop loading", tooltip="stop waiting for a model that loads"),
         Binding("pagedown", "scroll_fills(1)", "Page down", show=False,
@@ -58,9 +62,11 @@ class FillPane(Vertical):
         Binding("pageup", "scroll_fills(-1)", "Page up", show=False, tooltip="scroll the fills up"),
     ]
 
-    def __init__(self, history: History, **kwargs: Any) -> None:
+    def __init__(self, history: History, top_k: int = TOP_K, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.history = history
+        self.top_k = top_k  # fills shown per mask: the app's setting
+        self.shown: tuple[FillResult, FillResult | None] | None = None  # the fills on show, for copying
         self.handles: dict[str, ModelHandle | None] = {"main": None, "compare": None}
         self.refs: dict[str, str | None] = {"main": None, "compare": None}
         self.loading: dict[str, int] = {}  # role -> the load's token; a result with another token is dropped
@@ -71,7 +77,7 @@ class FillPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="model-line")
-        yield Input(placeholder=f"Type a sentence with {MASK_ALIAS}, e.g. This is a great {MASK_ALIAS}.",
+        yield TextBox(placeholder=f"Type a sentence with {MASK_ALIAS}, e.g. This is a great {MASK_ALIAS}.",
                     id="sentence")
         yield Static(id="fill-hint", classes="hint")
         with Horizontal(id="fill-results"):
@@ -190,7 +196,7 @@ class FillPane(Vertical):
         main, compare = self.handles["main"], self.handles["compare"]
         if main is None or request != self.request:
             return
-        depth = COMPARE_DEPTH if compare is not None else TOP_K
+        depth = max(COMPARE_DEPTH, self.top_k) if compare is not None else self.top_k
         try:
             main_result = main.fill(text, top_k=depth)
             compare_result = compare.fill(text, top_k=depth) if compare is not None else None
@@ -208,13 +214,37 @@ class FillPane(Vertical):
             self._clear_results()
             return
         self._hint("")
+        self.shown = (event.main, event.compare)
         main_title = short_ref(self.refs["main"] or "")
         compact = event.compare is not None  # two columns side by side still fit 80 columns
-        self.query_one("#fills-main", Static).update(fills_text(event.main, main_title, compact=compact))
+        self.query_one("#fills-main", Static).update(fills_text(event.main, main_title, top_k=self.top_k,
+                                                                compact=compact))
         if event.compare is not None:
             title = f"{short_ref(self.refs['compare'] or '')} (pp vs {main_title})"
             self.query_one("#fills-compare", Static).update(
-                fills_text(event.compare, title, event.main, compact=True))
+                fills_text(event.compare, title, event.main, top_k=self.top_k, compact=True))
+
+    def set_top_k(self, top_k: int) -> None:
+        """Show this many fills per mask (the app's setting changed), for the sentence on show too."""
+        self.top_k = top_k
+        self.refresh_fills()
+
+    def action_copy_fills(self) -> None:
+        """The fills on show to the clipboard as plain text, each model's as `mlm-tui fill` prints them."""
+        if self.shown is None:
+            self.app.notify(f"No fills to copy yet: type a sentence with {MASK_ALIAS}.", severity="warning")
+            return
+        main, compare = self.shown
+        if compare is None:
+            text = main.as_text(self.top_k)
+        else:
+            text = "\n\n".join(f"{short_ref(result.model)}:\n{result.as_text(self.top_k)}"
+                                for result in (main, compare))
+        self.app.copy_to_clipboard(text)
+        masks = f"{len(main.masks)} mask{'s' if len(main.masks) != 1 else ''}"
+        models = " and ".join(short_ref(r.model) for r in self.shown if r is not None)
+        self.app.notify(f"Copied the top {self.top_k} fills of {masks} ({models}) as text, "
+                        f"{len(text.splitlines())} lines.", markup=False)
 
     def action_scroll_fills(self, pages: int) -> None:
         """Page the fills from the sentence box, which keeps the focus (and the typing)."""
@@ -228,6 +258,7 @@ class FillPane(Vertical):
         self.query_one("#fill-hint", Static).update(Text(text))
 
     def _clear_results(self) -> None:
+        self.shown = None
         self.query_one("#fills-main", Static).update("")
         self.query_one("#fills-compare", Static).update("")
 

@@ -15,6 +15,8 @@ from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Input, Label, OptionList
 
+from mlm_tui.app.widgets import TextBox
+
 
 class PathSuggester(Suggester):
     """Completes the last path component from the file system (accept with the right arrow)."""
@@ -55,7 +57,7 @@ class PromptScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
-            yield Input(self.value, placeholder=self.placeholder,
+            yield TextBox(self.value, placeholder=self.placeholder,
                         suggester=PathSuggester() if self.paths else None, id="prompt-input")
             hint = "enter: ok · esc: cancel" + (" · →: complete path" if self.paths else "")
             yield Label(hint, classes="dialog-hint")
@@ -110,7 +112,7 @@ class ModelPickScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
-            yield Input(self.value, placeholder="folder, hub id or starter", suggester=PathSuggester(),
+            yield TextBox(self.value, placeholder="folder, hub id or starter", suggester=PathSuggester(),
                         id="prompt-input")
             if self.runs:
                 yield Label("or a finished run (↓ to the list):", classes="dialog-hint")

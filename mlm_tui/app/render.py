@@ -6,13 +6,14 @@ would otherwise be parsed as style tags and vanish.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.cells import set_cell_size
 from rich.text import Text
 
+from mlm_tui.fill import TOP_K
 from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 BAR_WIDTH = 20
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 SPECIAL_STYLE = "bold magenta"
-TOP_K = 5
 
 
 def short_ref(ref: str) -> str:
@@ -111,11 +111,17 @@ def fate_legend() -> Text:
     return out
 
 
+# A word looked up from the Words pane, in the chunks that hold it: reversed, or underlined where the
+# masking preview already styles a token (its fate stays readable).
+WORD_STYLE, WORD_FATE_STYLE = "reverse", "underline"
+
+
 def chunk_text(decode: Callable[[list[int]], str], ids: Sequence[int], special: Sequence[bool],
-               fates: Sequence[tuple[str, str] | None] | None = None) -> Text:
+               fates: Sequence[tuple[str, str] | None] | None = None, marked: Collection[int] = ()) -> Text:
     """A chunk as the tokenizer's own `decode` writes it (as `mlm-tui chunks --show` does), with special
     tokens highlighted and, for a masking preview, each chosen token styled by its fate; a token replaced
-    by a random one is followed by `→replacement`.
+    by a random one is followed by `→replacement`. The tokens at the positions `marked` (a word looked up)
+    stand out too.
 
     Each token's span is found by decoding growing prefixes: the text is exactly `decode(ids)`, and a
     prefix whose decoding is not a prefix of the whole (rare clean-up effects) only leaves that token
@@ -135,6 +141,8 @@ def chunk_text(decode: Callable[[list[int]], str], ids: Sequence[int], special: 
         out.append(full[done:start])
         fate = fates[i] if fates is not None else None
         style = SPECIAL_STYLE if special[i] else FATE_STYLES[fate[0]] if fate is not None else ""
+        if i in marked:
+            style = f"{style} {WORD_FATE_STYLE}" if style else WORD_STYLE
         out.append(full[start:end], style=style)
         if fate is not None and fate[0] == "random" and not special[i]:
             out.append(f"→{fate[1]}", style=FATE_STYLES["random"])

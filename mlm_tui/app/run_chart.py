@@ -16,8 +16,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from rich.console import Console, ConsoleOptions
+from rich.console import RenderResult as RichResult
+from rich.measure import Measurement
+from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import ComposeResult, RenderResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
@@ -30,6 +34,10 @@ COLOURS = [("cyan", "orange"), ("magenta", "red"), ("green", "yellow"), ("blue",
 RICH = {"cyan": "cyan", "orange": "dark_orange", "magenta": "magenta", "red": "red", "green": "green",
         "yellow": "yellow", "blue": "blue", "white": "white"}
 EMPTY = "No run selected: pick one in the runs table, or start one with the form."
+# The cursor's read-out: each value's column heading, (wide, compact), and how it is written.
+READOUT = {"loss": ("loss", "loss"), "smoothed": ("smoothed", "smooth"), "perplexity": ("perplexity", "ppl"),
+           "rate": ("rate", "lr")}
+FORMATS = {"loss": "{:.3f}", "smoothed": "{:.3f}", "perplexity": "{:.2f}", "rate": "{:.1e}"}
 
 
 @dataclass
@@ -74,22 +82,26 @@ class Series:
         """The run id without its date (it is in the runs table): `111500-cd34`."""
         return self.label[9:] if len(self.label) > 9 and self.label[8] == "-" else self.label
 
+    @property
+    def tag(self) -> str:
+        """The run id's own last part (`cd34`): what tells runs apart where even `short` is too wide."""
+        return self.label.rsplit("-", 1)[-1]
+
     def steps(self) -> list[int]:
         return sorted(set(self.loss_steps) | set(self.eval_steps))
 
-    def at(self, step: int) -> str:
-        """The values logged at or last before `step`, for the cursor's read-out."""
-        parts = []
-        for name, steps, values, shown in (
-                ("loss", self.loss_steps, self.losses, "{:.3f}"),
-                ("smoothed", self.loss_steps, smooth(self.losses), "{:.3f}"),
-                ("perplexity", self.eval_steps, self.perplexities, "{:.2f}"),
-                ("rate", self.rate_steps, self.rates, "{:.2g}")):
+    def at(self, step: int) -> dict[str, tuple[float, int]]:
+        """Each value logged at or last before `step`, with the step it was logged at, for the cursor's
+        read-out (perplexity is measured at eval steps only): by READOUT name."""
+        values = {}
+        for name, steps, series in (("loss", self.loss_steps, self.losses),
+                                    ("smoothed", self.loss_steps, smooth(self.losses)),
+                                    ("perplexity", self.eval_steps, self.perplexities),
+                                    ("rate", self.rate_steps, self.rates)):
             i = bisect.bisect_right(steps, step) - 1
             if i >= 0:
-                parts.append(f"{name} {shown.format(values[i])}" + (f" (step {steps[i]})" if steps[i] != step
-                                                                   else ""))
-        return " · ".join(parts) or "nothing logged yet"
+                values[name] = (series[i], steps[i])
+        return values
 
 
 def _finite(value: Any) -> bool:
@@ -113,14 +125,70 @@ def thin(steps: list[int], values: list[float], limit: int = MAX_POINTS) -> tupl
     return [steps[i] for i in picks], [values[i] for i in picks]
 
 
-def rate_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
-    """Ticks of a log10 rate axis at whole powers of ten, labelled as rates (`1e-4`), not exponents."""
+def rate_ticks(low: float, high: float, columns: int) -> tuple[list[float], list[str]]:
+    """Ticks of a log10 rate axis over `columns` of plot at whole powers of ten, labelled as rates
+    (`1e-4`), not exponents; as many as fit with two spaces at least between labels.
+
+    None may come closer: plotext puts the labels in an order of its own (a set's, which changes from
+    one process to the next) and drops one that touches another, so labels that could touch would make
+    the axis read differently from run to run."""
     first, last = math.ceil(low), math.floor(high)
     if last - first < 1:  # less than a decade: its two ends
-        return [low, high], [f"{10**low:.0e}", f"{10**high:.0e}"]
-    powers = list(range(first, last + 1))
-    step = max(1, len(powers) // 4)
-    return [float(p) for p in powers[::step]], [f"1e{p}" for p in powers[::step]]
+        ticks, labels = [low, high], [f"{10**low:.0e}", f"{10**high:.0e}"]
+    else:
+        ticks, labels = [float(p) for p in range(first, last + 1)], [f"1e{p}" for p in range(first, last + 1)]
+    room = max(len(label) for label in labels) + 2  # a label, a space each side (and one of rounding)
+    per_unit = columns / max(high - low, 1e-9)
+    stride = next((k for k in range(1, len(ticks)) if (ticks[k] - ticks[0]) * per_unit >= room), len(ticks))
+    return ticks[::stride], labels[::stride]
+
+
+class RatePlot(PlotextPlot):
+    """The range test's plot, whose rate ticks are chosen for the width it is drawn at (`rate_ticks`):
+    the width is known only here, once the layout has placed the plot."""
+
+    span: tuple[float, float] | None = None  # the log10 rates drawn, set with the curve
+    MARGIN = 8  # columns left of the plot's canvas at most: the loss labels and the axes
+
+    def render(self) -> RenderResult:
+        if self.span is not None:
+            self.plt.xticks(*rate_ticks(*self.span, self.size.width - self.MARGIN))
+        return super().render()
+
+
+@dataclass
+class Readout:
+    """The values at the chart's cursor: a row per run, the run in its colour, a column per value. As
+    wide as the room allows (run ids, whole words); where that would wrap, compact (the ids' own part,
+    short words), so that a row per run fits the 43 columns the chart has at 80x24."""
+
+    step: int
+    rows: list[tuple[Series, str]]  # each run and its colour
+
+    def table(self, compact: bool) -> Table:
+        table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
+        table.add_column(f"step {self.step}", no_wrap=True)
+        for name in READOUT:
+            table.add_column(READOUT[name][compact], no_wrap=True, justify="right")
+        for series, colour in self.rows:
+            values = series.at(self.step)
+            cells = []
+            for name in READOUT:
+                if name not in values:
+                    cells.append(Text("–", style="dim"))
+                    continue
+                value, step = values[name]
+                cell = Text(FORMATS[name].format(value))
+                if step != self.step:  # perplexity from the last eval before the cursor
+                    cell.append(f" ({step})" if compact else f" (step {step})", style="dim")
+                cells.append(cell)
+            table.add_row(Text(series.tag if compact else series.short, style=colour), *cells)
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RichResult:
+        wide = self.table(compact=False)
+        needs = Measurement.get(console, options.update_width(10_000), wide).maximum
+        yield wide if needs <= options.max_width else self.table(compact=True)
 
 
 class RunChart(Vertical, can_focus=True):
@@ -150,7 +218,7 @@ class RunChart(Vertical, can_focus=True):
         yield Static(Text(EMPTY), id="chart-empty")
         with Horizontal(id="chart-plots"):
             yield PlotextPlot(id="chart-plot")
-            yield PlotextPlot(id="lr-plot")
+            yield RatePlot(id="lr-plot")
         yield Static(id="chart-legend")
 
     def on_mount(self) -> None:
@@ -206,10 +274,14 @@ class RunChart(Vertical, can_focus=True):
             plt.plot(series.eval_steps, series.perplexities, color=right, marker="braille", yside="right")
             plt.scatter(series.eval_steps, series.perplexities, color=right, marker="●", yside="right")
 
-    def _legend(self, main: Series, others: list[Series]) -> Text:
-        """Which colour is which, and the values under the cursor when there is one."""
+    def _legend(self, main: Series, others: list[Series]) -> Text | Readout:
+        """Which colour is which; with the cursor, the values under it instead, a row per run, each run
+        in its colour."""
+        drawn = [main, *others][:len(COLOURS)]
+        if self.cursor is not None:
+            return Readout(self.cursor, [(series, RICH[COLOURS[n][0]]) for n, series in enumerate(drawn)])
         text = Text()
-        for n, series in enumerate([main, *others][:len(COLOURS)]):
+        for n, series in enumerate(drawn):
             colour, right = (RICH[c] for c in COLOURS[n])
             text.append(("  " if n else "") + f"{series.short}: ")
             if n == 0:
@@ -218,12 +290,7 @@ class RunChart(Vertical, can_focus=True):
             text.append("● perplexity" if self.right == "perplexity" else "━ rate", style=right)
         if len(others) >= len(COLOURS):
             text.append(f"  (+{len(others) - len(COLOURS) + 1} not drawn)", style="dim")
-        if self.cursor is not None:
-            text.append(f"\nstep {self.cursor}: ", style="bold")
-            text.append(main.at(self.cursor))
-            for series in others:
-                text.append(f"  {series.short}: {series.at(self.cursor)}", style="dim")
-        elif self.has_focus:
+        if self.has_focus:
             text.append("  · ←/→: cursor", style="dim")
         else:
             text.append("  · tab: chart keys", style="dim")
@@ -266,7 +333,7 @@ class RunChart(Vertical, can_focus=True):
         self._draw()
 
     def _lr(self, curve: list[dict[str, float]], chosen: float | None) -> None:
-        plot = self.query_one("#lr-plot", PlotextPlot)
+        plot = self.query_one("#lr-plot", RatePlot)
         plot.display = bool(curve)
         if not curve:
             return
@@ -278,8 +345,7 @@ class RunChart(Vertical, can_focus=True):
         plt.plot(rates, losses, color="cyan", marker="braille")
         if chosen is not None and chosen > 0:
             plt.vline(math.log10(chosen), color="orange")
-        if rates:
-            plt.xticks(*rate_ticks(min(rates), max(rates)))
+        plot.span = (min(rates), max(rates)) if rates else None
         plt.xlabel("rate")
         plt.ylabel("range test", yside="left")
         plot.refresh()

@@ -173,7 +173,7 @@ class RunView(Vertical):
         elif info.status == "completed" and info.train_runtime:
             where += f" · trained in {format_duration(info.train_runtime)}"
         self.query_one("#run-speed", Static).update(Text(where))
-        self.chart.show(reading.series, reading.others, reading.lr_curve, reading.info.learning_rate)
+        self.chart.show(reading.series, reading.others, reading.lr_curve, info.learning_rate)
         loss = f" · loss {reading.series.losses[-1]:.3f}" if reading.series.losses else ""
         overlaid = ", ".join(series.label for series in reading.others)
         overlay = f" · overlaid: {overlaid} (V clears)" if overlaid else ""
@@ -191,25 +191,31 @@ class RunView(Vertical):
 
 
 def _title(reading: RunReading) -> Text:
-    """The run, its settings and what its defaults resolved to, and why it ended."""
+    """The run; its settings, with what its defaults resolved to, on a line of their own (cut at its end,
+    never its start, when the pane is narrow); notes, and why it ended."""
     info = reading.info
     title = Text(f"{info.run_id} · {info.status}", style="bold")
     title.append(f" · {printable(info.model or '?')} on {printable(info.corpus or '?')}", style="")
     config, plan = info.config, info.plan
+    settings = []
     if config is not None:
         words = " whole words" if config.whole_word_mask else ""
-        batch = plan.batch_size if plan is not None else config.batch_size or "auto"
         rate = f"{info.learning_rate:.2g}" if info.learning_rate is not None else config.learning_rate
-        title.append(f"\nchunk {config.chunk_size} · mask {config.mlm_probability}{words} · lr {rate} · "
-                     f"batch {batch}", style="dim")
+        batch = plan.batch_size if plan is not None else config.batch_size or "auto"
+        settings.append(f"chunk {config.chunk_size} · mask {config.mlm_probability}{words} · lr {rate} · "
+                        f"batch {batch}")
     if plan is not None:
         asked = config.test_size if config is not None else None
         test = f"{plan.test_chunks} test chunks"
         if asked and asked != plan.test_chunks:
             test += f" (asked {asked})"
-        title.append(f" · {plan.train_chunks} train / {test} · {plan.device} ({plan.precision})", style="dim")
-        for note in plan.notes:
-            title.append(f"\nnote: {printable(note)}", style="italic")
+        settings.append(f"{plan.train_chunks} train / {test} · {plan.device} ({plan.precision})")
+    if config is None and info.config_problem:
+        settings.append(f"settings not readable: {printable(info.config_problem)}")
+    if settings:
+        title.append("\n" + " · ".join(settings), style="dim")
+    for note in plan.notes if plan is not None else ():
+        title.append(f"\nnote: {printable(note)}", style="italic")
     if info.learning_rate is not None and info.learning_rate_reason not in (None, "given"):
         chart = " (range test: chart, right)" if reading.lr_curve else ""
         title.append(f"\nlearning rate {info.learning_rate:.2g}, {info.learning_rate_reason}{chart}",

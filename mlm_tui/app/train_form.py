@@ -20,6 +20,7 @@ from textual.message import Message
 from textual.widgets import Button, Checkbox, Collapsible, Input, Label, Select, Static
 
 from mlm_tui.app.shared import MASKING, Masking, MaskingChanged
+from mlm_tui.app.widgets import TextBox
 from mlm_tui.run_settings import FormField, TrainConfig, config_from_form, form_fields, label
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class TrainForm(VerticalScroll):
             else:
                 # text boxes for numbers too: the declaration parses and checks them, as for the CLI
                 # no select on focus: one stray key would replace a whole corpus path
-                yield Input(str(f.default), placeholder=f.placeholder(), id=f"t-{f.name}", tooltip=f.help,
+                yield TextBox(str(f.default), placeholder=f.placeholder(), id=f"t-{f.name}", tooltip=f.help,
                             select_on_focus=False)
         yield Static(id=f"n-{f.name}", classes="form-note")
 

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Input, Static
 
 from mlm_tui.app.render import short_ref
 from mlm_tui.app.shared import ShowWord
+from mlm_tui.app.widgets import TextBox
 from mlm_tui.errors import first_line
 from mlm_tui.textsafe import printable
 
@@ -65,7 +66,7 @@ class VocabPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Open a corpus (ctrl+o): its words are counted here."), id="vocab-figures")
-        yield Input(placeholder="search words (/ from the table)", id="word-search")
+        yield TextBox(placeholder="search words (/ from the table)", id="word-search")
         table: WordsTable = WordsTable(id="word-table", cursor_type="row", zebra_stripes=True)
         yield table
 

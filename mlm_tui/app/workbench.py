@@ -115,7 +115,7 @@ class WorkbenchApp(App[None]):
     def compose(self) -> ComposeResult:
         with Panes(initial="fill"):
             with TabPane("F1 Fill", id="fill"):
-                yield FillPane(self.history, id="fill-pane")
+                yield FillPane(self.history, self.settings.fill_top_k, id="fill-pane")
             with TabPane("F2 Chunks", id="chunks"):
                 yield Lazy(self.chunks)
             with TabPane("F3 Train", id="train"):
@@ -339,6 +339,17 @@ class WorkbenchApp(App[None]):
                     "Sentences are no longer written to disk (a stored history file is kept but unused; "
                     "'Clear sentence history' deletes it).")
 
+    def action_cycle_top_k(self) -> None:
+        """Show more (or again fewer) fills per mask in Fill: the next of 5, 10, 20, remembered."""
+        from mlm_tui.fill import TOP_K_CHOICES
+
+        current = self.settings.fill_top_k
+        top_k = next((k for k in TOP_K_CHOICES if k > current), TOP_K_CHOICES[0])
+        self.settings.fill_top_k = top_k
+        self._save_settings()
+        self.query_one(FillPane).set_top_k(top_k)
+        self.notify(f"Fill shows the top {top_k} fills per mask (remembered).")
+
     def action_toggle_bell(self) -> None:
         self.settings.bell = not self.settings.bell
         self._save_settings()
@@ -348,7 +359,10 @@ class WorkbenchApp(App[None]):
     def palette_commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         """Every command by name, with the key that does the same where there is one (read from the
         BINDINGS, so the palette cannot name a key that does something else)."""
-        keep, bell = self.settings.keep_history, self.settings.bell
+        from mlm_tui.fill import TOP_K_CHOICES
+
+        keep, bell, top_k = self.settings.keep_history, self.settings.bell, self.settings.fill_top_k
+        next_k = next((k for k in TOP_K_CHOICES if k > top_k), TOP_K_CHOICES[0])
         fill = self.query_one(FillPane)
         commands: list[tuple[str, str, DOMNode, str]] = [
             ("Fill", "Show the Fill pane", self, "show_pane('fill')"),
@@ -363,6 +377,10 @@ class WorkbenchApp(App[None]):
             ("Stop comparing", "Drop the compare model", self, "stop_compare"),
             ("Change theme", "Pick a theme; the choice is remembered", self, "change_theme"),
             ("Sentence history", "Pick a sentence tried in this session", fill, "pick_history"),
+            (f"Fills per mask: {next_k}", f"Show the top {next_k} fills per mask in Fill (now {top_k}); "
+             "remembered", fill, "app.cycle_top_k"),
+            ("Copy fills", "Copy the fills on show as text, as `mlm-tui fill` prints them", fill,
+             "copy_fills"),
             ("Clear sentence history", "Forget every sentence typed in Fill and delete the history file",
              self, "clear_history"),
             ("Keep no sentence history on disk" if keep else "Keep sentence history on disk",

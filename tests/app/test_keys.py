@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import write_jsonl
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pilot import notifications, plain, settle, wait_for
@@ -178,19 +179,23 @@ async def test_letters_typed_at_the_runs_table_never_cancel_a_run(
         await wait_for(lambda: any(f"{real_run} cancelled" in m for m in notifications(app)), 10, pilot)
 
 
-async def test_a_failed_open_keeps_the_open_corpus_whole_and_offers_text_columns(
+async def test_a_failed_open_keeps_the_open_corpus_whole_and_offers_only_text_columns(
         tiny_model_dir: Path, tmp_path: Path) -> None:
     good = tmp_path / "notes.txt"
     good.write_text("\n".join(f"The enzyme number {i} cleaves the bond." for i in range(60)))
     tickets = tmp_path / "tickets.csv"
-    tickets.write_text("id,body,votes\n" + "".join(f'{i},"Login fails on page {i}, please help.",{i}\n'
-                                                    for i in range(80)))
+    tickets.write_text("id,title,body,votes\n" + "".join(
+        f'{i},Login {i},"Login fails on page {i}, please help.",{i}\n' for i in range(80)))
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(good))
     async with app.run_test(size=SIZE) as pilot:
         await show_chunks(pilot)
         def stats() -> list[list[str]]:
             table = app.query_one("#stats")
             return [list(table.get_row_at(i)) for i in range(table.row_count)]
+
+        def offered() -> list[str]:
+            options = app.screen.query_one("#pick-list")
+            return [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]  # type: ignore[attr-defined]
 
         line, before, body = plain(app, "#corpus-line"), stats(), plain(app, "#chunk-body")
         assert "notes.txt" in line
@@ -202,13 +207,24 @@ async def test_a_failed_open_keeps_the_open_corpus_whole_and_offers_text_columns
         # the previous corpus stays, whole and under its own name, while the user picks a column
         assert plain(app, "#corpus-line") == line and stats() == before
         assert plain(app, "#chunk-body") == body
-        options = app.screen.query_one("#pick-list")
-        assert [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)] == \
-            ["id", "body", "votes"]  # a CSV's columns are all text
+        assert offered() == ["title", "body"]  # not the numbers in `id` and `votes`
+        await pilot.press("escape", "f")  # the key offers the same columns again
+        await pilot.pause()
+        assert offered() == ["title", "body"]
         await pilot.press("down", "enter")
         await settle(pilot)
         assert "tickets.csv · column body" in plain(app, "#corpus-line")
         assert "Login fails" in plain(app, "#chunk-body").replace("login", "Login")
+        line, before = plain(app, "#corpus-line"), stats()
+        await pilot.press("f", *"votes", "enter")  # a column of numbers, typed by name
+        await settle(pilot)
+        said = notifications(app)[-1]
+        assert "'votes' holds int64, not text (text fields: title, body)" in said
+        assert "the Text column key (f)" in said  # the workbench's words, not the CLI's
+        assert "--text-field" not in said and "with text field" not in said
+        assert offered() == ["title", "body"]
+        await pilot.press("escape")
+        assert plain(app, "#corpus-line") == line and stats() == before
         await pilot.press("f3")
         await settle(pilot)
         assert app.query_one("#t-corpus", Input).value == str(tickets)
@@ -445,5 +461,58 @@ async def test_the_words_pane_counts_the_corpus_and_jumps_to_a_chunk_holding_a_w
         await pilot.press("enter")  # to the chunks that hold it
         await pilot.pause()
         assert app.query_one(TabbedContent).active == "chunks"
-        assert "holds 'hydrolysis'" in plain(app, "#chunk-title")
+        assert "holding 'hydrolysis'" in plain(app, "#chunk-title")
         assert "hydrolysis" in plain(app, "#chunk-body")
+
+
+async def test_n_and_p_step_through_every_chunk_holding_a_word_marked_also_under_the_masking_preview(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    from mlm_tui.app.render import WORD_FATE_STYLE, WORD_STYLE
+    from mlm_tui.chunking import decode
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [
+        ("The enzyme catalyses the hydrolysis of the bond." if i % 40 == 7 else
+         f"Rain fell over the valley on day {i} of the harvest.") for i in range(200)])
+
+    def marked() -> list[str]:  # the runs of the body's text in the looked-up word's styles
+        body = app.query_one("#chunk-body", Static).content
+        assert isinstance(body, Text)
+        at = {i for s in body.spans if str(s.style) == WORD_STYLE or WORD_FATE_STYLE in str(s.style).split()
+              for i in range(s.start, s.end)}
+        text = "".join(c if i in at else "\n" for i, c in enumerate(body.plain))
+        return text.split()
+
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("f5")
+        await wait_for(lambda: "running words" in plain(app, "#vocab-figures"), 20, pilot)
+        opened = app.corpus
+        assert opened is not None
+        chunks = opened.splits["train"].chunks(128)
+        holding = [n for n, chunk in enumerate(chunks) if "hydro" in decode(opened.tokenizer, list(chunk))]
+        assert len(holding) > 2  # the word begins in several chunks, not all of them
+        await pilot.press("slash", *"hydrolysis", "enter", "enter")
+        await pilot.pause()
+        visited = []
+        for n in range(1, len(holding) + 1):
+            title = plain(app, "#chunk-title")
+            assert f"chunk {n} of {len(holding)} holding 'hydrolysis'" in title
+            visited.append(int(title.split()[2]) - 1)  # "train chunk 8 of 35 · ..."
+            assert marked() and set(marked()) <= {"hydrolysis", "hydro"}  # "hydro": cut at the chunk end
+            await pilot.press("m")  # the masking preview keeps the word marked
+            assert "masking" in plain(app, "#chunk-title") and marked()
+            await pilot.press("m", "n")
+            await pilot.pause()
+        assert visited == holding
+        assert any("No later chunk holds 'hydrolysis'" in m for m in notifications(app))
+        await pilot.press("p")  # back
+        assert f"chunk {len(holding) - 1} of {len(holding)} holding" in plain(app, "#chunk-title")
+        await pilot.press("right")  # one chunk on: not always one holding it
+        title = plain(app, "#chunk-title")
+        assert "holding 'hydrolysis'" in title
+        await pilot.press("escape")  # every chunk again
+        assert "hydrolysis" not in plain(app, "#chunk-title") and not marked()
+        before = int(plain(app, "#chunk-title").split()[2])
+        await pilot.press("n")
+        assert int(plain(app, "#chunk-title").split()[2]) == before + 1

@@ -43,7 +43,8 @@ def finished_run(run_id: str = RUN_ID, range_test: bool = False) -> None:
                          learning_rate="auto" if range_test else 2e-5)
     run = runstore.create_run(asdict(config), run_id=run_id)
     record = json.loads((run.dir / "config.json").read_text())
-    found = {"lr_find": {"suggested": 2.6e-4, "reason": "fixed", "steps": 40}} if range_test else {}
+    found = {"lr_find": {"suggested": 2.6e-4, "reason": "the loss diverged at 1.3e-02; 0.02 of that rate",
+                         "steps": 40}} if range_test else {}
     write_json(run.dir / "config.json", {**record, "created": f"2026-11-30T{run_id[9:11]}:15:00", **found})
     scale = 0.9 if range_test else 1.0
     rows = [{"step": s, "loss": round(scale * (9.0 - 2.5 * (s / 40) ** 0.5 + 0.2 * ((s * 7) % 5) / 5), 4),
@@ -102,10 +103,22 @@ async def open_train(pilot: Pilot) -> None:
     await settle_still(pilot)
 
 
-# Only at 120x40 for now: at 80x24 the range test's rate axis is drawn with either of two tick ranges
-# from run to run (a race between the chart and the curve's read, not yet found); the layout at 80x24 is
-# covered by the form snapshot below.
-@pytest.mark.parametrize("size", ["120x40"])
+async def chart_shows(pilot: Pilot, run_id: str, overlaid: str | None = None) -> None:
+    """Wait for the chart of `run_id` (with `overlaid` on it) to be drawn: the run view reads the store in
+    a worker of its own, which `settle` does not wait for (it polls for ever)."""
+    from pilot import plain, wait_for
+
+    def drawn() -> bool:
+        app = pilot.app
+        return (run_id in plain(app, "#run-title")
+                and (overlaid is None or f"overlaid: {overlaid}" in plain(app, "#run-ppl"))
+                and app.query_one("#lr-plot").display == (run_id == AUTO_RUN_ID))
+
+    await wait_for(drawn, 10, pilot)
+    await settle_still(pilot)
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_train_pane_with_two_runs_and_a_range_test(snap_compare, tiny_model_dir: Path, corpus_jsonl: Path,
                                                    size: str) -> None:
     finished_run()
@@ -113,9 +126,13 @@ def test_train_pane_with_two_runs_and_a_range_test(snap_compare, tiny_model_dir:
 
     async def compare(pilot: Pilot) -> None:
         await open_train(pilot)
-        await pilot.press("down", "v", "up")  # the older run overlaid on the newer one's chart
-        await settle_still(pilot)
+        await chart_shows(pilot, AUTO_RUN_ID)
+        await pilot.press("down", "v")  # the older run, overlaid on the chart of the runs selected next
+        await chart_shows(pilot, RUN_ID)
+        await pilot.press("up")
+        await chart_shows(pilot, AUTO_RUN_ID, overlaid=RUN_ID)
         await pilot.press("tab", "right", "right", "right")  # the chart's cursor at step 2
+        pilot.app.clear_notifications()  # the overlay's toast would hide the read-out at 80x24
         await settle_still(pilot)
 
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
@@ -134,6 +151,48 @@ def test_train_form_reached_by_its_key(snap_compare, tiny_model_dir: Path, corpu
 
     app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
     assert snap_compare(app, terminal_size=SIZES[size], run_before=to_form)
+
+
+LEARNED_RUN_ID = "20261130-121500-ef56"
+
+
+def test_what_a_run_learned_at_80_columns(snap_compare, tiny_model_dir: Path, corpus_jsonl: Path, cli,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real short run (the view measures its model), trained where the model and the corpus have short
+    names, under a fixed id and times: no temporary path or clock on screen."""
+    from mlm_tui import runstore
+    from mlm_tui.atomic import read_json, write_json
+
+    monkeypatch.chdir(corpus_jsonl.parent)
+    Path("tiny-model").symlink_to(tiny_model_dir)
+    code, out, err = cli("train", "corpus.jsonl", "--model", "tiny-model", "--chunk-size", 32, "--batch-size",
+                         4, "--test-size", 40, "--max-steps", 4, "--learning-rate", "1e-2", "--no-general",
+                         "--json")
+    assert code == 0, err
+    run = runstore.find_run(json.loads(out)["run_id"])
+    assert run is not None
+    folder = run.dir.rename(run.dir.with_name(LEARNED_RUN_ID))
+    write_json(folder / "config.json", {**read_json(folder / "config.json"), "run_id": LEARNED_RUN_ID,
+                                        "created": "2026-11-30T12:15:00"})
+    write_json(folder / "state.json", {**read_json(folder / "state.json"), "started": 1764497700.0,
+                                       "finished": 1764497761.0, "train_runtime": 61.0})
+    (folder / "log.txt").write_text("12:15:00 training 4 steps\n12:16:01 completed\n")
+
+    async def learned(pilot: Pilot) -> None:
+        from pilot import wait_for
+
+        from mlm_tui.app.learned_screen import LearnedScreen
+
+        await settle_still(pilot)
+        await pilot.press("f3")
+        await wait_for(lambda: pilot.app.query_one("#runs").row_count == 1, 10, pilot)
+        await pilot.press("w")
+        await wait_for(lambda: isinstance(pilot.app.screen, LearnedScreen) and
+                       pilot.app.screen.report is not None, 120, pilot)
+        await settle_still(pilot)
+
+    app = WorkbenchApp(model="tiny-model", data="corpus.jsonl")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=learned)
 
 
 def test_help_screen(snap_compare, tiny_model_dir: Path) -> None:

@@ -31,7 +31,7 @@ def test_corrupt_settings_are_reported_and_ignored() -> None:
 
 
 def test_settings_of_the_wrong_type_keep_their_defaults() -> None:
-    settings_path().write_text(json.dumps({"theme": 3, "keep_history": "no", "unknown": 1}))
+    settings_path().write_text(json.dumps({"theme": 3, "keep_history": "no", "unknown": 1, "fill_top_k": 0}))
     assert load_settings() == (Settings(), None)
 
 

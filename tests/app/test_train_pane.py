@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pilot import notifications, plain, settle, wait_for
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from mlm_tui.app.workbench import WorkbenchApp
 from mlm_tui.run_settings import form_fields
@@ -150,12 +150,13 @@ async def test_copy_settings_fills_the_form_and_resume_continues_a_cancelled_run
         assert any("only cancelled, interrupted or failed runs resume" in m for m in notifications(app))
 
 
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
 async def test_the_chart_says_when_there_is_nothing_to_draw_and_draws_a_run(
-        home: Path, tiny_model_dir: Path, corpus_jsonl: Path, cli) -> None:
+        home: Path, tiny_model_dir: Path, corpus_jsonl: Path, cli, size: tuple[int, int]) -> None:
     from mlm_tui import runstore
 
     app = WorkbenchApp(model=str(tiny_model_dir))
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await open_train(pilot)
         assert "No run selected" in plain(app, "#chart-empty")
         assert not app.query_one("#chart-plots").display
@@ -163,7 +164,7 @@ async def test_the_chart_says_when_there_is_nothing_to_draw_and_draws_a_run(
                        "--eval-steps", 3)
     other = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 3, "--logging-steps", 1)
     app = WorkbenchApp(model=str(tiny_model_dir))
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await open_train(pilot)
         await wait_for(lambda: app.query_one("#chart-plots").display, 10, pilot)
         assert not app.query_one("#chart-empty").display
@@ -182,13 +183,20 @@ async def test_the_chart_says_when_there_is_nothing_to_draw_and_draws_a_run(
         run = runstore.find_run(run_id)
         assert run is not None
         loss = next(row["loss"] for row in run.metrics() if row["step"] == 2 and "loss" in row)
-        assert f"step 2: loss {loss:.3f}" in plain(app, "#chart-legend")
-        assert f"{other[9:]}: loss" in plain(app, "#chart-legend")
+        readout = _shown_lines(app, "#chart-legend")  # a heading, then a row per run, each whole
+        width = app.query_one("#chart-legend").size.width
+        assert len(readout) == 3 and all(len(line) <= width and "…" not in line for line in readout)
+        wide = size == (120, 40)  # at 80x24, the ids' own part and short words fit a row per run
+        assert readout[0].split() == ["step", "2", *(["loss", "smoothed", "perplexity", "rate"] if wide else
+                                                     ["loss", "smooth", "ppl", "lr"])]
+        assert readout[1].startswith(run_id[9:] if wide else run_id[-4:]) and f" {loss:.3f} " in readout[1]
+        assert readout[2].startswith(other[9:] if wide else other[-4:])
         await pilot.press("l", "r")  # a log scale for the loss, the rate on the right axis
         drawn = str(app.query_one("#chart-plot").render())
         assert "loss (log)" in drawn and drawn.rstrip().endswith("rate")
+        await pilot.press("escape")  # no cursor: the legend again
         assert "━ rate" in plain(app, "#chart-legend")
-        await pilot.press("escape", "shift+tab", "V")  # every overlay cleared, from the runs table
+        await pilot.press("shift+tab", "V")  # every overlay cleared, from the runs table
         await wait_for(lambda: "overlaid" not in plain(app, "#run-ppl"), 10, pilot)
         assert other[9:] not in plain(app, "#chart-legend")
 
@@ -209,6 +217,9 @@ async def test_the_runs_table_keeps_status_and_perplexity_at_any_width(
         row = table.get_row_at(0)
         assert row[keys.index("status")].endswith("completed") and run_id.endswith(row[0])
         assert row[keys.index("change")].endswith("%")
+        await wait_for(lambda: run_id in plain(app, "#run-title"), 10, pilot)
+        title = plain(app, "#run-title").splitlines()  # a line cut at a narrow width loses its end only
+        assert title[0].startswith(run_id) and title[1].startswith("chunk 32 · mask 0.15 · lr ")
 
 
 async def test_a_cancelled_run_resumes_from_the_table(home: Path, tiny_model_dir: Path,
@@ -303,6 +314,17 @@ async def test_what_a_run_learned_from_the_runs_table(home: Path, tiny_model_dir
         await wait_for(lambda: "Punctuation, markup" in _learned_text(app), 5, pilot)
 
 
+def _shown_lines(app: WorkbenchApp, selector: str) -> list[str]:
+    """A Static's content as it reads at the Static's width (a Rich table's layout depends on it)."""
+    from rich.console import Console
+
+    widget = app.query_one(selector, Static)
+    console = Console(width=widget.size.width, color_system=None)
+    with console.capture() as captured:
+        console.print(widget.content)
+    return [line.rstrip() for line in captured.get().splitlines()]
+
+
 def _learned_text(app: WorkbenchApp) -> str:
     from rich.console import Console
 
@@ -327,7 +349,7 @@ async def test_an_auto_learning_rate_runs_range_test_is_charted(home: Path, tiny
         await open_train(pilot)
         await wait_for(lambda: app.query_one("#lr-plot").display, 10, pilot)
         drawn = str(app.query_one("#lr-plot").render())
-        assert "range test" in drawn and "rate" in drawn and "1e-4" in drawn and "log10" not in drawn
+        assert "range test" in drawn and "rate" in drawn and "1e-5" in drawn and "log10" not in drawn
         await wait_for(lambda: f"learning rate {chosen:.2g}, auto: the loss" in plain(app, "#run-title"), 10,
                        pilot)
 
@@ -367,3 +389,18 @@ async def test_auto_rate_on_a_run_too_short_for_a_test_is_noted_before_it(home: 
         await pilot.press(*"100")
         await settle(pilot)
         assert not app.query_one("#n-learning_rate").display
+
+
+async def test_a_placeholder_cut_at_80_columns_ends_with_an_ellipsis(home: Path,
+                                                                    tiny_model_dir: Path) -> None:
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_train(pilot)
+        app.query_one("#advanced").collapsed = False  # "More settings"
+        await settle(pilot)
+        box = app.query_one("#t-test_split", Input)  # "test if there is one, else held out"
+        assert len(box.placeholder) > box.scrollable_content_region.width
+        shown = box.render_line(0).text.strip()
+        assert shown.endswith("…") and box.placeholder.startswith(shown[:-1])
+        box.value = "validation"
+        assert box.render_line(0).text.strip() == "validation"  # a value is never cut so

@@ -35,6 +35,38 @@ async def test_fill_shows_top5_percentages_for_each_mask(tiny_model_dir: Path) -
         assert plain(app, "#fills-main") == ""
 
 
+async def test_more_fills_per_mask_are_remembered_and_the_fills_copy_as_the_cli_prints_them(
+        tiny_model_dir: Path, cli) -> None:
+    sentence = "the [MASK] of the [MASK]."
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+y")  # nothing on show yet
+        assert any("No fills to copy yet" in m for m in notifications(app))
+        await pilot.press(*sentence)
+        await settle(pilot)
+        assert plain(app, "#fills-main").count("%") == 10
+        await pilot.press("ctrl+n")  # 5 -> 10 fills per mask, from the sentence box
+        await settle(pilot)
+        assert plain(app, "#fills-main").count("%") == 20
+        assert app.query_one("#sentence", Input).value == sentence  # the key typed nothing
+        await pilot.press("ctrl+y")
+        assert any("Copied the top 10 fills of 2 masks" in m for m in notifications(app))
+        copied = app.clipboard
+    code, out, _ = cli("fill", sentence, "--model", tiny_model_dir, "--top-k", 10)
+    assert code == 0 and copied == out.rstrip("\n")  # plain text, as the CLI prints it
+    assert json.loads(settings_path().read_text())["fill_top_k"] == 10
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(80, 24)) as pilot:  # remembered, like the theme
+        await settle(pilot)
+        await pilot.press(*sentence)
+        await settle(pilot)
+        assert plain(app, "#fills-main").count("%") == 20
+        await pilot.press("ctrl+n", "ctrl+n")  # 20, then round to 5 again
+        await settle(pilot)
+        assert plain(app, "#fills-main").count("%") == 10
+
+
 async def test_a_stale_fill_never_overwrites_a_newer_one(tiny_model_dir: Path) -> None:
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=SIZE) as pilot:
