@@ -714,6 +714,16 @@ def majority(data: ProbeData) -> dict[str, Any]:
             "macro_f1": float(f1_per_class(data.y_test, pred, len(data.classes)).mean())}
 
 
+def check_method(method: str, steps: int, learning_rate: float) -> None:
+    """Refuse a method or a fine-tune setting that cannot be, before anything is read or loaded."""
+    if method not in METHODS:
+        raise FieldError("method", f"{{field}} is {' or '.join(METHODS)}, not {method!r}")
+    if steps < 1:
+        raise FieldError("steps", f"{{field}} must be at least 1 (got {steps})")
+    if not 0 < learning_rate < float("inf"):
+        raise FieldError("learning_rate", f"{{field}} must be a number above 0 (got {learning_rate})")
+
+
 def run_probe(corpus: str, label_field: str, models: Sequence[tuple[str, str, str]], *,
               text_field: str = "text", method: str = "linear", steps: int = STEPS,
               learning_rate: float = FINETUNE_LEARNING_RATE,
@@ -728,12 +738,7 @@ def run_probe(corpus: str, label_field: str, models: Sequence[tuple[str, str, st
     from mlm_tui.training import pick_device
 
     say = status or (lambda message: None)
-    if method not in METHODS:
-        raise FieldError("method", f"{{field}} is {' or '.join(METHODS)}, not {method!r}")
-    if steps < 1:
-        raise FieldError("steps", f"{{field}} must be at least 1 (got {steps})")
-    if not 0 < learning_rate < float("inf"):
-        raise FieldError("learning_rate", f"{{field}} must be a number above 0 (got {learning_rate})")
+    check_method(method, steps, learning_rate)
     if not label_field:
         raise FieldError("label_field", "{field} is required: the corpus column that holds each text's class")
     say(f"reading {corpus}")
@@ -767,13 +772,15 @@ def run_probe(corpus: str, label_field: str, models: Sequence[tuple[str, str, st
 
 
 def probe_run(run_id: str, label_field: str, corpus: str | None = None, *, text_field: str | None = None,
-              hub: HubOptions | None = None, **kwargs: Any) -> ProbeReport:
+              hub: HubOptions | None = None, method: str = "linear", steps: int = STEPS,
+              learning_rate: float = FINETUNE_LEARNING_RATE, **kwargs: Any) -> ProbeReport:
     """`run_probe` of a run's base model against its final model (or the last checkpoint of a run that
     ended without one: `runstore.model_refs`), on the run's own corpus, read with its hub options, unless
     another is given (then its text field too, unless given)."""
     from mlm_tui.corpus import HubOptions
     from mlm_tui.runstore import model_refs
 
+    check_method(method, steps, learning_rate)
     refs = model_refs(run_id)
     config = refs.config
     name = run_id if refs.model == refs.run.model_path else f"{run_id} ({refs.which})"
@@ -782,8 +789,8 @@ def probe_run(run_id: str, label_field: str, corpus: str | None = None, *, text_
     try:
         models = [(refs.base, "base", config.model), (str(refs.model), "adapted", name)]
         return run_probe(corpus or config.corpus, label_field, models,
-                         text_field=text_field or config.text_field, hub=hub,
-                         allow_pickle=config.allow_pickle, **kwargs)
+                         text_field=text_field or config.text_field, hub=hub, method=method, steps=steps,
+                         learning_rate=learning_rate, allow_pickle=config.allow_pickle, **kwargs)
     except FieldError as exc:
         if corpus is not None or exc.field != "label_field":
             raise

@@ -183,7 +183,7 @@ class ProbeScreen(ModalScreen[None]):
 
     @work(thread=True, exclusive=True, group="probe")
     def _worker(self, label_field: str, method: str) -> None:
-        from mlm_tui.probe import probe_run
+        from mlm_tui.probe import STEPS, probe_run
 
         worker = get_current_worker()
         stage = "features" if method == "linear" else "fine-tune"
@@ -193,7 +193,7 @@ class ProbeScreen(ModalScreen[None]):
 
         try:
             report = probe_run(self.run_id, label_field, self.corpus, text_field=self.text_field,
-                               method=method, cancelled=lambda: worker.is_cancelled,
+                               method=method, steps=STEPS, cancelled=lambda: worker.is_cancelled,
                                status=lambda text: self.post_message(ProbeProgress(text)), progress=progress)
         except RunCancelled:
             return
