@@ -807,9 +807,11 @@ def summary_lines(report: ProbeReport) -> list[str]:
         how = f"features: {FEATURES}; logistic regression, C by {FOLDS}-fold CV on the train part"
     else:
         ft = report.how()[1]
-        how = (f"fine-tuned: a classification head on each model, all weights trained {ft['steps']} steps of "
-               f"{ft['batch_size']} train texts (AdamW, learning rate {ft['learning_rate']:g}, "
-               f"{ft['warmup_steps']} warm-up steps, seed {ft['seed']})")
+        n, warmup = ft["steps"], ft["warmup_steps"]
+        how = (f"fine-tuned: a classification head on each model, all weights trained {n} step"
+               f"{'' if n == 1 else 's'} of {ft['batch_size']} train texts (AdamW, learning rate "
+               f"{ft['learning_rate']:g}, {warmup} warm-up step{'' if warmup == 1 else 's'}, "
+               f"seed {ft['seed']})")
     lines = [f"{report.corpus}: {len(d.train.labels):,} train / {len(d.test.labels):,} test examples, "
              f"{len(d.classes)} classes of {report.label_field!r}, {where}", how]
     if d.left_out:
