@@ -231,6 +231,34 @@ def test_a_dataset_in_hub_layout_gives_its_class_names_and_its_validation_split(
     assert [c["label"] for c in data["classes"]] == ["bio", "code", "law"]
 
 
+SUBSETS_README = """---
+configs:
+- config_name: plain
+  data_files:
+  - split: train
+    path: plain/train.jsonl
+- config_name: topics
+  data_files:
+  - split: train
+    path: topics/train.jsonl
+---
+"""
+
+
+def test_runs_probe_reads_the_runs_own_subset_of_a_dataset(cli, tiny_model_dir, tmp_path):
+    """The run's corpus as the run read it: its subset, not the dataset's first."""
+    (tmp_path / "README.md").write_text(SUBSETS_README)
+    for subset in ("plain", "topics"):
+        (tmp_path / subset).mkdir()
+    write_jsonl(tmp_path / "plain" / "train.jsonl", [r["text"] for r in labelled_rows(10)])
+    write_rows(tmp_path / "topics" / "train.jsonl", labelled_rows(20))
+    code, out, err = cli("train", tmp_path, "--subset", "topics", "--model", tiny_model_dir, "--chunk-size",
+                         32, "--batch-size", 4, "--test-size", 4, "--max-steps", 1, "--json")
+    assert code == 0, err
+    data = json.loads(cli("runs", "probe", json.loads(out)["run_id"], "--label-field", "topic", "--json")[1])
+    assert data["train"] + data["test"] == 60
+
+
 def test_max_train_caps_the_training_part_stratified(cli, tiny_model_dir, labelled):
     data = probe_json(cli, labelled, "--label-field", "topic", "--model", tiny_model_dir, "--max-train", 30)
     assert data["train"] == 30 and all(c["train"] == 10 for c in data["classes"])
