@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--max-test", type=_positive_int, default=probe.DEFAULT_MAX_TEST, metavar="N",
                        help="test it on at most N examples, a stratified sample (default: "
                        f"{probe.DEFAULT_MAX_TEST})")
+        q.add_argument("--method", choices=probe.METHODS, default="linear",
+                       help="linear: a logistic regression on frozen features (default, quick); finetune: a "
+                       "classification head on each model, every weight trained --steps steps")
+        q.add_argument("--steps", type=_positive_int, metavar="N",
+                       help=f"with --method finetune: training steps of {probe.FINETUNE_BATCH_SIZE} texts "
+                       f"(default: {probe.STEPS})")
+        q.add_argument("--learning-rate", type=float, metavar="R",
+                       help="with --method finetune: AdamW's peak learning rate (default: "
+                       f"{probe.FINETUNE_LEARNING_RATE:g})")
 
     runs = p.add_subparsers(dest="runs_command", parser_class=_Parser,
                             metavar="{show,delete,learned,export,push,probe}")
@@ -138,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("repo_id", metavar="REPO_ID", help="user/name (created if it does not exist)")
     q.add_argument("--private", action="store_true", help="create the repository private")
     json_flag(q)
-    q = runs.add_parser("probe", help="did the run help a task? a linear probe of its base model against its "
-                        "final model on a labelled corpus (default: the run's own)")
+    q = runs.add_parser("probe", help="did the run help a task? a probe of its base model against its final "
+                        "model on a labelled corpus (default: the run's own)")
     q.add_argument("run_id", metavar="RUN_ID")
     q.add_argument("corpus", nargs="?", metavar="CORPUS", help="a labelled corpus (default: the run's)")
     q.add_argument("--text-field", help="the column that holds the text (default: the run's)")
@@ -164,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--extend-vocab N would add (ranked on the training split only) and how")
     common(p, model=False)
 
-    p = sub.add_parser("probe", help="does a model help a task? a linear probe of frozen features on a "
-                       "labelled corpus; two --model: their paired difference")
+    p = sub.add_parser("probe", help="does a model help a task? a linear or fine-tune probe on a labelled "
+                       "corpus; two --model: their paired difference")
     # not --streaming: the probe reads its data whole
     add_setting_arguments(p, ("corpus", "text_field", "subset", "train_split", "test_split"))
     p.set_defaults(streaming=False)
@@ -562,31 +571,44 @@ def _extension_preview(report: Any, args: argparse.Namespace) -> Any:
     return extend_backend(backend_of(tokenizer), candidates(train, tokenizer, args.min_count), args.extend)[1]
 
 
-def _probe_progress(args: argparse.Namespace) -> Callable[[int, int], None] | None:
-    """Feature extraction's progress on stderr, a line every 10 seconds at most (none with --json)."""
+def _probe_method(args: argparse.Namespace) -> dict[str, Any]:
+    """The probe's method and its training settings, refusing those without the fine-tune they set."""
+    from mlm_tui import probe
+
+    given = [flag(name) for name in ("steps", "learning_rate") if getattr(args, name) is not None]
+    if given and args.method != "finetune":
+        raise UsageError(f"{' and '.join(given)}: only the fine-tune probe trains; add --method finetune")
+    rate = args.learning_rate
+    return {"method": args.method, "steps": probe.STEPS if args.steps is None else args.steps,
+            "learning_rate": probe.FINETUNE_LEARNING_RATE if rate is None else rate}
+
+
+def _probe_progress(args: argparse.Namespace) -> Callable[[int, int, str], None] | None:
+    """The probe's progress (texts through a model, training steps) on stderr, a line every 10 seconds at
+    most (none with --json)."""
     import time
 
     if args.json:
         return None
     last = [time.monotonic()]
 
-    def report(done: int, total: int) -> None:
+    def report(done: int, total: int, what: str) -> None:
         if done == total or time.monotonic() - last[0] >= 10:
             last[0] = time.monotonic()
-            say(f"  {done:,}/{total:,} texts")
+            say(f"  {done:,}/{total:,} {what}")
 
     return report
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    """A linear probe of each --model on a labelled corpus; with --json: `probe.ProbeReport.to_dict()`."""
+    """A probe of each --model on a labelled corpus; with --json: `probe.ProbeReport.to_dict()`."""
     from mlm_tui.models import DEFAULT_MODEL
     from mlm_tui.probe import run_probe, summary_lines
 
     refs = args.models or [args.model or DEFAULT_MODEL]
     if len(refs) > len(set(refs)):
         raise UsageError("mlm-tui probe: the same --model twice; give two different models to compare")
-    report = run_probe(args.corpus, args.label_field, [(r, r, r) for r in refs],
+    report = run_probe(args.corpus, args.label_field, [(r, r, r) for r in refs], **_probe_method(args),
                        text_field=args.text_field, hub=_hub(args), max_train=args.max_train,
                        max_test=args.max_test, allow_pickle=args.allow_pickle,
                        status=None if args.json else say, progress=_probe_progress(args))
@@ -598,8 +620,8 @@ def cmd_runs_probe(args: argparse.Namespace) -> None:
     from mlm_tui.probe import probe_run, summary_lines
 
     report = probe_run(args.run_id, args.label_field, args.corpus, text_field=args.text_field,
-                       max_train=args.max_train, max_test=args.max_test, status=None if args.json else say,
-                       progress=_probe_progress(args))
+                       **_probe_method(args), max_train=args.max_train, max_test=args.max_test,
+                       status=None if args.json else say, progress=_probe_progress(args))
     _emit(args, report.to_dict(), "\n".join(printable(line) for line in summary_lines(report)))
 
 

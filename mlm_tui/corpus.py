@@ -423,9 +423,14 @@ class HubOptions:
 HubSplit = tuple[str, Batches]  # the dataset's own split name and its stream of document batches
 
 
-def hub_splits(ref: str, text_field: str, options: HubOptions) -> dict[str, HubSplit]:
-    """The train split (and the test split, if any) of a dataset `load_dataset` reads, as "train" and
-    "test"; the dataset's own split names come along for messages and cache keys."""
+def dataset_name(ref: str, options: HubOptions) -> str:
+    """A dataset as messages name it: its reference, and its subset if one was chosen."""
+    return ref + (f" ({options.subset})" if options.subset else "")
+
+
+def open_dataset(ref: str, options: HubOptions) -> Any:
+    """`datasets.load_dataset` of a hub id or a local folder in Hub layout (a `DatasetDict`, or an
+    `IterableDatasetDict` when streaming), quiet, with one line for whatever stops it."""
     local = Path(ref).expanduser().exists()
     if not local:
         check_hub_dataset(ref)
@@ -436,14 +441,21 @@ def hub_splits(ref: str, text_field: str, options: HubOptions) -> dict[str, HubS
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-    where = ref + (f" ({options.subset})" if options.subset else "")
     try:
-        dd = datasets.load_dataset(str(Path(ref).expanduser()) if local else ref, options.subset,
-                                   streaming=options.streaming)
+        return datasets.load_dataset(str(Path(ref).expanduser()) if local else ref, options.subset,
+                                     streaming=options.streaming)
     except Exception as exc:  # an unknown subset, offline, gated...: one line either way
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         hint = " (HF_HUB_OFFLINE is set)" if offline and not local else ""
-        raise UsageError(f"could not open the dataset {where}{hint}: {_first_line(exc)}") from None
+        raise UsageError(f"could not open the dataset {dataset_name(ref, options)}{hint}: "
+                         f"{_first_line(exc)}") from None
+
+
+def hub_splits(ref: str, text_field: str, options: HubOptions) -> dict[str, HubSplit]:
+    """The train split (and the test split, if any) of a dataset `load_dataset` reads, as "train" and
+    "test"; the dataset's own split names come along for messages and cache keys."""
+    dd = open_dataset(ref, options)
+    where = dataset_name(ref, options)
     names = list(dd)
     chosen = {"train": options.train_split or "train"}
     if options.test_split or "test" in names:

@@ -21,7 +21,6 @@ import contextlib
 import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -246,35 +245,21 @@ def open_run(run_id: str, device: str = "auto", cancelled: Callable[[], bool] | 
     from mlm_tui.training import pick_device
 
     say = status or (lambda message: None)
-    run = runstore.find_run(run_id)
-    if run is None:
-        raise UsageError(f"no run called {run_id!r} (see: mlm-tui runs)")
-    info = run.info()
-    if info.config is None:
-        raise UsageError(f"run {run_id}: {info.config_problem}")
-    model_path, which = info.model_path, "final model"
-    if model_path is None and info.status in runstore.LIVE:
-        raise UsageError(f"run {run_id} is still {info.status}: compare it once it ends (a cancelled run's "
-                         "last checkpoint will do)")
-    if model_path is None and info.plan is not None:
-        model_path = run.latest_checkpoint()
-        which = f"last checkpoint, step {info.checkpoints[-1]}; run {info.status}" if model_path else which
-    if model_path is None or info.plan is None:
-        raise UsageError(f"run {run_id} has no final model ({info.status}) and no checkpoint: only a run "
-                         "with a model can be compared with its base model")
-    config = info.config
+    refs = runstore.model_refs(run_id)
+    run, info, config, which = refs.run, refs.info, refs.config, refs.which
+    if info.plan is None:
+        raise UsageError(f"run {run_id} recorded no plan: its test split cannot be rebuilt")
     if info.corpus_fingerprint is not None and fingerprint(config.corpus) != info.corpus_fingerprint:
         raise UsageError(f"the corpus {config.corpus} changed since run {run_id} read it: its test split "
                          "cannot be rebuilt")
     device = pick_device(device)
-    base_ref = info.model_source if info.model_source and Path(info.model_source).is_dir() else config.model
     say(f"loading the base model {config.model} and the run's {which}")
     try:
-        base = load_model(base_ref, allow_pickle=config.allow_pickle, device=device)
+        base = load_model(refs.base, allow_pickle=config.allow_pickle, device=device)
     except MlmError as exc:
         raise MlmError(f"the base model of run {run_id}, {config.model}, can't be loaded any more: "
                        f"{exc}") from None
-    final = load_model(str(model_path), allow_pickle=config.allow_pickle, device=device)
+    final = load_model(str(refs.model), allow_pickle=config.allow_pickle, device=device)
     # The run's data, read as the run read it (`rundata.run_splits`: its hub options too), and the test
     # size it resolved: the one given, else its plan's, as a resume does.
     test_size = config.test_size if config.test_size is not None else info.plan.test_chunks

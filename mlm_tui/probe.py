@@ -1,10 +1,17 @@
-"""Did adaptation help the task? A linear probe on a labelled corpus, one model against another.
+"""Did adaptation help the task? A probe on a labelled corpus, one model against another.
 
 Perplexity falling says a model reads the domain better, not that a task on it gained. The probe asks the
-second question the common way: frozen features from each model (the last hidden state, mean-pooled over
-each text's tokens, special tokens included, truncated at `MAX_LENGTH`), standardised, then scikit-learn's
-logistic regression with its C chosen by stratified cross-validation on the training part only. Both
-models see the same training and test examples; the figures are accuracy and macro-F1 on the test part
+second question in one of two ways, its `method`; only how a model comes to its predictions on the test
+part differs between them, the data, the figures and the verdict are shared:
+
+- "linear" (the default, quick): frozen features from each model (the last hidden state, mean-pooled over
+  each text's tokens, special tokens included, truncated at `MAX_LENGTH`), standardised, then
+  scikit-learn's logistic regression with its C chosen by stratified cross-validation on the training part
+  only (`linear_predictions`).
+- "finetune" (the evaluation of Gururangan et al., 2020): a classification head on the encoder, the whole
+  model trained for a number of steps on the training part (`finetune_predictions`).
+
+Both models see the same training and test examples; the figures are accuracy and macro-F1 on the test part
 with 95% bootstrap intervals, and for two models the paired difference (the same resampled test examples
 scored under both), with a verdict in words.
 
@@ -21,7 +28,7 @@ import contextlib
 import hashlib
 import io
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,11 +37,12 @@ from mlm_tui.errors import FieldError, MlmError, RunCancelled, UsageError, first
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
     from mlm_tui.corpus import HubOptions
     from mlm_tui.models import ModelHandle
 
-METHOD = "linear"
+METHODS = ("linear", "finetune")
 FEATURES = "mean-pooled last hidden state (special tokens included), standardised"
 FEATURES_VERSION = "mean-last-v1"  # part of the cache key: a change of pooling must not read old features
 MAX_LENGTH = 256  # tokens per text; longer texts are truncated (the model's own limit if lower)
@@ -47,10 +55,17 @@ FOLDS = 5
 CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # the regularisation strengths cross-validation tries
 BOOTSTRAP = 2000  # resamples of the test examples for the intervals
 SEED = 0
+# The fine-tune probe: the usual recipe for a BERT-sized encoder on a small classification task.
+STEPS = 200
+FINETUNE_BATCH_SIZE = 16
+FINETUNE_LEARNING_RATE = 5e-5
+FINETUNE_WEIGHT_DECAY = 0.01
+WARMUP = 0.1  # of the steps: the learning rate rises linearly from 0, then falls linearly to 0 at the end
 
 Label = str | int
 Status = Callable[[str], None]
 Cancelled = Callable[[], bool]
+Progress = Callable[[int, int, str], None]  # (done, total, of what: "texts" or "steps")
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -91,11 +106,11 @@ def columns(ref: str, hub: HubOptions | None = None) -> list[str]:
     read from the header or schema, or the first row of JSON lines, not the whole file."""
     import json
 
-    from mlm_tui.corpus import FORMATS, HubOptions, corpus_files
+    from mlm_tui.corpus import FORMATS, HubOptions, _first_json_row, _is_json_array, corpus_files
 
     files = corpus_files(ref)
     if files is None or (hub or HubOptions()).given():
-        splits = _read_dataset_dict(ref, hub or HubOptions())
+        splits = _open_dataset(ref, hub or HubOptions())
         return list(next(iter(splits.values())).column_names)
     path = (files.get("train") or next(iter(files.values())))[0]
     kind = FORMATS[path.suffix.lower()]
@@ -110,25 +125,16 @@ def columns(ref: str, hub: HubOptions | None = None) -> list[str]:
             import csv
 
             return [n for n in next(csv.reader(fh), []) if n]
-        head = fh.read(2048).lstrip()
-        fh.seek(0)
-        if head.startswith("["):
+        if _is_json_array(path):
             rows = json.load(fh)
             return list(rows[0]) if isinstance(rows, list) and rows and isinstance(rows[0], dict) else []
-        for line in fh:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    return []
-                return list(row) if isinstance(row, dict) else []
-    return []
+    return list(_first_json_row(path) or {})
 
 
 def _read_file(path: Path, text_field: str, label_field: str) -> Labelled:
     import pyarrow as pa
 
-    from mlm_tui.corpus import FORMATS
+    from mlm_tui.corpus import FORMATS, _is_json_array
 
     kind = FORMATS[path.suffix.lower()]
     if kind == "text":
@@ -147,20 +153,17 @@ def _read_file(path: Path, text_field: str, label_field: str) -> Labelled:
             import pyarrow.parquet as pa_parquet
 
             table = pa_parquet.read_table(path)
+        elif _is_json_array(path):
+            import json
+
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            table = pa.Table.from_pylist(rows) if isinstance(rows, list) else None
+            if table is None:
+                raise UsageError(f"{path}: not a JSON array of objects")
         else:
-            with open(path, "rb") as fh:
-                array = fh.read(2048).lstrip().startswith(b"[")
-            if array:
-                import json
+            import pyarrow.json as pa_json
 
-                rows = json.loads(path.read_text(encoding="utf-8"))
-                table = pa.Table.from_pylist(rows) if isinstance(rows, list) else None
-                if table is None:
-                    raise UsageError(f"{path}: not a JSON array of objects")
-            else:
-                import pyarrow.json as pa_json
-
-                table = pa_json.read_json(path)
+            table = pa_json.read_json(path)
     except UsageError:
         raise
     except Exception as exc:  # Arrow raises several types; a label of numbers and strings is the usual one
@@ -171,8 +174,10 @@ def _read_file(path: Path, text_field: str, label_field: str) -> Labelled:
 def _read_dataset(ref: str, text_field: str, label_field: str, options: HubOptions) -> dict[str, Labelled]:
     """A hub dataset (or a local folder in Hub layout) through `datasets`; a ClassLabel column gives its
     class names."""
-    dd = _read_dataset_dict(ref, options)
-    where = ref + (f" ({options.subset})" if options.subset else "")
+    from mlm_tui.corpus import dataset_name
+
+    dd = _open_dataset(ref, options)
+    where = dataset_name(ref, options)
     names = list(dd)
     chosen = {"train": options.train_split or "train"}
     test = options.test_split or next((n for n in ("test", "validation") if n in names), None)
@@ -192,23 +197,13 @@ def _read_dataset(ref: str, text_field: str, label_field: str, options: HubOptio
     return out
 
 
-def _read_dataset_dict(ref: str, options: HubOptions) -> Any:
-    from mlm_tui.corpus import check_hub_dataset
-    from mlm_tui.home import configure_hf_environment
+def _open_dataset(ref: str, options: HubOptions) -> Any:
+    """The dataset, read whole (the probe samples its parts from all of it), never as a stream."""
+    from dataclasses import replace
 
-    local = Path(ref).expanduser().exists()
-    if not local:
-        check_hub_dataset(ref)
-    configure_hf_environment()
-    import datasets
+    from mlm_tui.corpus import open_dataset
 
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    try:
-        return datasets.load_dataset(str(Path(ref).expanduser()) if local else ref, options.subset)
-    except Exception as exc:
-        where = ref + (f" ({options.subset})" if options.subset else "")
-        raise UsageError(f"could not open the dataset {where}: {first_line(exc)[:200]}") from None
+    return open_dataset(ref, replace(options, streaming=False))
 
 
 def _from_table(table: Any, text_field: str, label_field: str, where: str,
@@ -379,41 +374,64 @@ def features(handle: ModelHandle, texts: Sequence[str], *, batch_size: int = BAT
 def extract(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = BATCH_SIZE,
             device: Any = "cpu", cancelled: Cancelled | None = None,
             progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Mean-pooled last hidden states, in batches of texts of similar length (longest first: the largest
-    batch comes first, so memory peaks at once and padding is minimal)."""
+    """Mean-pooled last hidden states, in batches of texts of similar length (`_sorted_batches`)."""
     import numpy as np
     import torch
 
-    from mlm_tui.chunking import model_max_length
     from mlm_tui.heads import encoder_hidden
 
-    limit = min(MAX_LENGTH, model_max_length(tokenizer) or MAX_LENGTH)
-    ids = tokenizer(list(texts), truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
-    order = np.argsort([-len(x) for x in ids], kind="stable")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: np.ndarray | None = None
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            if cancelled is not None and cancelled():
-                raise RunCancelled("probe cancelled")
-            rows = order[start : start + batch_size]
-            width = max(len(ids[i]) for i in rows)
-            batch = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, i in enumerate(rows):
-                batch[j, : len(ids[i])] = torch.tensor(ids[i])
-                mask[j, : len(ids[i])] = 1
-            batch, mask = batch.to(torch.device(device)), mask.to(torch.device(device))
+        for rows, batch, mask in _sorted_batches(tokenizer, texts, batch_size, device, cancelled, progress):
             hidden = encoder_hidden(model, input_ids=batch, attention_mask=mask).float()
             pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
             pooled = pooled.cpu().numpy()
             if out is None:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             out[rows] = pooled
-            if progress is not None:
-                progress(min(start + batch_size, len(order)), len(order))
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
+def _token_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Each text's token ids, special tokens included, cut at MAX_LENGTH (or the model's own limit)."""
+    from mlm_tui.chunking import model_max_length
+
+    limit = min(MAX_LENGTH, model_max_length(tokenizer) or MAX_LENGTH)
+    return tokenizer(list(texts), truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
+
+
+def _padded(ids: Sequence[list[int]], tokenizer: Any, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of token id lists, padded to the longest, and its attention mask, on `device`."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(x) for x in ids)
+    batch = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for j, x in enumerate(ids):
+        batch[j, : len(x)] = torch.tensor(x)
+        mask[j, : len(x)] = 1
+    return batch.to(torch.device(device)), mask.to(torch.device(device))
+
+
+def _sorted_batches(tokenizer: Any, texts: Sequence[str], batch_size: int, device: Any,
+                    cancelled: Cancelled | None, progress: Callable[[int, int], None] | None
+                    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """(row numbers, input ids, attention mask) of batches of texts of similar length, longest first: the
+    largest batch comes first, so memory peaks at once, and padding is minimal. A cancel is seen before
+    each batch; progress is told after the caller has used one."""
+    import numpy as np
+
+    ids = _token_ids(tokenizer, texts)
+    order = np.argsort([-len(x) for x in ids], kind="stable")
+    for start in range(0, len(order), batch_size):
+        if cancelled is not None and cancelled():
+            raise RunCancelled("probe cancelled")
+        rows = order[start : start + batch_size]
+        yield rows, *_padded([ids[i] for i in rows], tokenizer, device)
+        if progress is not None:
+            progress(min(start + batch_size, len(order)), len(order))
 
 
 def _cache_path(handle: ModelHandle, texts: Sequence[str]) -> Path | None:
@@ -467,6 +485,87 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, se
             scores.append(np.mean(accuracies))
         best = CS[int(np.argmax(scores))]
         return model(best).fit(x_train, y_train).predict(x_test), best
+
+
+def linear_predictions(handle: ModelHandle, data: ProbeData, name: str, *, cancelled: Cancelled | None = None,
+                       progress: Callable[[int, int], None] | None = None, status: Status | None = None
+                       ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The linear probe of one model: its test predictions, and what the report says of how it came to
+    them (the C chosen, whether the features came from the cache)."""
+    x, cached = features(handle, data.train.texts + data.test.texts, cancelled=cancelled, progress=progress)
+    n = len(data.train.texts)
+    if status is not None:
+        status(f"fitting the probe on {name}'s features")
+    pred, c = fit_predict(x[:n], data.y_train, x[n:], cancelled=cancelled)
+    return pred, {"C": c, "cached_features": cached}
+
+
+def warmup_steps(steps: int) -> int:
+    """The fine-tune probe's warm-up: the first tenth of its steps."""
+    return round(steps * WARMUP)
+
+
+def finetune_predictions(handle: ModelHandle, data: ProbeData, steps: int = STEPS, *,
+                         allow_pickle: bool = False, learning_rate: float = FINETUNE_LEARNING_RATE,
+                         seed: int = SEED, cancelled: Cancelled | None = None,
+                         progress: Progress | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The fine-tune probe of one model: the model's own folder loaded again with a new classification
+    head (`AutoModelForSequenceClassification`: the family's own head, on its pooled output or first
+    token), every weight trained `steps` steps on batches of the training part (AdamW, linear warm-up then
+    decay, gradients clipped at 1, dropout on), then its test predictions; and its mean training loss over
+    the last tenth of the steps. Seeded: the head's initial weights, dropout and the batches are the same
+    from one probe to the next (on one machine). The loaded masked LM itself is left as it was."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
+
+    from mlm_tui.heads import param_groups
+    from mlm_tui.home import quiet_transformers
+
+    quiet_transformers()  # "some weights were newly initialised": the head, as it should be
+    torch.manual_seed(seed)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            handle.path, num_labels=len(data.classes), trust_remote_code=False,
+            use_safetensors=None if allow_pickle else True)
+    except Exception as exc:  # a family with no classification head, a config it cannot read: one line
+        raise MlmError(f"could not put a classification head on {handle.name}: {first_line(exc)[:200]}"
+                       ) from None
+    device, tokenizer = torch.device(handle.device), handle.tokenizer
+    model.to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, FINETUNE_WEIGHT_DECAY), lr=learning_rate)
+    schedule = get_linear_schedule_with_warmup(optimizer, warmup_steps(steps), steps)
+    ids = _token_ids(tokenizer, data.train.texts)
+    size = min(FINETUNE_BATCH_SIZE, len(ids))
+    rng = np.random.default_rng(seed)
+    order = np.empty(0, dtype=np.int64)  # the rows still to be drawn this pass over the training part
+    losses = []
+    model.train()
+    for step in range(steps):
+        if cancelled is not None and cancelled():
+            raise RunCancelled("probe cancelled")
+        if len(order) < size:
+            order = np.concatenate([order, rng.permutation(len(ids))])
+        rows, order = order[:size], order[size:]
+        batch, mask = _padded([ids[i] for i in rows], tokenizer, device)
+        labels = torch.as_tensor(data.y_train[rows], device=device)
+        loss = model(input_ids=batch, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, steps, "steps")
+    model.eval()
+    pred = np.empty(len(data.test.texts), dtype=np.int64)
+    tell = None if progress is None else lambda done, total: progress(done, total, "texts")
+    with torch.inference_mode():
+        for rows, batch, mask in _sorted_batches(tokenizer, data.test.texts, BATCH_SIZE, device, cancelled,
+                                                 tell):
+            pred[rows] = model(input_ids=batch, attention_mask=mask).logits.argmax(-1).cpu().numpy()
+    return pred, {"train_loss": float(np.mean(losses[-max(1, steps // 10):]))}
 
 
 def f1_per_class(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
@@ -534,14 +633,13 @@ class ModelScore:
     macro_f1: float
     macro_f1_ci: list[float]
     per_class: list[dict[str, Any]]  # {"label", "f1", "support"}
-    c: float  # the regularisation cross-validation chose
-    cached: bool  # features from the cache
+    details: dict[str, Any]  # the method's own: linear {"C", "cached_features"}, finetune {"train_loss"}
     predictions: np.ndarray | None = field(repr=False, default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "accuracy": self.accuracy, "accuracy_ci": self.accuracy_ci,
                 "macro_f1": self.macro_f1, "macro_f1_ci": self.macro_f1_ci, "per_class": self.per_class,
-                "C": self.c, "cached_features": self.cached}
+                **self.details}
 
 
 @dataclass
@@ -553,28 +651,41 @@ class ProbeReport:
     majority: dict[str, Any]
     models: list[ModelScore]
     difference: dict[str, Any] | None
+    method: str = "linear"
+    steps: int = STEPS  # of the fine-tune probe
+    learning_rate: float = FINETUNE_LEARNING_RATE  # of the fine-tune probe
+
+    def how(self) -> tuple[str, Any]:
+        """The method's settings, as the JSON names them: the linear probe's features, the fine-tune's
+        training."""
+        if self.method == "linear":
+            return "features", FEATURES
+        return "finetune", {"steps": self.steps, "batch_size": FINETUNE_BATCH_SIZE,
+                            "learning_rate": self.learning_rate,
+                            "warmup_steps": warmup_steps(self.steps), "weight_decay": FINETUNE_WEIGHT_DECAY,
+                            "max_length": MAX_LENGTH, "seed": SEED}
 
     def to_dict(self) -> dict[str, Any]:
+        key, how = self.how()
         return {"corpus": self.corpus, "text_field": self.text_field, "label_field": self.label_field,
-                "method": METHOD, "features": FEATURES, "split": self.data.split,
+                "method": self.method, key: how, "split": self.data.split,
                 "train": len(self.data.train.labels), "test": len(self.data.test.labels),
                 "classes": self.data.counts(), "left_out": self.data.left_out, "majority": self.majority,
                 "models": [m.to_dict() for m in self.models], "difference": self.difference}
 
 
-def score(data: ProbeData, x_train: np.ndarray, x_test: np.ndarray, model: str, role: str, cached: bool,
-          cancelled: Cancelled | None = None) -> ModelScore:
-    """One model's probe: fit, predict, and the point figures (intervals come with `compare`)."""
+def score(data: ProbeData, pred: np.ndarray, model: str, role: str, details: dict[str, Any]) -> ModelScore:
+    """One model's point figures from its test predictions, whichever method made them (intervals come
+    with `compare`)."""
     import numpy as np
 
     k = len(data.classes)
-    pred, c = fit_predict(x_train, data.y_train, x_test, cancelled=cancelled)
     f1 = f1_per_class(data.y_test, pred, k)
     support = np.bincount(data.y_test, minlength=k)
     per_class = [{"label": label, "f1": float(f), "support": int(s)}
                  for label, f, s in zip(data.classes, f1, support, strict=True)]
     return ModelScore(model, role, float((pred == data.y_test).mean()), [], float(f1.mean()), [], per_class,
-                      c, cached, pred)
+                      details, pred)
 
 
 def compare(data: ProbeData, scores: list[ModelScore]) -> dict[str, Any] | None:
@@ -603,19 +714,31 @@ def majority(data: ProbeData) -> dict[str, Any]:
             "macro_f1": float(f1_per_class(data.y_test, pred, len(data.classes)).mean())}
 
 
+def check_method(method: str, steps: int, learning_rate: float) -> None:
+    """Refuse a method or a fine-tune setting that cannot be, before anything is read or loaded."""
+    if method not in METHODS:
+        raise FieldError("method", f"{{field}} is {' or '.join(METHODS)}, not {method!r}")
+    if steps < 1:
+        raise FieldError("steps", f"{{field}} must be at least 1 (got {steps})")
+    if not 0 < learning_rate < float("inf"):
+        raise FieldError("learning_rate", f"{{field}} must be a number above 0 (got {learning_rate})")
+
+
 def run_probe(corpus: str, label_field: str, models: Sequence[tuple[str, str, str]], *,
-              text_field: str = "text",
+              text_field: str = "text", method: str = "linear", steps: int = STEPS,
+              learning_rate: float = FINETUNE_LEARNING_RATE,
               hub: HubOptions | None = None, max_train: int = DEFAULT_MAX_TRAIN,
               max_test: int = DEFAULT_MAX_TEST, device: str = "auto", allow_pickle: bool = False,
               cancelled: Cancelled | None = None, status: Status | None = None,
-              progress: Callable[[int, int], None] | None = None) -> ProbeReport:
+              progress: Progress | None = None) -> ProbeReport:
     """The whole probe, for the CLI and the workbench alike. `models` are (what to load, how the verdict
     calls it, how the report names it); with two, the difference is the second's minus the first's.
-    Nothing is written but the feature cache."""
+    `method` is "linear" or "finetune" (`steps` steps). Nothing is written but the feature cache."""
     from mlm_tui.models import load_model
     from mlm_tui.training import pick_device
 
     say = status or (lambda message: None)
+    check_method(method, steps, learning_rate)
     if not label_field:
         raise FieldError("label_field", "{field} is required: the corpus column that holds each text's class")
     say(f"reading {corpus}")
@@ -624,51 +747,50 @@ def run_probe(corpus: str, label_field: str, models: Sequence[tuple[str, str, st
         say(f"left out class {c['label']!r}: {c['train']} train / {c['test']} test examples (a class needs "
             f"{MIN_TRAIN} train and 1 test)")
     device = pick_device(device)
+    texts = None if progress is None else lambda done, total: progress(done, total, "texts")
     scores = []
     for ref, role, name in models:
-        say(f"features from {name} ({len(data.train.labels)} train + {len(data.test.labels)} test texts)")
         try:
             handle = load_model(ref, allow_pickle=allow_pickle, device=device)
         except MlmError as exc:
             raise type(exc)(f"model {name}: {exc}") from None
-        x, cached = features(handle, data.train.texts + data.test.texts, cancelled=cancelled,
-                             progress=progress)
-        n = len(data.train.texts)
-        say(f"fitting the probe on {name}'s features")
-        scores.append(score(data, x[:n], x[n:], name, role, cached, cancelled))
+        if method == "linear":
+            say(f"features from {name} ({len(data.train.labels)} train + {len(data.test.labels)} test texts)")
+            pred, details = linear_predictions(handle, data, name, cancelled=cancelled, progress=texts,
+                                               status=say)
+        else:
+            say(f"fine-tuning {name} with a classification head: {steps} steps of {FINETUNE_BATCH_SIZE} of "
+                f"the {len(data.train.labels)} train texts, then predicting the {len(data.test.labels)} test "
+                "texts")
+            pred, details = finetune_predictions(handle, data, steps, allow_pickle=allow_pickle,
+                                                 learning_rate=learning_rate, cancelled=cancelled,
+                                                 progress=progress)
+        scores.append(score(data, pred, name, role, details))
     difference = compare(data, scores)
-    return ProbeReport(corpus, text_field, label_field, data, majority(data), scores, difference)
-
-
-def run_refs(run_id: str) -> tuple[str, str, Any]:
-    """A completed run's base model (the folder it started from, if it is still there, else its
-    reference) and final model as references to load, and its settings."""
-    from mlm_tui import runstore
-
-    run = runstore.find_run(run_id)
-    if run is None:
-        raise UsageError(f"no run called {run_id!r} (see: mlm-tui runs)")
-    info = run.info()
-    if info.config is None:
-        raise UsageError(f"run {run_id}: {info.config_problem}")
-    if info.model_path is None:
-        raise UsageError(f"run {run_id} has no final model ({info.status}): only a completed run can be "
-                         "compared with its base model")
-    config = info.config
-    base = info.model_source if info.model_source and Path(info.model_source).is_dir() else config.model
-    return base, str(info.model_path), config
+    return ProbeReport(corpus, text_field, label_field, data, majority(data), scores, difference, method,
+                       steps, learning_rate)
 
 
 def probe_run(run_id: str, label_field: str, corpus: str | None = None, *, text_field: str | None = None,
-              **kwargs: Any) -> ProbeReport:
-    """`run_probe` of a run's base model against its final model, on the run's own corpus unless another
-    is given (then its text field too, unless given)."""
-    base, final, config = run_refs(run_id)
+              hub: HubOptions | None = None, method: str = "linear", steps: int = STEPS,
+              learning_rate: float = FINETUNE_LEARNING_RATE, **kwargs: Any) -> ProbeReport:
+    """`run_probe` of a run's base model against its final model (or the last checkpoint of a run that
+    ended without one: `runstore.model_refs`), on the run's own corpus, read with its hub options, unless
+    another is given (then its text field too, unless given)."""
+    from mlm_tui.corpus import HubOptions
+    from mlm_tui.runstore import model_refs
+
+    check_method(method, steps, learning_rate)
+    refs = model_refs(run_id)
+    config = refs.config
+    name = run_id if refs.model == refs.run.model_path else f"{run_id} ({refs.which})"
+    if corpus is None and hub is None:
+        hub = HubOptions.of(config)
     try:
-        models = [(base, "base", config.model), (final, "adapted", run_id)]
+        models = [(refs.base, "base", config.model), (str(refs.model), "adapted", name)]
         return run_probe(corpus or config.corpus, label_field, models,
-                         text_field=text_field or config.text_field, allow_pickle=config.allow_pickle,
-                         **kwargs)
+                         text_field=text_field or config.text_field, hub=hub, method=method, steps=steps,
+                         learning_rate=learning_rate, allow_pickle=config.allow_pickle, **kwargs)
     except FieldError as exc:
         if corpus is not None or exc.field != "label_field":
             raise
@@ -681,9 +803,17 @@ def summary_lines(report: ProbeReport) -> list[str]:
     d = report.data
     where = "the corpus's own train/test splits" if d.split == "corpus" else \
         f"a stratified hold-out of {TEST_FRACTION:.0%} (seed {SEED})"
+    if report.method == "linear":
+        how = f"features: {FEATURES}; logistic regression, C by {FOLDS}-fold CV on the train part"
+    else:
+        ft = report.how()[1]
+        n, warmup = ft["steps"], ft["warmup_steps"]
+        how = (f"fine-tuned: a classification head on each model, all weights trained {n} step"
+               f"{'' if n == 1 else 's'} of {ft['batch_size']} train texts (AdamW, learning rate "
+               f"{ft['learning_rate']:g}, {warmup} warm-up step{'' if warmup == 1 else 's'}, "
+               f"seed {ft['seed']})")
     lines = [f"{report.corpus}: {len(d.train.labels):,} train / {len(d.test.labels):,} test examples, "
-             f"{len(d.classes)} classes of {report.label_field!r}, {where}",
-             f"features: {FEATURES}; logistic regression, C by {FOLDS}-fold CV on the train part"]
+             f"{len(d.classes)} classes of {report.label_field!r}, {where}", how]
     if d.left_out:
         lines.append("left out (too few examples): " + ", ".join(
             f"{c['label']!r} ({c['train']} train, {c['test']} test)" for c in d.left_out))

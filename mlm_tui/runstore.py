@@ -742,6 +742,42 @@ def _learned(run: Run) -> dict[str, Any] | None:
     return data if ok and isinstance(data["summary"].get("text"), str) else None
 
 
+@dataclass
+class ModelRefs:
+    """A run's two models, for comparing them: what `runs learned` and `runs probe` load."""
+
+    run: Run
+    info: RunInfo
+    config: TrainConfig
+    base: str  # what to load as the base model: the folder the run started from if it is still there
+    model: Path  # the final model, or the last checkpoint of a run that did not finish
+    which: str  # "final model", or "last checkpoint, step N; run cancelled"
+
+
+def model_refs(run_id: str) -> ModelRefs:
+    """Find run `run_id`, its base model and its final model (or, for a run that ended without one, its last
+    checkpoint); one line for each reason there is nothing to compare."""
+    run = find_run(run_id)
+    if run is None:
+        raise UsageError(f"no run called {run_id!r} (see: mlm-tui runs)")
+    info = run.info()
+    if info.config is None:
+        raise UsageError(f"run {run_id}: {info.config_problem}")
+    model, which = info.model_path, "final model"
+    if model is None and info.status in LIVE:
+        raise UsageError(f"run {run_id} is still {info.status}: compare it once it ends (a cancelled run's "
+                         "last checkpoint will do)")
+    if model is None:
+        model = run.latest_checkpoint()
+        which = f"last checkpoint, step {info.checkpoints[-1]}; run {info.status}" if model else which
+    if model is None:
+        raise UsageError(f"run {run_id} has no final model ({info.status}) and no checkpoint: only a run "
+                         "with a model can be compared with its base model")
+    config = info.config
+    base = info.model_source if info.model_source and Path(info.model_source).is_dir() else config.model
+    return ModelRefs(run, info, config, base, model, which)
+
+
 # -- removing runs --------------------------------------------------------------------------------------
 @dataclass
 class Deleted:

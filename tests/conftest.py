@@ -6,8 +6,12 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mlm_tui.runstore import Run
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -73,6 +77,23 @@ CORPUS_DOCS = [f"{SENTENCES[i % len(SENTENCES)]} Item {i} of the corpus." for i 
 def corpus_jsonl(tmp_path: Path) -> Path:
     """A 200-document corpus, enough for a few chunks of 32 and a held-out test split."""
     return write_jsonl(tmp_path / "corpus.jsonl", CORPUS_DOCS)
+
+
+def cancelled_run(model: Path, corpus: Path) -> Run:
+    """A real run of `model` on `corpus`, cancelled after its first step: a `runstore.Run` with a checkpoint
+    and no final model."""
+    from mlm_tui.errors import RunCancelled
+    from mlm_tui.lifecycle import TrainingRun
+    from mlm_tui.run_settings import TrainConfig
+
+    stop: list[int] = []
+    config = TrainConfig(corpus=str(corpus), model=str(model), chunk_size=32, batch_size=4, max_steps=4,
+                         logging_steps=1, test_size=8)
+    trainer = TrainingRun(config, should_stop=lambda: bool(stop),
+                          on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
+    with pytest.raises(RunCancelled):
+        trainer.run()
+    return trainer.run_record
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The downstream probe (issue 23) on a tiny real model: its figures against a direct scikit-learn
-computation, its intervals against a known truth, its feature cache, its errors, `runs probe` and the
-workbench's probe screen."""
+computation, its intervals against a known truth, its feature cache, the fine-tune method, its errors,
+`runs probe` and the workbench's probe screen."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from conftest import cancelled_run, write_jsonl
 from pilot import settle, wait_for
 from test_cli_contract import assert_one_line_error
 
@@ -20,6 +20,9 @@ TOPICS = {
     "code": ["function", "compiler", "variable", "pointer", "module", "thread"],
 }
 FILLER = ["the", "a", "of", "and", "in", "with", "for", "on"]
+# The fine-tune probe of the tiny random model: its default rate (5e-5, for a pretrained encoder) barely
+# moves a 2-layer model whose every weight is random; this rate learns the topics in a few dozen steps.
+TINY_RATE = "3e-3"
 
 
 def labelled_rows(n_per_class: int, seed: int = 0, label_kind=str) -> list[dict]:
@@ -228,6 +231,34 @@ def test_a_dataset_in_hub_layout_gives_its_class_names_and_its_validation_split(
     assert [c["label"] for c in data["classes"]] == ["bio", "code", "law"]
 
 
+SUBSETS_README = """---
+configs:
+- config_name: plain
+  data_files:
+  - split: train
+    path: plain/train.jsonl
+- config_name: topics
+  data_files:
+  - split: train
+    path: topics/train.jsonl
+---
+"""
+
+
+def test_runs_probe_reads_the_runs_own_subset_of_a_dataset(cli, tiny_model_dir, tmp_path):
+    """The run's corpus as the run read it: its subset, not the dataset's first."""
+    (tmp_path / "README.md").write_text(SUBSETS_README)
+    for subset in ("plain", "topics"):
+        (tmp_path / subset).mkdir()
+    write_jsonl(tmp_path / "plain" / "train.jsonl", [r["text"] for r in labelled_rows(10)])
+    write_rows(tmp_path / "topics" / "train.jsonl", labelled_rows(20))
+    code, out, err = cli("train", tmp_path, "--subset", "topics", "--model", tiny_model_dir, "--chunk-size",
+                         32, "--batch-size", 4, "--test-size", 4, "--max-steps", 1, "--json")
+    assert code == 0, err
+    data = json.loads(cli("runs", "probe", json.loads(out)["run_id"], "--label-field", "topic", "--json")[1])
+    assert data["train"] + data["test"] == 60
+
+
 def test_max_train_caps_the_training_part_stratified(cli, tiny_model_dir, labelled):
     data = probe_json(cli, labelled, "--label-field", "topic", "--model", tiny_model_dir, "--max-train", 30)
     assert data["train"] == 30 and all(c["train"] == 10 for c in data["classes"])
@@ -257,6 +288,78 @@ def test_bad_labels_are_one_line_and_exit_2_writing_nothing(cli, tiny_model_dir,
     assert (sorted(cache.iterdir()) if cache.exists() else []) == before
 
 
+def test_a_fine_tune_probe_beats_the_majority_on_the_linear_probes_test_part(cli, tiny_model_dir, tmp_path):
+    from mlm_tui import probe
+
+    corpus = write_rows(tmp_path / "topics.jsonl", labelled_rows(60))
+    args = ("--label-field", "topic", "--model", tiny_model_dir, "--method", "finetune", "--steps", 60,
+            "--learning-rate", TINY_RATE)
+    data = probe_json(cli, corpus, *args)
+    assert list(data) == ["corpus", "text_field", "label_field", "method", "finetune", "split", "train",
+                          "test", "classes", "left_out", "majority", "models", "difference"]
+    assert data["method"] == "finetune"
+    assert data["finetune"] == {"steps": 60, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 6,
+                                "weight_decay": probe.FINETUNE_WEIGHT_DECAY, "max_length": probe.MAX_LENGTH,
+                                "seed": probe.SEED}
+    [model] = data["models"]
+    assert model["accuracy_ci"][0] > data["majority"]["accuracy"]  # beyond noise, not by luck
+    assert model["macro_f1"] > data["majority"]["macro_f1"]
+    assert [c["label"] for c in model["per_class"]] == ["bio", "code", "law"]
+    assert model["train_loss"] < 1.0  # below a guess among three (ln 3 = 1.10): it learned
+    linear = probe_json(cli, corpus, "--label-field", "topic", "--model", tiny_model_dir)
+    assert {k: linear[k] for k in ("split", "train", "test", "classes", "majority")} == \
+        {k: data[k] for k in ("split", "train", "test", "classes", "majority")}
+    # The same test examples, in the same order, whichever method scores them.
+    reports = [probe.run_probe(str(corpus), "topic", [(str(tiny_model_dir), "m", "m")], method=method,
+                               steps=2, device="cpu") for method in probe.METHODS]
+    assert reports[0].data.test.texts == reports[1].data.test.texts
+    assert np.array_equal(reports[0].data.y_test, reports[1].data.y_test)
+    code, out, err = cli("probe", corpus, *args)
+    assert code == 0, err
+    assert "fine-tuned: a classification head on each model, all weights trained 60 steps" in out
+    assert "fine-tuning" in err and "60/60 steps" in err  # what it does, then its progress
+
+
+def test_fine_tune_probes_of_the_same_weights_agree_exactly(cli, tiny_model_dir, labelled, tmp_path):
+    """Seeded: two fine-tunes of the same weights predict the same, so their difference is nothing."""
+    import shutil
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    data = probe_json(cli, labelled, "--label-field", "topic", "--model", tiny_model_dir, "--model", other,
+                      "--method", "finetune", "--steps", 5, "--learning-rate", TINY_RATE)
+    first, second = data["models"]
+    assert first["per_class"] == second["per_class"] and first["train_loss"] == second["train_loss"]
+    assert data["difference"]["accuracy"] == 0 and data["difference"]["ci"] == [0, 0]
+    assert data["difference"]["verdict"].startswith("no difference beyond noise")
+
+
+def test_a_fine_tune_probe_reports_its_steps_and_stops_when_cancelled(tiny_model_dir, labelled):
+    from mlm_tui import probe
+    from mlm_tui.errors import RunCancelled
+
+    seen: list[tuple[int, int, str]] = []
+    with pytest.raises(RunCancelled):
+        probe.run_probe(str(labelled), "topic", [(str(tiny_model_dir), "m", "m")], method="finetune",
+                        steps=50, device="cpu", progress=lambda *event: seen.append(event),
+                        cancelled=lambda: len(seen) >= 3)
+    assert seen == [(1, 50, "steps"), (2, 50, "steps"), (3, 50, "steps")]  # stopped at the next step
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--method", "finetune", "--steps", "0"], "argument --steps: must be at least 1 (got 0)"),
+    (["--steps", "10"], "--steps: only the fine-tune probe trains; add --method finetune"),
+    (["--learning-rate", "1e-3"], "--learning-rate: only the fine-tune probe trains"),
+    (["--method", "finetune", "--learning-rate", "0"], "--learning-rate must be a number above 0"),
+    (["--method", "lasso"], "argument --method: invalid choice: 'lasso'"),
+])
+def test_bad_fine_tune_settings_are_one_line_and_exit_2(cli, tiny_model_dir, labelled, args, message):
+    code, _, err = cli("probe", labelled, "--label-field", "topic", "--model", tiny_model_dir, *args)
+    fails(code, err, message)
+    code, _, err = cli("runs", "probe", "20990101-000000-abcd", "--label-field", "topic", *args)
+    fails(code, err, message)  # refused before the run is looked for
+
+
 def test_plain_text_and_a_missing_label_flag_are_usage_errors(cli, tiny_model_dir, tmp_path):
     text = tmp_path / "c.txt"
     text.write_text("one line\nanother\n")
@@ -281,6 +384,11 @@ def test_runs_probe_compares_a_runs_base_and_final_model_on_its_own_corpus(cli, 
     code, out, err = cli("runs", "probe", run_id, "--label-field", "topic")
     assert code == 0, err
     assert "difference (adapted - base):" in out
+    tuned = json.loads(cli("runs", "probe", run_id, "--label-field", "topic", "--method", "finetune",
+                           "--steps", 3, "--json")[1])
+    assert tuned["method"] == "finetune" and tuned["finetune"]["steps"] == 3
+    assert [m["model"] for m in tuned["models"]] == [str(tiny_model_dir), run_id]
+    assert tuned["difference"]["of"] == "adapted - base" and tuned["test"] == data["test"]
     # Another corpus, given: the run's text field, the corpus's labels.
     other = write_rows(tmp_path / "other.jsonl", labelled_rows(12, seed=3))
     data = json.loads(cli("runs", "probe", run_id, other, "--label-field", "topic", "--json")[1])
@@ -292,6 +400,17 @@ def test_runs_probe_compares_a_runs_base_and_final_model_on_its_own_corpus(cli, 
     fails(code, err, "no run called")
 
 
+def test_runs_probe_of_a_cancelled_run_takes_its_last_checkpoint(cli, tiny_model_dir, labelled):
+    """As `runs learned` does (`runstore.model_refs`): a run that ended without a final model is compared
+    by its last checkpoint, and the report says so."""
+    run = cancelled_run(tiny_model_dir, labelled)
+    code, out, err = cli("runs", "probe", run.run_id, "--label-field", "topic", "--json")
+    assert code == 0, err
+    step = run.checkpoint_steps()[-1]
+    adapted = json.loads(out)["models"][1]["model"]
+    assert adapted == f"{run.run_id} (last checkpoint, step {step}; run cancelled)"
+
+
 @pytest.mark.anyio
 async def test_the_workbench_probes_a_run_from_the_runs_table(cli, tiny_model_dir, labelled, tmp_path,
                                                             monkeypatch):
@@ -301,6 +420,7 @@ async def test_the_workbench_probes_a_run_from_the_runs_table(cli, tiny_model_di
     from mlm_tui.app.workbench import WorkbenchApp
 
     monkeypatch.setenv("MLM_TUI_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("mlm_tui.probe.STEPS", 3)  # the workbench's fine-tune: its default steps, fewer
     code, out, err = cli("train", labelled, "--model", tiny_model_dir, "--chunk-size", 32, "--batch-size", 4,
                          "--test-size", 4, "--max-steps", 2, "--precision", "fp32", "--json")
     assert code == 0, err
@@ -324,6 +444,16 @@ async def test_the_workbench_probes_a_run_from_the_runs_table(cli, tiny_model_di
         text = _body(app)
         assert expected["difference"]["verdict"] in text.replace("\n", " ")
         assert all(c["label"] in text for c in expected["classes"])
+        # m: the fine-tune instead, at once on the same label column, its steps as the picker names them.
+        await pilot.press("m")
+        await wait_for(lambda: bool(app.screen.query(OptionList)), 20, pilot)
+        picker = app.screen.query_one(OptionList)
+        choices = [str(picker.get_option_at_index(i).prompt) for i in range(picker.option_count)]
+        assert choices[0].startswith("linear") and "trained 3 steps" in choices[1]
+        await pilot.press("down", "enter")
+        await wait_for(lambda: isinstance(app.screen, ProbeScreen) and "fine-tuned:" in _body(app), 60, pilot)
+        text = _body(app).replace("\n", " ")
+        assert "trained 3 steps" in text and "difference (adapted - base):" in text
         await pilot.press("escape")
         await settle(pilot)
         assert not isinstance(app.screen, ProbeScreen)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SENTENCES, write_jsonl
+from conftest import SENTENCES, cancelled_run, write_jsonl
 
 from mlm_tui import runstore
 
@@ -109,20 +109,10 @@ def test_an_index_naming_a_file_outside_the_model_is_refused(cli, tiny_model_dir
 
 def test_a_checkpoint_with_a_pickle_side_door_cannot_run_code_on_resume(cli, tiny_model_dir, corpus_jsonl,
                                                                        tmp_path):
-    from mlm_tui.errors import RunCancelled
-    from mlm_tui.lifecycle import TrainingRun
-    from mlm_tui.run_settings import TrainConfig
-
-    stop: list[int] = []
-    config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
-                         max_steps=4, logging_steps=1, test_size=8)
-    trainer = TrainingRun(config, should_stop=lambda: bool(stop),
-                      on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
-    with pytest.raises(RunCancelled):
-        trainer.run()
+    run = cancelled_run(tiny_model_dir, corpus_jsonl)
     marker = tmp_path / "code-ran"
-    with_index_to_pickle(trainer.run_record.latest_checkpoint(), marker)
-    code, _, err = cli("train", "--resume", trainer.run_record.run_id)
+    with_index_to_pickle(run.latest_checkpoint(), marker)
+    code, _, err = cli("train", "--resume", run.run_id)
     assert code == 2
     one_error_line(err, "--allow-pickle")
     assert not marker.exists()
@@ -352,20 +342,10 @@ def test_a_truncated_model_is_named_with_what_to_do(cli, tiny_model_dir, tmp_pat
 
 
 def test_a_damaged_checkpoint_is_named_on_resume(cli, tiny_model_dir, corpus_jsonl):
-    from mlm_tui.errors import RunCancelled
-    from mlm_tui.lifecycle import TrainingRun
-    from mlm_tui.run_settings import TrainConfig
-
-    stop: list[int] = []
-    config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
-                         max_steps=4, logging_steps=1, test_size=8)
-    trainer = TrainingRun(config, should_stop=lambda: bool(stop),
-                      on_event=lambda event: stop.append(1) if event["event"] == "step" else None)
-    with pytest.raises(RunCancelled):
-        trainer.run()
-    checkpoint = trainer.run_record.latest_checkpoint()
+    run = cancelled_run(tiny_model_dir, corpus_jsonl)
+    checkpoint = run.latest_checkpoint()
     truncate(checkpoint / "model.safetensors")
-    code, _, err = cli("train", "--resume", trainer.run_record.run_id)
+    code, _, err = cli("train", "--resume", run.run_id)
     assert code == 1
     line = one_error_line(err, "damaged")
     assert str(checkpoint / "model.safetensors") in line and f"delete {checkpoint}" in line

@@ -2,7 +2,9 @@
 
 The screen asks for the label column first, from the corpus's own columns (the run's corpus unless the
 user opens another with o), then probes the run's base model against its final model in a worker:
-progress comes back as messages, escape cancels the worker between batches and closes the screen.
+progress comes back as messages, escape cancels the worker between batches (or training steps) and closes
+the screen. The method is the linear probe unless m picks the fine-tune (its default steps), which probes
+again at once when a label column is picked already.
 """
 
 from __future__ import annotations
@@ -70,18 +72,30 @@ def report_table(report: ProbeReport) -> Table:
     return out
 
 
+def method_choices() -> dict[str, str]:
+    """The probe's methods as the picker words them, each to its `probe.METHODS` name."""
+    from mlm_tui.probe import FEATURES, FINETUNE_BATCH_SIZE, STEPS
+
+    return {f"linear: a logistic regression on frozen features ({FEATURES}); quick": "linear",
+            f"fine-tune: a classification head on each model, every weight trained {STEPS} steps of "
+            f"{FINETUNE_BATCH_SIZE} texts; minutes on a CPU": "finetune"}
+
+
 class ProbeScreen(ModalScreen[None]):
     CSS_PATH = "probe_screen.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "close", "Close"),
         Binding("f", "pick_label", "Label column"),
         Binding("o", "open_corpus", "Corpus"),
+        Binding("m", "pick_method", "Method"),
     ]
 
     def __init__(self, run_id: str, corpus: str, text_field: str) -> None:
         super().__init__()
         self.run_id, self.corpus, self.text_field = run_id, corpus, text_field
         self.columns: list[str] = []
+        self.method = "linear"
+        self.label_field: str | None = None  # the column last probed with
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog", id="probe"):
@@ -89,7 +103,8 @@ class ProbeScreen(ModalScreen[None]):
                         classes="dialog-title")
             yield Static(Text(f"Reading the columns of {printable(self.corpus)}…"), id="probe-status")
             yield Static(id="probe-body")
-            yield Label("f: label column · o: another corpus · esc: cancel and close", classes="dialog-hint")
+            yield Label("f: label column · o: another corpus · m: method · esc: cancel and close",
+                        classes="dialog-hint")
 
     def on_mount(self) -> None:
         self.query_one("#probe").focus()
@@ -145,23 +160,40 @@ class ProbeScreen(ModalScreen[None]):
 
         self.app.push_screen(PromptScreen("Labelled corpus to probe on", self.corpus, paths=True), change)
 
+    def action_pick_method(self) -> None:
+        from mlm_tui.app.prompt import PickScreen
+
+        choices = method_choices()
+
+        def chosen(choice: str | None) -> None:
+            if choice is None:
+                return
+            self.method = choices[choice]
+            if self.label_field is not None:
+                self._probe(self.label_field)
+
+        self.app.push_screen(PickScreen("How should each model be probed?", list(choices)), chosen)
+
     def _probe(self, label_field: str) -> None:
+        self.label_field = label_field
         self.query_one("#probe-body", Static).update("")
-        self._status(f"Probing on {printable(self.corpus)}, labels {label_field!r}…")
-        self._worker(label_field)
+        how = "a linear probe" if self.method == "linear" else "a fine-tune probe"
+        self._status(f"Probing on {printable(self.corpus)}, labels {label_field!r}, {how}…")
+        self._worker(label_field, self.method)
 
     @work(thread=True, exclusive=True, group="probe")
-    def _worker(self, label_field: str) -> None:
-        from mlm_tui.probe import probe_run
+    def _worker(self, label_field: str, method: str) -> None:
+        from mlm_tui.probe import STEPS, probe_run
 
         worker = get_current_worker()
+        stage = "features" if method == "linear" else "fine-tune"
 
-        def progress(done: int, total: int) -> None:
-            self.post_message(ProbeProgress(f"features: {done:,} of {total:,} texts"))
+        def progress(done: int, total: int, what: str) -> None:
+            self.post_message(ProbeProgress(f"{stage}: {done:,} of {total:,} {what}"))
 
         try:
             report = probe_run(self.run_id, label_field, self.corpus, text_field=self.text_field,
-                               cancelled=lambda: worker.is_cancelled,
+                               method=method, steps=STEPS, cancelled=lambda: worker.is_cancelled,
                                status=lambda text: self.post_message(ProbeProgress(text)), progress=progress)
         except RunCancelled:
             return
@@ -180,7 +212,7 @@ class ProbeScreen(ModalScreen[None]):
         if event.report is None:
             self._status(event.error or "", "red")
             return
-        self._status("Done: f picks another label column, o another corpus.", "dim")
+        self._status("Done: f picks another label column, o another corpus, m another method.", "dim")
         self.query_one("#probe-body", Static).update(report_table(event.report))
 
     def action_close(self) -> None:

@@ -54,7 +54,7 @@ class RunsTable(DataTable[str]):
         Binding("w", "act('learned')", "Learned", show=False,
                 tooltip="what the run learned: words whose loss fell or rose, probes"),
         Binding("p", "act('probe')", "Probe", show=False,
-                tooltip="did the run help a task? a linear probe of base against adapted on labelled text"),
+                tooltip="did the run help a task? a probe of base against adapted on labelled text"),
     ]
 
     class Act(Message):

@@ -240,12 +240,15 @@ class TrainPane(Horizontal):
 
     def _probe(self, run: Run) -> None:
         from mlm_tui.app.probe_screen import ProbeScreen
+        from mlm_tui.errors import MlmError
+        from mlm_tui.runstore import model_refs
 
-        info = run.info()
-        if info.model_path is None or info.config is None:
-            self.app.notify(f"Run {run.run_id} has no final model yet.", severity="warning")
+        try:
+            config = model_refs(run.run_id).config  # what `runs probe` would compare, or why nothing
+        except MlmError as exc:
+            self.app.notify(str(exc), severity="warning", markup=False)
             return
-        self.app.push_screen(ProbeScreen(run.run_id, info.config.corpus, info.config.text_field))
+        self.app.push_screen(ProbeScreen(run.run_id, config.corpus, config.text_field))
 
 
 def _describe(info: RunInfo) -> str:

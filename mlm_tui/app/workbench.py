@@ -410,7 +410,7 @@ class WorkbenchApp(App[None]):
                  "act('overlay')"),
                 ("Sort runs", "By created, status, perplexity after, change", table, "sort"),
                 ("What the run learned", "Words whose loss fell or rose, probes", table, "act('learned')"),
-                ("Probe the run on a task", "Base against adapted: a linear probe on a labelled corpus",
+                ("Probe the run on a task", "Base against adapted: linear or fine-tune, on a labelled corpus",
                  table, "act('probe')"),
             ]
         return [(title, help_text + bound_key(node, action), partial(self.run_action, action, node))
