@@ -102,12 +102,10 @@ def one_run(corpus: Path, model: str, rate: float | None, args: argparse.Namespa
     t, cpu = time.perf_counter(), time.process_time()
     result = TrainingRun(config).run()
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-    recorded = json.loads((Path(result["model_path"]).parent / "config.json").read_text())
-    chosen = recorded.get("learning_rate_chosen") or {}
     return {"before": result["perplexity_before"], "after": result["perplexity_after"],
             "general_before": result["general_perplexity_before"],
             "general_after": result["general_perplexity_after"], "wall": wall, "cpu": cpu,
-            "lr": chosen.get("rate", rate), "how": chosen.get("reason", "given"), "run_id": result["run_id"]}
+            "lr": result["learning_rate"], "how": result["learning_rate_reason"], "run_id": result["run_id"]}
 
 
 def table(rows: list[dict]) -> str:

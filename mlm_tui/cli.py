@@ -396,45 +396,14 @@ def cmd_runs_delete(args: argparse.Namespace) -> None:
 
 
 def cmd_runs_learned(args: argparse.Namespace) -> None:
-    """The word test of the run's test split and probes, the summary first; with --json:
-    `learned.LearnedReport.to_dict()`."""
-    from mlm_tui.learned import RANK_LIMIT, run_learned
+    """The word test of the run's test split and probes, the summary first (`learned.report_lines`, which
+    the workbench's view shows too); with --json: `learned.LearnedReport.to_dict()`."""
+    from mlm_tui.learned import report_lines, run_learned
 
     given = {k: v for k, v in (("per_word", args.per_word), ("domain_words", args.words)) if v is not None}
     report = run_learned(args.run_id, top=args.top, min_count=args.min_count, mixed=args.all,
                          status=None if args.json else say, **given)
-    lines = [report.summary.line(), "",
-             f"run {report.run_id} ({report.model}), base model {report.base}: each word's occurrences in "
-             f"the run's test split masked whole, at most {report.per_word} a word ({report.occurrences:,} "
-             f"in {report.rows:,} chunks); loss = mean over its occurrences of its pieces' summed "
-             "cross-entropy (nats), before -> after, the change's 95% interval, occurrences x change"]
-    general = "" if args.all else " (punctuation, markup and general words apart; --all mixes them in)"
-    sections = (("easier beyond noise" + general, report.better), ("harder beyond noise", report.worse),
-                ("punctuation, markup and general English", report.general))
-    for title, words in sections:
-        if words or title != sections[2][0]:
-            lines += ["", f"{title}:" if words else f"{title}: none"]
-        lines += [f"  {w.word:<24} {w.occurrences:>4}x  {w.loss_before:6.2f} -> {w.loss_after:6.2f}  "
-                  f"{w.change:+6.2f} [{w.ci[0]:+.2f}, {w.ci[1]:+.2f}]  {w.total:+8.1f}"
-                  for w in words if w.ci is not None]
-    if report.unchanged:
-        names = ", ".join(w.word for w in report.unchanged)
-        lines += ["", f"unchanged within noise ({report.summary.min_count}+ occurrences): {names}"]
-    if report.probes:
-        lines += ["", "probes from the test split: the true word's rank among the joint fills, before -> "
-                  "after; each piece's own rank (probability)"]
-
-    def rank(r: int | None) -> str:
-        return str(r) if r is not None else f">{RANK_LIMIT}"
-
-    for p in report.probes:
-        pieces = ", ".join(f"{piece} {a} ({pa:.2g}) -> {b} ({pb:.2g})" for piece, a, b, pa, pb in zip(
-            p.pieces, p.piece_ranks_before, p.piece_ranks_after, p.piece_probs_before, p.piece_probs_after,
-            strict=True))
-        lines += [f"  {p.word}: rank {rank(p.rank_before)} -> {rank(p.rank_after)}; pieces {pieces}",
-                  f"    {p.text}", f"    before: {' | '.join(p.fills_before)}",
-                  f"    after:  {' | '.join(p.fills_after)}"]
-    _emit(args, report.to_dict(), "\n".join(printable(line) for line in lines))
+    _emit(args, report.to_dict(), "\n".join(report_lines(report)))
 
 
 def cmd_runs_export(args: argparse.Namespace) -> None:

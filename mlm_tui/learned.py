@@ -29,7 +29,9 @@ import torch
 from mlm_tui import atomic, word_test
 from mlm_tui.chunking import TokenizedSplit
 from mlm_tui.errors import MlmError, UsageError
+from mlm_tui.fill import MASK_ALIAS
 from mlm_tui.heads import masked_logits
+from mlm_tui.textsafe import printable
 from mlm_tui.vocab import Vocabulary, WordStat, word_positions
 from mlm_tui.word_test import BETTER, GENERAL, UNCHANGED, WORSE, Summary, Target, WordResult
 
@@ -44,6 +46,8 @@ FILLS = 5
 SENTENCE_ENDS = frozenset({".", "!", "?"})
 PROBE_WINDOW = 48  # tokens either side of the word, at most, before cutting at sentence ends
 DOMAIN_WORDS = 200  # the vocabulary view's words measured (and tried as probes), most in need first
+FINAL_MODEL = "final model"  # the report's `model` when it measured the run's final model
+WORD_WIDTH = 24  # the word lists' word column at its widest: a longer word pushes its own row out
 
 
 @dataclass
@@ -75,7 +79,7 @@ class LearnedReport:
 
     run_id: str
     base: str
-    model: str  # which of the run's models: "final model", or a checkpoint of an unfinished run
+    model: str  # which of the run's models: FINAL_MODEL, or a checkpoint of an unfinished run
     summary: Summary
     words: list[WordResult] = field(repr=False)
     probes: list[Probe]
@@ -84,6 +88,7 @@ class LearnedReport:
     per_word: int = word_test.PER_WORD  # occurrences measured per word, at most
     occurrences: int = 0  # measured, all words together
     rows: int = 0  # chunks of the test split the word test ran the models on
+    mask_token: str = MASK_ALIAS  # the run's tokenizer's, as the probes' text writes its masks
 
     def _listed(self, verdict: str) -> list[WordResult]:
         return [w for w in self.words if w.verdict == verdict and (self.mixed or w.kind != GENERAL)]
@@ -118,6 +123,63 @@ class LearnedReport:
                 "unchanged": [w.to_dict() for w in self.unchanged],
                 "general": [w.to_dict() for w in self.general], "probes": [p.to_dict() for p in self.probes],
                 "per_word": self.per_word, "occurrences": self.occurrences, "rows": self.rows}
+
+    def fill_sentence(self, probe: Probe) -> str:
+        """A probe's sentence as Fill and `mlm-tui fill` take it with any model: its masks, one a piece of
+        the word as the probe masks it, written [MASK] (a RoBERTa run's probes show `<mask>`)."""
+        return probe.text.replace(self.mask_token, MASK_ALIAS)
+
+
+def _rank(rank: int | None) -> str:
+    return str(rank) if rank is not None else f">{RANK_LIMIT}"
+
+
+def head_lines(report: LearnedReport, mix: str = "--all") -> list[str]:
+    """The report up to its probes, as `mlm-tui runs learned` prints it and the workbench shows it: the
+    summary line first, what was measured, the words easier and harder beyond noise and the punctuation,
+    markup and general words (a row each; the word column as wide as the longest word listed, up to
+    WORD_WIDTH, so that the rows fit 80 columns), the words unchanged within noise, and the probes' title.
+    `mix` names what mixes the general words into the lists: the CLI's flag, the view's key. Printable."""
+    lines = [report.summary.line(), "",
+             f"run {report.run_id} ({report.model}), base model {report.base}: each word's occurrences in "
+             f"the run's test split masked whole, at most {report.per_word} a word ({report.occurrences:,} "
+             f"in {report.rows:,} chunks); loss = mean over its occurrences of its pieces' summed "
+             "cross-entropy (nats), before -> after, the change's 95% interval, occurrences x change"]
+    general = "" if report.mixed else f" (punctuation, markup and general words apart; {mix} mixes them in)"
+    sections = (("easier beyond noise" + general, report.better), ("harder beyond noise", report.worse),
+                ("punctuation, markup and general English", report.general))
+    width = min(WORD_WIDTH, max((len(w.word) for _, words in sections for w in words), default=0))
+    for title, words in sections:
+        if words or title != sections[2][0]:
+            lines += ["", f"{title}:" if words else f"{title}: none"]
+        lines += [f"  {w.word:<{width}} {w.occurrences:>4}x  {w.loss_before:6.2f} -> {w.loss_after:6.2f}  "
+                  f"{w.change:+6.2f} [{w.ci[0]:+.2f}, {w.ci[1]:+.2f}]  {w.total:+8.1f}"
+                  for w in words if w.ci is not None]
+    if report.unchanged:
+        names = ", ".join(w.word for w in report.unchanged)
+        lines += ["", f"unchanged within noise ({report.summary.min_count}+ occurrences): {names}"]
+    if report.probes:
+        lines += ["", "probes from the test split: the true word's rank among the joint fills, before -> "
+                  "after; each piece's own rank (probability)"]
+    return [printable(line) for line in lines]
+
+
+def probe_lines(probe: Probe) -> list[str]:
+    """One probe as `mlm-tui runs learned` prints it: the word, its joint rank and each piece's rank and
+    probability, before -> after; the sentence on a line of its own; each model's fills, ` | ` between
+    them (a fill may be punctuation, or hold a comma). Printable."""
+    pieces = ", ".join(f"{piece} {a} ({pa:.2g}) -> {b} ({pb:.2g})" for piece, a, b, pa, pb in zip(
+        probe.pieces, probe.piece_ranks_before, probe.piece_ranks_after, probe.piece_probs_before,
+        probe.piece_probs_after, strict=True))
+    lines = [f"  {probe.word}: rank {_rank(probe.rank_before)} -> {_rank(probe.rank_after)}; pieces {pieces}",
+             f"    {probe.text}", f"    before: {' | '.join(probe.fills_before)}",
+             f"    after:  {' | '.join(probe.fills_after)}"]
+    return [printable(line) for line in lines]
+
+
+def report_lines(report: LearnedReport, mix: str = "--all") -> list[str]:
+    """The whole report as text (`head_lines`, then every probe's `probe_lines`)."""
+    return head_lines(report, mix) + [line for p in report.probes for line in probe_lines(p)]
 
 
 def probe_sentences(split: TokenizedSplit, words: Sequence[WordStat], vocabulary: Vocabulary, mask_id: int,
@@ -201,7 +263,7 @@ def probe(models: Sequence[Any], tokenizer: Any, vocabulary: Vocabulary, split: 
 
 def learned(base_model: Any, run_model: Any, tokenizer: Any, test_split: TokenizedSplit,
             targets: Sequence[Target], run_id: str, base: str, *, chunk_size: int, mlm_probability: float,
-            model: str = "final model", top: int = 30, min_count: int = 5, per_word: int = word_test.PER_WORD,
+            model: str = FINAL_MODEL, top: int = 30, min_count: int = 5, per_word: int = word_test.PER_WORD,
             probes: int = 8, mixed: bool = False, batch_size: int = 32, device: Any = "cpu",
             cancelled: Callable[[], bool] | None = None) -> LearnedReport:
     """The whole "what a run learned" view: the word test of `targets` (`word_test.choose_targets`) on
@@ -217,7 +279,7 @@ def learned(base_model: Any, run_model: Any, tokenizer: Any, test_split: Tokeniz
     domain = [t.word for t in targets if t.kind == word_test.DOMAIN]
     found = probe([base_model, run_model], tokenizer, vocabulary, test_split, domain, probes, device)
     return LearnedReport(run_id, base, model, Summary.of(targets, words, min_count), words, found, top, mixed,
-                         per_word, testset.occurrences, len(testset.inputs))
+                         per_word, testset.occurrences, len(testset.inputs), tokenizer.mask_token)
 
 
 @dataclass
@@ -226,7 +288,7 @@ class RunModels:
 
     run: Run
     config: TrainConfig
-    which: str  # "final model", or the last checkpoint of a run that did not finish
+    which: str  # FINAL_MODEL, or the last checkpoint of a run that did not finish
     base: ModelHandle
     model: ModelHandle
     device: Any

@@ -121,6 +121,10 @@ def test_word_losses_match_a_direct_computation(any_vocab):
         assert w.loss_before == pytest.approx(np.mean([b for b, _ in pairs]), rel=1e-4)
         assert w.loss_after == pytest.approx(np.mean([a for _, a in pairs]), rel=1e-4)
         assert w.ci is None or w.ci[0] <= w.change <= w.ci[1]
+    assert report.probes
+    for probe in report.probes:  # to Fill as any model takes it (RoBERTa's `<mask>` too): [MASK], one a piece
+        sentence = report.fill_sentence(probe)
+        assert sentence.count("[MASK]") == probe.text.count(tokenizer.mask_token) == len(probe.pieces)
 
 
 def test_a_model_compared_with_itself_changed_nothing(setup):

@@ -40,7 +40,7 @@ Section = tuple[str, Sequence[BindingType]]
 def key_label(key: str) -> str:
     """A binding's keys as a person types them: `right,n` → `→ / n`."""
     names = {"right": "→", "left": "←", "up": "↑", "down": "↓", "question_mark": "?", "escape": "esc",
-             "space": "space", "delete": "del"}
+             "space": "space", "delete": "del", "plus": "+", "minus": "-"}
     return " / ".join(names.get(k.strip(), k.strip()) for k in key.split(","))
 
 

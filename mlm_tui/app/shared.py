@@ -70,6 +70,15 @@ class LoadModel(Message):
         self.ref, self.role = ref, role
 
 
+class FillSentence(Message):
+    """Show Fill with this sentence typed in and, when `compare` (a run id) is given and is not Fill's
+    main model, that run's model as the compare model (what a run learned: a probe's sentence)."""
+
+    def __init__(self, sentence: str, compare: str | None = None) -> None:
+        super().__init__()
+        self.sentence, self.compare = sentence, compare
+
+
 class RunsChanged(Message):
     """A run was started or deleted here: look at the run store now, not at the next tick."""
 

@@ -17,6 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 
+from mlm_tui.app.learned_screen import LearnedSession
 from mlm_tui.app.run_view import LIVE, RunView
 from mlm_tui.app.runs_table import RunsTable
 from mlm_tui.app.shared import LoadModel, RunsChanged
@@ -52,6 +53,7 @@ class TrainPane(Horizontal):
         self.table = RunsTable(id="runs")
         self.view = RunView(id="run-view")
         self._problems_seen: set[str] = set()
+        self.learned = LearnedSession()  # what a run learned: its settings and reports, for the session
 
     def compose(self) -> ComposeResult:
         yield self.form
@@ -236,7 +238,8 @@ class TrainPane(Horizontal):
     def _learned(self, run: Run) -> None:
         from mlm_tui.app.learned_screen import LearnedScreen
 
-        self.app.push_screen(LearnedScreen(run.run_id))  # a run with no model to compare: the screen says so
+        # a run with no model to compare: the screen says so
+        self.app.push_screen(LearnedScreen(run.run_id, self.learned))
 
     def _probe(self, run: Run) -> None:
         from mlm_tui.app.probe_screen import ProbeScreen

@@ -34,6 +34,7 @@ from mlm_tui.app.prompt import PromptScreen
 from mlm_tui.app.runs_table import RunsTable
 from mlm_tui.app.shared import (
     CorpusOpened,
+    FillSentence,
     LoadModel,
     Masking,
     MaskingChanged,
@@ -222,6 +223,7 @@ class WorkbenchApp(App[None]):
     def action_help(self) -> None:
         from mlm_tui.app.fill_pane import FillPane as Fill
         from mlm_tui.app.help import BUILT_IN, HelpScreen
+        from mlm_tui.app.learned_screen import LearnedScreen
         from mlm_tui.app.run_chart import RunChart
 
         sections = [("Everywhere", self.BINDINGS + BUILT_IN), ("Fill (F1)", Fill.BINDINGS),
@@ -229,6 +231,7 @@ class WorkbenchApp(App[None]):
                     ("Train (F3)", TrainPane.BINDINGS),
                     ("Train (F3): the runs table", RunsTable.BINDINGS),
                     ("Train (F3): the chart (tab from the runs table)", RunChart.BINDINGS),
+                    ("Train (F3): what a run learned (w in the runs table)", LearnedScreen.BINDINGS),
                     ("Words (F5): the words table", WordsTable.BINDINGS)]
         self.push_screen(HelpScreen(sections))
 
@@ -277,6 +280,14 @@ class WorkbenchApp(App[None]):
             self.model_ref = ref
         self.query_one(FillPane).load(ref, role)
         self.action_show_pane("fill")
+
+    @on(FillSentence)
+    def _fill_sentence(self, event: FillSentence) -> None:
+        fill = self.query_one(FillPane)
+        if event.compare is not None and event.compare not in (fill.refs["main"], fill.refs["compare"]):
+            fill.load(event.compare, "compare")
+        self.action_show_pane("fill")
+        fill.set_sentence(event.sentence)
 
     def action_stop_compare(self) -> None:
         self.query_one(FillPane).load(None, "compare")

@@ -306,7 +306,8 @@ async def test_help_opens_with_question_mark_except_in_a_text_input(tiny_model_d
         workflow = str(app.screen.query_one("#help-workflow").render())
         steps = ("1. Fill (F1)", "2. Chunks (F2)", "3. Train (F3)", "4. Compare")
         assert all(step in workflow for step in steps)
-        for action in ("next chunk", "cancel the selected run (asks first)", "start a run with this form"):
+        for action in ("next chunk", "cancel the selected run (asks first)", "start a run with this form",
+                       "the selected probe's sentence in Fill"):
             assert action in text
         await pilot.press("f3")  # pane keys wait while a dialog is up
         assert isinstance(app.screen, HelpScreen)

@@ -286,32 +286,72 @@ async def test_runs_sort_by_key_and_header(home: Path, tiny_model_dir: Path, cor
         assert order() == by_change
 
 
-async def test_what_a_run_learned_from_the_runs_table(home: Path, tiny_model_dir: Path, corpus_jsonl: Path,
-                                                      cli) -> None:
+async def test_what_a_run_learned_reads_as_the_cli_and_sends_a_probe_to_fill(home: Path, tiny_model_dir: Path,
+                                                                             corpus_jsonl: Path, cli) -> None:
     import json
+
+    from mlm_tui.app.learned_screen import LearnedScreen
 
     code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32, "--batch-size",
                          4, "--test-size", 40, "--max-steps", 4, "--learning-rate", "1e-2", "--json")
     assert code == 0, err
     run_id = json.loads(out)["run_id"]
-    code, out, err = cli("runs", "learned", run_id, "--top", 15, "--json")
-    assert code == 0, err
-    expected = json.loads(out)
-    assert expected["better"] and expected["general"]
+
+    def cli_lines(*settings: object) -> list[str]:
+        """`runs learned` as it prints, but for the key that mixes the general words in (a, not --all)."""
+        code, out, err = cli("runs", "learned", run_id, *settings)
+        assert code == 0, err
+        return [line.replace("; --all mixes them in", "; a mixes them in") for line in out.splitlines()]
+
+    # The CLI's text first: the app, once running, takes what is printed.
+    defaults, top5 = cli_lines(), cli_lines("--top", 5)
+    strict = cli_lines("--top", 5, "--min-count", 10)
+    mixed = cli_lines("--top", 5, "--min-count", 10, "--all")
+    assert top5 != defaults and strict[0] != top5[0]  # shorter lists; another summary
+    assert not any(line.startswith("punctuation, markup") for line in mixed)
+
+    def measured() -> bool:
+        return isinstance(app.screen, LearnedScreen) and app.screen.report is not None
+
+    def title() -> str:
+        return str(app.screen.query_one("#learned-title").render())
+
     app = WorkbenchApp(model=str(tiny_model_dir))
     async with app.run_test(size=(120, 40)) as pilot:
         await open_train(pilot)
         await wait_for(lambda: app.query_one("#runs").row_count == 1, 10, pilot)
         await pilot.press("w")
-        await wait_for(lambda: "Easier beyond noise" in _learned_text(app), 60, pilot)
-        text = _learned_text(app)
-        assert 0 <= text.find(expected["summary"]["text"][:60]) < text.find("Easier beyond noise")  # first
-        assert all(word["word"] in text for word in expected["better"] + expected["worse"])
-        assert "Punctuation, markup and general English" in text and "Probes from the test split" in text
+        await wait_for(measured, 60, pilot)
+        await settle(pilot)
+        assert _learned_lines(app) == defaults  # the CLI's defaults: top 30, min count 5
+
+        await pilot.press("minus", "minus", "minus", "minus")  # top 30 -> 20 -> 15 -> 10 -> 5: no measuring
+        await settle(pilot)
+        assert _learned_lines(app) == top5
+        assert "top 5" in title()
+
+        await pilot.press("m")  # min count 5 -> 10: other words measured, fewer with a verdict
+        await wait_for(measured, 60, pilot)
+        await settle(pilot)
+        assert _learned_lines(app) == strict
+        assert "min count 10" in title()
         await pilot.press("a")  # punctuation and general words mixed into the lists
-        await wait_for(lambda: "Punctuation, markup" not in _learned_text(app), 5, pilot)
-        await pilot.press("a")
-        await wait_for(lambda: "Punctuation, markup" in _learned_text(app), 5, pilot)
+        await settle(pilot)
+        assert _learned_lines(app) == mixed
+
+        await pilot.press("n", "f")  # the second probe's sentence to Fill, the run's model to compare
+        await settle(pilot)
+        assert not isinstance(app.screen, LearnedScreen) and app.pane == "fill"
+        sentence = [line.strip() for line in mixed if line.startswith("    ") and "[MASK]" in line][1]
+        assert app.query_one("#sentence", Input).value == sentence
+        pane = app.query_one("#fill-pane")
+        assert pane.refs["compare"] == run_id  # type: ignore[attr-defined]
+        await wait_for(lambda: "[MASK]" not in plain(app, "#fills-main") and plain(app, "#fills-compare"), 30,
+                       pilot)  # both models fill its masks
+
+        await pilot.press("f3", "w")  # the session keeps the settings, and the report: shown at once
+        await pilot.pause()
+        assert measured() and _learned_lines(app) == mixed
 
 
 def _shown_lines(app: WorkbenchApp, selector: str) -> list[str]:
@@ -325,13 +365,15 @@ def _shown_lines(app: WorkbenchApp, selector: str) -> list[str]:
     return [line.rstrip() for line in captured.get().splitlines()]
 
 
-def _learned_text(app: WorkbenchApp) -> str:
+def _learned_lines(app: WorkbenchApp) -> list[str]:
+    """The learned view's text, line by line as written (unwrapped): the report, then each probe."""
     from rich.console import Console
 
-    console = Console(width=110)
+    console = Console(width=1000, color_system=None)
     with console.capture() as captured:
-        console.print(app.screen.query_one("#learned-body").content)  # type: ignore[attr-defined]
-    return captured.get()
+        for widget in app.screen.query("#learned-body, .learned-probe").results(Static):
+            console.print(widget.content)
+    return [line.rstrip() for line in captured.get().splitlines()]
 
 
 async def test_an_auto_learning_rate_runs_range_test_is_charted(home: Path, tiny_model_dir: Path,
