@@ -16,6 +16,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Collapsible, Input, Label, Select, Static
 
@@ -197,14 +198,17 @@ class TrainForm(VerticalScroll):
     @on(Checkbox.Changed)
     def _changed(self, event: Input.Changed | Checkbox.Changed) -> None:
         name = (event.control.id or "").removeprefix("t-")
-        if name in MASKING:
-            masking = self._form_masking()
-            if masking is not None and masking != self._masking:
-                self._masking = masking
-                self.post_message(MaskingChanged(masking))
-        if name == "max_steps":
-            self._exclusive_steps()
-        self._check_sizes()
+        try:
+            if name in MASKING:
+                masking = self._form_masking()
+                if masking is not None and masking != self._masking:
+                    self._masking = masking
+                    self.post_message(MaskingChanged(masking))
+            if name == "max_steps":
+                self._exclusive_steps()
+            self._check_sizes()
+        except NoMatches:
+            return  # a box set while the form still mounts (folded settings mount later): on_mount reads it
 
     def _exclusive_steps(self) -> None:
         """Epochs and max steps are one or the other, as on the command line: a max steps disables epochs."""
