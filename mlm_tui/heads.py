@@ -75,6 +75,11 @@ class MaskedOnlyMLM(nn.Module):
         A batch with no masked token (a small --mlm-probability or --chunk-size makes them) has a loss of
         zero, not the 0/0 = NaN of a mean over nothing; it still runs the whole graph, so its zero
         gradients take part in every process's all-reduce, and training counts it like any other batch.
+
+        The head runs on the masked rows padded with zero rows (labelled -100: no loss, no gradient) to a
+        multiple of ROW_MULTIPLE: on a CPU in bf16, oneDNN keeps kernels and buffers for every matrix shape
+        it meets, and a count of masked tokens that differs from batch to batch grew a long run's memory
+        by hundreds of MB (README, "Memory of a training run").
         """
         select = labels != -100
         targets = labels[select]
