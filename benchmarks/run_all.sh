@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every speed figure in the README, in one go (about 15 minutes on 2 cores). Run on an idle machine.
+# Every speed figure in the README, in one go (about 25 minutes on 2 cores). Run on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")"
 py="${PYTHON:-python}"
@@ -11,4 +11,5 @@ py="${PYTHON:-python}"
 "$py" bench_train.py --precision bf16
 "$py" bench_train.py --precision default
 "$py" bench_startup.py
+"$py" bench_train_memory.py
 "$py" bench_runstore.py

@@ -1,9 +1,10 @@
 """The learning-rate range test that chooses a run's rate by default (`--learning-rate auto`, `lr-find`).
 
-Smith's range test (2017), as fastai's `lr_find` and Lightning's LR finder run it: train a throwaway copy
-of the starting model for a few steps while the rate grows exponentially, record the loss at each step,
-and read the rate off the curve. The course's 2e-5 was tuned for DistilBERT over three GPU epochs; a small
-model on a short run learns far more at a higher rate, and the curve says how high it can go.
+Smith's range test (2017), as fastai's `lr_find` and Lightning's LR finder run it: train the starting
+model for a few steps while the rate grows exponentially, record the loss at each step, and read the rate
+off the curve; the run then loads its model again. The course's 2e-5 was tuned for DistilBERT over three
+GPU epochs; a small model on a short run learns far more at a higher rate, and the curve says how high it
+can go.
 
 The rule (`suggest`): find where the loss diverges and take `FRACTION` of that rate (the run then decays
 linearly from it). The loss has diverged at a step when it and the next step both rise over the median
@@ -20,7 +21,6 @@ alone, fitted on the same measurement (README, "The default learning rate").
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -133,9 +133,10 @@ def range_test(model: torch.nn.Module, batches: Callable[[int], torch.Tensor], t
                device: torch.device | str, autocast: torch.dtype | None = None,
                on_point: Callable[[int, float, float], None] | None = None,
                should_stop: Callable[[], bool] | None = None) -> RangeTest:
-    """Train a copy of `model` for `steps` steps at rates rising from LR_MIN to LR_MAX; `batches(k)` gives
-    the token ids of step k. The model, and torch's random state (the run's dropout draws), are as they
-    were after it: the copy is thrown away. The masks come from their own seeded stream."""
+    """Train `model` for `steps` steps at rates rising from LR_MIN to LR_MAX; `batches(k)` gives the token
+    ids of step k. The model is the caller's to throw away (a run loads its own again: a copy kept a second
+    model in memory through the test, issue 26); torch's random state (the run's dropout draws) is as it
+    was before. The masks come from their own seeded stream."""
     import torch
 
     from mlm_tui.heads import MaskedOnlyMLM, param_groups
@@ -144,7 +145,7 @@ def range_test(model: torch.nn.Module, batches: Callable[[int], torch.Tensor], t
     devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
     lrs, losses = [], []
     with torch.random.fork_rng(devices=devices):
-        wrapper = MaskedOnlyMLM(copy.deepcopy(model)).to(device).train()
+        wrapper = MaskedOnlyMLM(model).to(device).train()
         optimizer = torch.optim.AdamW(param_groups(wrapper.model, weight_decay), lr=LR_MIN)
         for k, lr in enumerate(rates(steps)):
             if should_stop is not None and should_stop():

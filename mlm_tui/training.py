@@ -2,7 +2,7 @@
 
 Built on Accelerate, so one GPU, several (`accelerate launch`) or the CPU run the same loop, with mixed
 precision where the device has it. What makes it faster than the Trainer recipe: chunks are a
-pre-tokenized int32 tensor (no per-step Python collation), masks are drawn vectorised per batch, and the
+pre-tokenized int32 array (no per-step Python collation), masks are drawn vectorised per batch, and the
 vocabulary head runs on masked rows only (see `heads.MaskedOnlyMLM`); the loss is the same.
 
 Every run lives in the run store (`runstore`), which is how the CLI, the workbench and other processes
@@ -99,7 +99,7 @@ class _Parts:
     tokenizer: Any
     tables: Any
     evalset: Any
-    data: torch.Tensor
+    data: np.ndarray  # the training chunks, read a batch of rows at a time (`batch_rows`)
     autocast: Any
     eval_cancel: Callable[[], bool] | None
 
@@ -355,8 +355,7 @@ class FineTune:
 
     def _build(self, source: str, tokenizer: Any, test_chunks: np.ndarray, train_chunks: np.ndarray,
                plan: Plan) -> _Parts:
-        """The model, optimizer and scheduler, prepared by Accelerate, and the data as one tensor."""
-        import numpy as np
+        """The model, optimizer and scheduler, prepared by Accelerate."""
         import torch
         from transformers import get_scheduler
 
@@ -365,25 +364,26 @@ class FineTune:
         from mlm_tui.rundata import fixed_evalset
 
         cfg, acc = self.config, self.accelerator
+        rng = torch.get_rng_state()  # as the load finds it: a load again after a range test draws the same
         model = self._load_model(source)
         tables = TokenTables.from_tokenizer(tokenizer)
         evalset = fixed_evalset(test_chunks, tables, cfg)
-        rate = self._peak_rate(model, tables, train_chunks, plan)
+        rate, tested = self._peak_rate(model, tables, train_chunks, plan)
+        if tested:  # the range test trained the model: the run starts from the weights as loaded
+            del model
+            with torch.random.fork_rng(devices=[]):  # weights a load initialises come out as they did
+                torch.set_rng_state(rng)
+                model = self._load_model(source)
         fused = {"fused": True} if plan.device == "cuda" else {"foreach": True}
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=rate, **fused)
         scheduler = get_scheduler("linear", optimizer, num_warmup_steps=cfg.warmup_steps,
                                   num_training_steps=plan.steps)
         wrapper, optimizer, scheduler = acc.prepare(MaskedOnlyMLM(model), optimizer, scheduler)
-        # A copy in memory: the chunks may be a read-only memory map of the token cache, which torch cannot
-        # wrap, and every step reads rows from all over it.
-        data = torch.from_numpy(np.array(train_chunks))
-        if plan.device == "cuda":
-            data = data.pin_memory()
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
         # Cancelling inside an evaluation is for one process only; several stop together between steps.
         eval_cancel = self.stop_requested if acc.num_processes == 1 else None
-        return _Parts(model, wrapper, optimizer, scheduler, tokenizer, tables, evalset, data, autocast,
-                      eval_cancel)
+        return _Parts(model, wrapper, optimizer, scheduler, tokenizer, tables, evalset, train_chunks,
+                      autocast, eval_cancel)
 
     def _load_model(self, source: str) -> Any:
         from mlm_tui.models import load_weights
@@ -400,22 +400,24 @@ class FineTune:
         return model
 
     # -- the learning rate (`auto`: see lr_find) -------------------------------------------------------
-    def _peak_rate(self, model: Any, tables: Any, train_chunks: np.ndarray, plan: Plan) -> float:
+    def _peak_rate(self, model: Any, tables: Any, train_chunks: np.ndarray, plan: Plan) -> tuple[float, bool]:
         """The rate given; for `auto` (the default), the one chosen when the run started (a resumed run
         keeps it), else chosen now: by the range test on the main process's batches, sent to every
-        process, or for a run too short for a test, by the model's size (see lr_find)."""
+        process, or for a run too short for a test, by the model's size (see lr_find). With it, whether the
+        range test trained `model` (this process's, on the main one)."""
         rate = self.config.learning_rate
         if rate != "auto":
             self.rate_reason = "given"
-            return float(rate)
+            return float(rate), False
         recorded = self.resume_run.config().get("lr_find") if self.resume_run is not None else None
         if isinstance(recorded, dict) and isinstance(recorded.get("suggested"), int | float):
             self.rate_reason = f"auto: {recorded.get('reason')}"
             self.emit("status", message=f"learning rate {recorded['suggested']:.2e}, chosen when the run "
                       f"started: {recorded.get('reason')}")
-            return float(recorded["suggested"])
+            return float(recorded["suggested"]), False
         from mlm_tui.lr_find import rule_rate, too_short, write_curve
 
+        tested = too_short(plan.steps) is None and self.is_main
         if too_short(plan.steps) is not None:
             test = rule_rate(model, plan.steps)
             self.emit("status", message=f"learning rate {test.suggested:.2e} (auto): {test.reason}")
@@ -431,12 +433,11 @@ class FineTune:
             if test.lrs:
                 write_curve(self.record.dir, test)
             self.record.update_config(lr_find=test.to_dict())
-        return test.suggested
+        return test.suggested, tested
 
     def _range_test(self, model: Any, tables: Any, train_chunks: np.ndarray, plan: Plan) -> RangeTest:
         """The range test on the run's first batches as process 0 sees them (epoch 0's order, wrapping
         around a small corpus), one micro-batch a step."""
-        import numpy as np
         import torch
 
         from mlm_tui.lr_find import LR_MAX, LR_MIN, range_test, steps_for
@@ -449,7 +450,7 @@ class FineTune:
 
         def batches(k: int) -> torch.Tensor:
             rows = order[torch.arange(k * per_micro, (k + 1) * per_micro) % len(order)][:: plan.processes]
-            return torch.from_numpy(np.ascontiguousarray(train_chunks[rows.numpy()]))
+            return batch_rows(train_chunks, rows)
 
         def on_point(k: int, lr: float, loss: float) -> None:
             self.emit("lr_find", step=k + 1, steps=steps, lr=lr, loss=loss)
@@ -573,8 +574,12 @@ class _Steps:
         from mlm_tui.evaluate import perplexity
 
         evalset = parts.evalset if evalset is None else evalset
-        return perplexity(parts.wrapper, evalset, plan.batch_size * 2, self.accelerator.device,
-                          parts.autocast, cancel).perplexity
+        # On the CPU, batches of the training's size: a larger one is no faster there, and one of the same
+        # size reuses the memory the steps freed (twice the batch raised the peak of a run by 100-200 MB,
+        # README "Speed"). A GPU takes twice the batch, which the steps' memory leaves room for.
+        batch = plan.batch_size * (2 if plan.device == "cuda" else 1)
+        return perplexity(parts.wrapper, evalset, batch, self.accelerator.device, parts.autocast,
+                          cancel).perplexity
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
         """A metrics.jsonl row, and the same numbers to the tracker (`--report-to`), if any."""
@@ -648,7 +653,7 @@ class _Steps:
                                                                                              -1 - epoch))}
             rows = self._orders[epoch][pos * per_micro : (pos + 1) * per_micro]
             rows = rows[acc.process_index :: plan.processes]
-            inputs, labels = mask_batch(parts.data[rows], parts.tables, cfg.mlm_probability,
+            inputs, labels = mask_batch(batch_rows(parts.data, rows), parts.tables, cfg.mlm_probability,
                                         cfg.whole_word_mask, generator_for(cfg.seed, index))
             inputs = inputs.to(acc.device, non_blocking=True)
             labels = labels.to(acc.device, non_blocking=True)
@@ -744,6 +749,14 @@ class _Steps:
             "learning_rate": parts.optimizer.param_groups[0]["initial_lr"],
             "learning_rate_reason": self.rate_reason, "model_path": str(run.model_path),
         }
+
+
+def batch_rows(chunks: np.ndarray, rows: torch.Tensor) -> torch.Tensor:
+    """The chunks at `rows`, copied out: the chunks stay as they came, never copied whole (they may be a
+    read-only memory map of the token cache, which torch cannot wrap, as large as the corpus)."""
+    import torch
+
+    return torch.from_numpy(chunks[rows.numpy()])
 
 
 def nan_before_training(model: str, precision: str) -> str:

@@ -141,6 +141,30 @@ def test_a_batch_with_no_masked_token_has_zero_loss_and_zero_gradients(tiny_mode
     assert int(count) == 2 and torch.allclose(loss, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("masked", [1, 15, 16, 17])
+def test_the_masked_only_loss_and_gradients_are_the_full_models_for_any_count(tiny_model_dir, masked):
+    """The head runs on the masked rows padded to a multiple of `ROW_MULTIPLE` (so a bf16 CPU run does not
+    keep one set of kernels per count, see README "Speed"); the padding changes neither loss nor gradient."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from mlm_tui.heads import MaskedOnlyMLM
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir).eval()  # no dropout: both passes alike
+    ids = torch.randint(1000, 2000, (2, 16), generator=torch.Generator().manual_seed(masked))
+    labels = torch.full_like(ids, -100).flatten()
+    labels[:masked] = ids.flatten()[:masked]
+    labels = labels.view_as(ids)
+    expected = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+    expected.backward()
+    full = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    loss, count = MaskedOnlyMLM(model)(ids, torch.ones_like(ids), labels)
+    loss.backward()
+    assert int(count) == masked and torch.allclose(loss, expected, atol=1e-5)
+    assert all(torch.allclose(p.grad, full[name], atol=1e-6) for name, p in model.named_parameters())
+
+
 def test_training_with_batches_that_mask_nothing_completes(cli, tiny_model_dir, corpus_jsonl):
     """One chunk of 8 tokens a batch at 2%: most batches have no masked token; the test set has some."""
     code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", "8",

@@ -21,7 +21,6 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.dom import DOMNode
-from textual.lazy import Lazy
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, TabbedContent, TabPane
@@ -107,7 +106,8 @@ class WorkbenchApp(App[None]):
         self.run_infos: list[RunInfo] = []  # the latest look at it
         self.corpus: OpenCorpus | None = None  # the corpus open in Chunks
         self.masking = Masking()  # the Train form's masking settings, which the Chunks preview follows
-        # The panes mount lazily; the app holds them from the start, to give them what they show.
+        # The hidden panes mount after the first frame; the app holds them from the start, to give them what
+        # they show.
         self.chunks = ChunksPane(model, data, text_field, id="chunks-pane")
         self.train = TrainPane(model, data, text_field, id="train-pane")
         self.words = VocabPane(id="vocab-pane")
@@ -117,12 +117,10 @@ class WorkbenchApp(App[None]):
         with Panes(initial="fill"):
             with TabPane("F1 Fill", id="fill"):
                 yield FillPane(self.history, self.settings.fill_top_k, id="fill-pane")
-            with TabPane("F2 Chunks", id="chunks"):
-                yield Lazy(self.chunks)
-            with TabPane("F3 Train", id="train"):
-                yield Lazy(self.train)
-            with TabPane("F5 Words", id="words"):
-                yield Lazy(self.words)
+            # The hidden panes mount once the first frame is on screen (`_after_first_frame`).
+            yield TabPane("F2 Chunks", id="chunks")
+            yield TabPane("F3 Train", id="train")
+            yield TabPane("F5 Words", id="words")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -134,10 +132,20 @@ class WorkbenchApp(App[None]):
         if self.settings_problem:
             self.notify(self.settings_problem, title="Settings", severity="warning", markup=False)
         self.query_one("#sentence", Input).focus()
-        # Importing torch in a worker still holds the GIL for long stretches: start it after the first
-        # paint, so the screen is up at once and says that the model is loading. The hidden Chunks and
-        # Train panes are `Lazy` for the same reason and start their own work when they mount.
-        self.call_after_refresh(lambda: self.query_one(FillPane).load(self.model_ref))
+        self._after_first_frame()
+
+    def _after_first_frame(self, tries: int = 20) -> None:
+        """Start what the first frame does not show once that frame is on screen: the model's load, the
+        hidden panes and the look at the run store. Textual fills the footer a refresh after the first one,
+        and work started at the first refresh kept it off the screen for a second: torch's import in a
+        worker holds the GIL for long stretches (its libraries load with it held), and mounting the hidden
+        panes (as `Lazy` did) takes the event loop for a few hundred milliseconds."""
+        if not any(key.region for key in self.query_one(Footer).children) and tries:  # not laid out yet
+            self.call_after_refresh(self._after_first_frame, tries - 1)
+            return
+        self.query_one(FillPane).load(self.model_ref)
+        for tab, pane in (("chunks", self.chunks), ("train", self.train), ("words", self.words)):
+            self.query_one(f"#{tab}", TabPane).mount(pane)
         self.set_interval(RUNS_POLL_S, self._poll_runs)
         self._poll_runs()
 
