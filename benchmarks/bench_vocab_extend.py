@@ -4,7 +4,7 @@ model, a plain fine-tune and extended fine-tunes, over the same test text.
 N is chosen on one corpus and the choice reported on another, held out:
 
 - fit: licence texts (every distinct paragraph of the machine's /usr/share/doc/*/copyright files, as
-  `bench_lr_auto.legal_corpus` builds them); runs plain and with --extend-vocab 100, 500 and 2000;
+  `bench_lr_default.legal_corpus` builds them); runs plain and with --extend-vocab 100, 500 and 2000;
 - held out: manual pages (paragraphs of /usr/share/man/man1 pages, roff markup stripped); runs plain and
   with the N that did best on the fit corpus.
 
@@ -69,14 +69,18 @@ def man_corpus(path: Path, pages: int = 1500) -> Path:
 
 def train(args: argparse.Namespace, corpus: Path, extend: int) -> dict:
     """One run through the CLI's engine, with its wall and CPU time."""
+    from accelerate.state import AcceleratorState
+
+    from mlm_tui.lifecycle import TrainingRun
     from mlm_tui.run_settings import TrainConfig
-    from mlm_tui.training import train as run
+
+    AcceleratorState._reset_state()
 
     config = TrainConfig(corpus=str(corpus), model=args.model, max_steps=args.steps, test_size=args.test_size,
                          no_general=True, extend_vocab=extend, batch_size=args.batch_size,
                          chunk_size=args.chunk_size)
     t, cpu = time.perf_counter(), time.process_time()
-    result = run(config)
+    result = TrainingRun(config).run()
     result["wall_s"], result["cpu_s"] = time.perf_counter() - t, time.process_time() - cpu
     return result
 
@@ -111,10 +115,10 @@ def main() -> None:
                         "0: its plain run alone)")
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
-    from bench_lr_auto import legal_corpus, two_layer_starter
+    from bench_lr_default import cut_starter, legal_corpus
 
     if args.model == "starter-2":
-        args.model = str(two_layer_starter(args.data / "starter-2"))
+        args.model = str(cut_starter(args.data / "starter-2", 2))
 
     corpora = {"licences": legal_corpus(args.data / "licences.jsonl"),
                "manpages": man_corpus(args.data / "manpages.jsonl")}
