@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One CPU thread a process. The tests' models are tiny, and the test processes (pytest-xdist) and the runs
+# they launch share the cores: more threads than cores spin and wait on each other (an 80-step run of the
+# tiny model took 4.7x the CPU time at 2 threads as at 1 on a busy 2-core machine). A launched training
+# process reads MLM_TUI_THREADS (the launcher keeps one that is set), torch the OMP one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MLM_TUI_THREADS", "1")
 
 SENTENCES = [
     "The enzyme catalyses the hydrolysis of the peptide bond in the substrate.",
