@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mlm_tui.corpus import HubOptions
 
 LN2 = math.log(2)
+WINDOW = 128  # tokens a window: a run measures in these whatever its chunk size, so that runs compare
 
 
 @dataclass
@@ -72,7 +73,7 @@ def word_ends(word_start: np.ndarray) -> np.ndarray:
     return np.where(nxt < len(starts), starts[np.minimum(nxt, len(starts) - 1)], n)
 
 
-def pll_bits(model: Any, tokenizer: Any, texts: Iterable[str], *, window: int = 128,
+def pll_bits(model: Any, tokenizer: Any, texts: Iterable[str], *, window: int = WINDOW,
              device: Any = "cpu", focus: Sequence[str] = (),
              cancelled: Callable[[], bool] | None = None) -> BpcResult:
     """PLL-word-l2r of `texts` in bits, with the characters, words and tokens it was spread over; with

@@ -159,7 +159,7 @@ class TrainConfig:
     bpc_chars: int = setting(2000, "BPC chars", "characters of the test split (local corpora only) "
                              "measured in bits per character before and after training, which compare "
                              "across vocabularies (an extended and a plain run); 0: not measured. Each "
-                             "measurement costs a forward pass per token: 2000 characters took 10 to 25 s "
+                             "measurement costs a forward pass per token: 2000 characters took about 25 s "
                              "for starter on a shared 2-core CPU", "integer", check=_at_least(0),
                              advanced=True)
     allow_pickle: bool = setting(False, "Allow pickle", "allow pytorch_model.bin weights (pickles can run "

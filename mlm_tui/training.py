@@ -581,7 +581,8 @@ class _Steps:
         (the others never record), timed in the log: before training the base model with its own
         tokenizer (a resumed run keeps the figure it recorded), after it the run's model with the run's.
         A cancel before training cancels the run; after it, only the measurement (the model is saved)."""
-        from mlm_tui.bpc import pll_bits
+        from mlm_tui.bpc import WINDOW, pll_bits
+        from mlm_tui.chunking import model_max_length
 
         if not self.is_main:
             return
@@ -594,7 +595,9 @@ class _Steps:
         t0 = time.perf_counter()
         model, tokenizer, whose = (parts.model, parts.tokenizer, "") if when == "after" else self._base(parts)
         try:
-            result = pll_bits(model, tokenizer, texts, device=self.accelerator.device, cancelled=cancel)
+            window = min(WINDOW, model_max_length(tokenizer) or WINDOW)
+            result = pll_bits(model, tokenizer, texts, window=window, device=self.accelerator.device,
+                              cancelled=cancel)
         except RunCancelled:
             if when == "before":
                 raise RunCancelled("cancelled while measuring bits per character") from None

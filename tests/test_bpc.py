@@ -114,8 +114,8 @@ def test_a_run_records_bits_per_character_and_runs_show_prints_them(cli, finishe
     code, out, err = cli("runs", "show", finished_run, "--json")
     assert code == 0, err
     shown = json.loads(out)
-    assert math.isfinite(shown["bpc_before"]) and math.isfinite(shown["bpc_after"]) and shown["bpc_before"] > 0
-    assert shown["bpc_characters"] > 0
+    assert math.isfinite(shown["bpc_before"]) and math.isfinite(shown["bpc_after"])
+    assert shown["bpc_before"] > 0 and shown["bpc_characters"] > 0
     code, out, _ = cli("runs", "show", finished_run)
     line = next(line for line in out.splitlines() if line.startswith("bits/char"))
     assert f"{shown['bpc_before']:.3f} -> {shown['bpc_after']:.3f}" in line
