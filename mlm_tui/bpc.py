@@ -23,14 +23,17 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlm_tui.errors import RunCancelled, UsageError
 
+if TYPE_CHECKING:
+    from mlm_tui.corpus import HubOptions
+
 LN2 = math.log(2)
-DEFAULT_CHARS = 20_000  # characters of test text measured by default: about a minute for `starter` on CPU
+WINDOW = 128  # tokens a window: a run measures in these whatever its chunk size, so that runs compare
 
 
 @dataclass
@@ -70,7 +73,7 @@ def word_ends(word_start: np.ndarray) -> np.ndarray:
     return np.where(nxt < len(starts), starts[np.minimum(nxt, len(starts) - 1)], n)
 
 
-def pll_bits(model: Any, tokenizer: Any, texts: Iterable[str], *, window: int = 128,
+def pll_bits(model: Any, tokenizer: Any, texts: Iterable[str], *, window: int = WINDOW,
              device: Any = "cpu", focus: Sequence[str] = (),
              cancelled: Callable[[], bool] | None = None) -> BpcResult:
     """PLL-word-l2r of `texts` in bits, with the characters, words and tokens it was spread over; with
@@ -158,10 +161,23 @@ def _count_focus(result: BpcResult, tokenizer: Any, piece: list[int], starts: np
 
 
 # -- the text measured ----------------------------------------------------------------------------------
-def measured_texts(corpus: str, text_field: str = "text", seed: int = 42, max_chars: int = DEFAULT_CHARS
-               ) -> list[str]:
+HUB_REFUSED = "bits per character read a local corpus's text (files or a folder), not a hub dataset's"
+
+
+def local_corpus(corpus: str, hub: HubOptions) -> bool:
+    """Whether `measured_texts` can read the corpus: local files or a folder read as such (any hub option
+    has `load_dataset` read it, whose test split is not read back as text here)."""
+    from mlm_tui.corpus import corpus_files
+
+    return corpus_files(corpus) is not None and not hub.given()
+
+
+def measured_texts(corpus: str, text_field: str = "text", seed: int = 42, max_chars: int | None = None
+                   ) -> list[str]:
     """The documents of a corpus's test split (or the documents a run holds out of its train split with
-    this seed), in order, until `max_chars` characters: the same text for every model and tokenizer."""
+    this seed), in order, until `max_chars` characters (None: all of them; a run's and `eval --bpc`'s
+    default is the `bpc_chars` setting): the same text for every model and tokenizer. The corpus is read
+    as a stream, and only as far as those characters (a held-out split: its documents counted first)."""
     from mlm_tui.chunking import held_out_documents
     from mlm_tui.corpus import split_streams
     from mlm_tui.rundata import TEST_FRACTION
@@ -169,15 +185,16 @@ def measured_texts(corpus: str, text_field: str = "text", seed: int = 42, max_ch
     streams = split_streams(corpus, text_field)
     name = "test" if "test" in streams else "validation" if "validation" in streams else None
     if name is not None:
-        docs = [d for batch in streams[name]() for d in batch]
+        docs: Iterable[str] = (d for batch in streams[name]() for d in batch)
     else:
         train = streams.get("train") or next(iter(streams.values()))
-        everything = [d for batch in train() for d in batch]
-        docs = [everything[i] for i in held_out_documents(len(everything), TEST_FRACTION, seed)[1]]
-    out, total = [], 0
+        held = set(held_out_documents(sum(len(batch) for batch in train()), TEST_FRACTION, seed)[1].tolist())
+        docs = (d for i, d in enumerate(d for batch in train() for d in batch) if i in held)
+    out: list[str] = []
+    total = 0
     for doc in docs:
-        if total >= max_chars:
+        if max_chars is not None and total >= max_chars:
             break
-        out.append(doc[: max_chars - total])
+        out.append(doc if max_chars is None else doc[: max_chars - total])
         total += len(out[-1])
     return out

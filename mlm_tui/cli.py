@@ -156,12 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag(q)
 
     p = sub.add_parser("eval", help="masked-LM perplexity of a model on a corpus (fixed-seed masking)")
-    add_setting_arguments(p, (*CORPUS_SETTINGS, "chunk_size", *MODEL_SETTINGS))
+    add_setting_arguments(p, (*CORPUS_SETTINGS, "chunk_size", *MODEL_SETTINGS, "bpc_chars"))
     p.add_argument("--test-size", type=_positive_int, help="evaluate on this many chunks (seeded sample)")
     p.add_argument("--bpc", action="store_true", help="bits per character by PLL-word-l2r on the test "
-                   "documents instead: compares models of different vocabularies")
-    p.add_argument("--bpc-chars", type=_positive_int, default=20_000, metavar="N",
-                   help="with --bpc: characters of test text to measure (default: 20000)")
+                   "documents instead, the first --bpc-chars of them, as a run measures them: compares "
+                   "models of different vocabularies")
     common(p, model=False)
 
     p = sub.add_parser("vocab", help="how the tokenizer cuts a corpus into words and pieces, beside "
@@ -261,12 +260,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def _eval_bpc(args: argparse.Namespace) -> None:
     """`eval --bpc`: the same characters for any model, so a base and a vocabulary-extended run compare."""
-    from mlm_tui.bpc import measured_texts, pll_bits
-    from mlm_tui.corpus import corpus_files
+    from mlm_tui.bpc import HUB_REFUSED, local_corpus, measured_texts, pll_bits
     from mlm_tui.models import load_model
 
-    if corpus_files(args.corpus) is None or _hub(args).given():
-        raise UsageError("--bpc reads a local corpus (files or a folder), not a hub dataset")
+    if not local_corpus(args.corpus, _hub(args)):
+        raise UsageError(f"--bpc: {HUB_REFUSED}")
+    if not args.bpc_chars:
+        raise FieldError("bpc_chars", "{field} 0 measures nothing: give 1 or more characters")
     texts = measured_texts(args.corpus, args.text_field, max_chars=args.bpc_chars)
     handle = load_model(args.model, allow_pickle=args.allow_pickle)
     if not args.json:
@@ -276,14 +276,14 @@ def _eval_bpc(args: argparse.Namespace) -> None:
           f"word) on {result.characters:,} characters, {result.tokens:,} tokens")
 
 
-def _ppl(value: float | None) -> str:
-    return f"{value:.2f}" if value is not None else "-"
+def _ppl(value: float | None, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if value is not None else "-"
 
 
-def _change(before: float | None, after: float | None) -> str:
-    """`31.28 -> 27.22 (-13.0%)`, with what is known so far."""
+def _change(before: float | None, after: float | None, digits: int = 2) -> str:
+    """`31.28 -> 27.22 (-13.0%)`, with what is known so far (bits per character: 3 `digits`)."""
     change = f" ({(after / before - 1) * 100:+.1f}%)" if before and after is not None else ""
-    return f"{_ppl(before)} -> {_ppl(after)}{change}"
+    return f"{_ppl(before, digits)} -> {_ppl(after, digits)}{change}"
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
@@ -350,6 +350,10 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         on = f" on {general}" if general is not None else ""
         change = _change(info.general_perplexity_before, info.general_perplexity_after)
         lines.append(f"general    {change}{on}")
+    if info.bpc_before is not None or info.bpc_after is not None:
+        lines.append(f"bits/char  {_change(info.bpc_before, info.bpc_after, 3)} on "
+                     f"{info.bpc_characters or 0:,} characters of the test split (base model, its own "
+                     "tokenizer -> the run's)")
     if info.learned is not None:
         lines.append(f"learned    {info.learned['summary']['text']} ({info.learned.get('model')}, "
                      f"{info.learned.get('measured')}; see: runs learned)")
@@ -457,10 +461,12 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> None:
     if not result:
         return  # a launcher, or a secondary process of a launch: the launch's main process reports
     general = _change(result["general_perplexity_before"], result["general_perplexity_after"])
+    bpc = _change(result["bpc_before"], result["bpc_after"], 3)
     _emit(args, result, f"run {result['run_id']} completed: perplexity {result['perplexity_before']:.2f} -> "
           f"{result['perplexity_after']:.2f} in {result['steps']} steps at learning rate "
           f"{result['learning_rate']:.2g} ({result['learning_rate_reason']})"
-          f"{f'; general text {general}' if result['general_perplexity_after'] is not None else ''}; "
+          f"{f'; general text {general}' if result['general_perplexity_after'] is not None else ''}"
+          f"{f'; bits per character {bpc}' if result['bpc_after'] is not None else ''}; "
           f"model at {printable(result['model_path'])}")
 
 

@@ -82,6 +82,7 @@ def build_card(info: RunInfo) -> Any:
         "| before | after |", "|---|---|",
         f"| {_ppl(before)} | {_ppl(info.perplexity_after)}{change} |", "",
         *_general_lines(info),
+        *_bpc_lines(info),
         "## Settings", "",
         *(f"- `{name}`: `{printable(value)}`" for name, value in settings),
         *([] if settings else ["defaults"]),
@@ -109,8 +110,21 @@ def _general_lines(info: RunInfo) -> list[str]:
             "| before | after |", "|---|---|", f"| {_ppl(before)} | {_ppl(after)}{change} |", ""]
 
 
-def _ppl(value: float | None) -> str:
-    return f"{value:.2f}" if value is not None else "-"
+def _bpc_lines(info: RunInfo) -> list[str]:
+    """Bits per character before and after (`bpc`), when the run measured them."""
+    if info.bpc_after is None:
+        return []
+    before = info.bpc_before
+    change = f" ({(info.bpc_after / before - 1) * 100:+.1f}%)" if before else ""
+    return [f"Bits per character (PLL-word-l2r) on the first {info.bpc_characters or 0:,} characters of the "
+            "test split, the base model with its own tokenizer against this one with its own: they compare "
+            "across vocabularies, where perplexities do not:", "",
+            "| before | after |", "|---|---|", f"| {_ppl(before, 3)} | {_ppl(info.bpc_after, 3)}{change} |",
+            ""]
+
+
+def _ppl(value: float | None, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if value is not None else "-"
 
 
 def write_card(run: Run, folder: Path | None = None) -> Path:

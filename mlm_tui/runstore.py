@@ -642,6 +642,11 @@ class RunInfo:
     learning_rate: float | None = None  # the peak rate the run trains at: as given, or as `auto` chose it
     learning_rate_reason: str | None = None  # "given", or how `auto` chose it (see `lr_find`)
     learned: dict[str, Any] | None = None  # the last `runs learned` summary: {"summary", "model", "measured"}
+    # Bits per character on the test split's first `bpc_chars` characters (`bpc`): the base model with its
+    # own tokenizer, then the run's model with the run's; they compare across vocabularies.
+    bpc_before: float | None = None
+    bpc_after: float | None = None
+    bpc_characters: int | None = None  # the characters measured (fewer than asked in a small test split)
 
     @classmethod
     def read(cls, run: Run) -> RunInfo:
@@ -688,7 +693,8 @@ class RunInfo:
             if isinstance(raw.get("versions"), dict) else {},
             process_group=_count(state.get("process_group")), problem=_problem(state.get("problem")),
             **_rate(config, found),
-            learned=_learned(run),
+            learned=_learned(run), bpc_before=_number(state.get("bpc_before")),
+            bpc_after=_number(state.get("bpc_after")), bpc_characters=_count(state.get("bpc_characters")),
         )
 
     def message_for(self, name: Callable[[str], str]) -> str | None:
@@ -705,8 +711,8 @@ class RunInfo:
                 "corpus": self.corpus, "steps": self.step, "total_steps": self.total_steps,
                 "perplexity_before": self.perplexity_before, "perplexity_after": self.perplexity_after,
                 "general_perplexity_before": self.general_perplexity_before,
-                "general_perplexity_after": self.general_perplexity_after, "duration": self.duration,
-                "bytes": self.bytes}
+                "general_perplexity_after": self.general_perplexity_after, "bpc_before": self.bpc_before,
+                "bpc_after": self.bpc_after, "duration": self.duration, "bytes": self.bytes}
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready (`runs show --json`)."""
@@ -773,9 +779,14 @@ def model_refs(run_id: str) -> ModelRefs:
     if model is None:
         raise UsageError(f"run {run_id} has no final model ({info.status}) and no checkpoint: only a run "
                          "with a model can be compared with its base model")
-    config = info.config
-    base = info.model_source if info.model_source and Path(info.model_source).is_dir() else config.model
-    return ModelRefs(run, info, config, base, model, which)
+    return ModelRefs(run, info, info.config, base_ref(info), model, which)
+
+
+def base_ref(info: RunInfo) -> str:
+    """What to load as a run's base model: the folder it started from if that is still there, else its
+    model setting (a run id, `starter`, a hub id)."""
+    assert info.config is not None
+    return info.model_source if info.model_source and Path(info.model_source).is_dir() else info.config.model
 
 
 # -- removing runs --------------------------------------------------------------------------------------

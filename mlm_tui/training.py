@@ -136,6 +136,7 @@ class FineTune:
         self.general_set: Any = None  # the general text's eval set, made before a new run exists
         self.extension: Any = None  # the vocabulary extension to apply to the base model (`vocab_extend`)
         self.rate_reason = "given"  # why the run trains at its rate: "given", or how `auto` chose it
+        self.source = ""  # where `train` loads the model from: the base, or the checkpoint resumed from
 
     # -- events ---------------------------------------------------------------------------------------
     def emit(self, kind: str, **data: Any) -> None:
@@ -157,6 +158,7 @@ class FineTune:
         import torch
 
         self.prior = prior
+        self.source = source
         try:
             return self._train(source, tokenizer)
         except torch.OutOfMemoryError:
@@ -504,6 +506,9 @@ class _Steps:
         self.resume_run, self.resume_checkpoint = trainer.resume_run, trainer.resume_checkpoint
         self.general: dict[str, float | None] = {"before": None, "after": None}  # perplexity on general text
         self._general_set: Any = trainer.general_set  # made before the run existed (a new run), or None
+        self.is_main, self.extension, self.source = trainer.is_main, trainer.extension, trainer.source
+        self.bpc: dict[str, float | None] = {"before": None, "after": None}  # bits per character (`bpc`)
+        self._bpc_texts: list[str] | None = None  # the test split's characters they measure, read once
 
     def run(self, parts: _Parts, plan: Plan) -> dict[str, Any]:
         start_step = self._restore(parts, plan)
@@ -549,6 +554,8 @@ class _Steps:
             self.emit("eval", step=0, perplexity=ppl_before)
             self._append_metrics({"step": 0, "eval_perplexity": ppl_before})
             self._measure_general(parts, plan, "before")
+        self._measure_bpc(parts, "before", parts.eval_cancel)
+        self.accelerator.wait_for_everyone()  # the other processes wait while the main one measures
         return ppl_before
 
     def _measure_general(self, parts: _Parts, plan: Plan, when: str) -> None:
@@ -567,6 +574,73 @@ class _Steps:
         self.store.update_state(**{f"general_perplexity_{when}": ppl})
         self.emit("status", message=f"general perplexity {ppl:.2f} {when} training, on "
                   f"{len(self._general_set)} chunks of {name} ({time.perf_counter() - t0:.1f} s)")
+
+    # -- bits per character (`bpc`): what compares a run that extended its vocabulary with one that did not
+    def _measure_bpc(self, parts: _Parts, when: str, cancel: Callable[[], bool] | None) -> None:
+        """Bits per character of the test split's first `bpc_chars` characters, on the main process only
+        (the others never record), timed in the log: before training the base model with its own
+        tokenizer (a resumed run keeps the figure it recorded), after it the run's model with the run's.
+        A cancel before training cancels the run; after it, only the measurement (the model is saved)."""
+        from mlm_tui.bpc import WINDOW, pll_bits
+        from mlm_tui.chunking import model_max_length
+
+        if not self.is_main:
+            return
+        if when == "before" and self.prior is not None and self.prior.bpc_before is not None:
+            self.bpc["before"] = self.prior.bpc_before
+            return
+        texts = self._measured_texts()
+        if not texts:
+            return
+        t0 = time.perf_counter()
+        model, tokenizer, whose = (parts.model, parts.tokenizer, "") if when == "after" else self._base(parts)
+        try:
+            window = min(WINDOW, model_max_length(tokenizer) or WINDOW)
+            result = pll_bits(model, tokenizer, texts, window=window, device=self.accelerator.device,
+                              cancelled=cancel)
+        except RunCancelled:
+            if when == "before":
+                raise RunCancelled("cancelled while measuring bits per character") from None
+            self.emit("status", message="bits per character after training: cancelled, not recorded")
+            return
+        self.bpc[when] = result.bpc
+        self.store.update_state(**{f"bpc_{when}": result.bpc}, bpc_characters=result.characters)
+        self.emit("status", message=f"bits per character {result.bpc:.4f} {when} training{whose}, on "
+                  f"{result.characters:,} characters of the test split ({time.perf_counter() - t0:.1f} s)")
+
+    def _measured_texts(self) -> list[str]:
+        """The characters bits per character measure, read once for both measurements: none with
+        `bpc_chars` 0, nor for a hub dataset (said in the log)."""
+        if self._bpc_texts is None:
+            from mlm_tui.bpc import HUB_REFUSED, local_corpus, measured_texts
+            from mlm_tui.corpus import HubOptions
+
+            cfg = self.config
+            self._bpc_texts = []
+            if cfg.bpc_chars and not local_corpus(cfg.corpus, HubOptions.of(cfg)):
+                self.emit("status", message=f"bits per character not measured: {HUB_REFUSED}")
+            elif cfg.bpc_chars:
+                self._bpc_texts = measured_texts(cfg.corpus, cfg.text_field, cfg.seed, cfg.bpc_chars)
+        return self._bpc_texts
+
+    def _base(self, parts: _Parts) -> tuple[Any, Any, str]:
+        """The base model with its own tokenizer, and how the log names it: the run's model before its first
+        step, unless the vocabulary was extended or the run resumed from a checkpoint; then loaded again
+        (a resumed run's from where it started, as `runs learned` loads it), for this measurement only."""
+        if self.extension is None and self.resume_checkpoint is None:
+            return parts.model, parts.tokenizer, ""
+        import torch
+
+        from mlm_tui.models import load_tokenizer, load_weights, resolve
+        from mlm_tui.runstore import base_ref
+
+        ref = base_ref(self.prior) if self.resume_checkpoint is not None and self.prior else self.source
+        self.emit("status", message=f"loading the base model {self.config.model} to measure it with its own "
+                  "tokenizer")
+        with torch.random.fork_rng(devices=[]):  # a load may draw weights: the run's draws stay its own
+            model = load_weights(resolve(ref).source, allow_pickle=self.config.allow_pickle)
+        tokenizer = load_tokenizer(ref, allow_pickle=self.config.allow_pickle)
+        return model.to(self.accelerator.device), tokenizer, " (the base model, its own tokenizer)"
 
     def _perplexity(self, parts: _Parts, plan: Plan, cancel: Callable[[], bool] | None,
                     evalset: Any = None) -> float:
@@ -728,6 +802,7 @@ class _Steps:
         self._append_metrics({"step": step, "eval_perplexity": ppl_after})
         self.emit("eval", step=step, perplexity=ppl_after)
         self._measure_general(parts, plan, "after")
+        self._measure_bpc(parts, "after", self.stop_requested)
         run = self.record
         if run is None:
             return {}
@@ -745,6 +820,7 @@ class _Steps:
             "perplexity_before": ppl_before, "perplexity_after": ppl_after,
             "general_perplexity_before": self.general["before"],
             "general_perplexity_after": self.general["after"],
+            "bpc_before": self.bpc["before"], "bpc_after": self.bpc["after"],
             "train_runtime": round(runtime, 3), "train_tokens": tokens, "steps": step,
             "learning_rate": parts.optimizer.param_groups[0]["initial_lr"],
             "learning_rate_reason": self.rate_reason, "model_path": str(run.model_path),

@@ -293,6 +293,36 @@ def extend(tokenizer: Any, train: TokenizedSplit, n: int, min_count: int) -> tup
     return extend_tokenizer(tokenizer, candidates(train, tokenizer, min_count), n)
 
 
+# -- what a model's extension added ---------------------------------------------------------------------
+def added_ids(ref: str) -> frozenset[int]:
+    """The token ids a vocabulary extension added to the model `ref` names, as its run recorded them
+    (`Extension.to_dict`): a run by id, or a folder inside one (its final model, a checkpoint). None for
+    any other model, or a record that does not read as one (a hand-edited file)."""
+    from pathlib import Path
+
+    from mlm_tui.home import runs_dir
+    from mlm_tui.runstore import CorruptRun, find_run
+
+    run = find_run(ref)
+    path = Path(ref).expanduser()
+    if run is None and path.is_dir():
+        try:
+            inside = path.resolve().relative_to(runs_dir().resolve()).parts
+        except ValueError:
+            inside = ()
+        run = find_run(inside[0]) if inside else None
+    if run is None:
+        return frozenset()
+    try:
+        recorded = run.config().get("vocab_extension")
+    except CorruptRun:
+        return frozenset()
+    tokens = recorded.get("new_tokens") if isinstance(recorded, dict) else None
+    if not isinstance(tokens, list):
+        return frozenset()
+    return frozenset(t["id"] for t in tokens if isinstance(t, dict) and type(t.get("id")) is int)
+
+
 # -- extending the model --------------------------------------------------------------------------------
 def extend_model(model: Any, ext: Extension) -> None:
     """Grow the model's embeddings for the new tokens, each row the mean of its pieces' rows (input and, if

@@ -99,3 +99,87 @@ def test_cli_eval_bpc(cli, tiny_model_dir, tmp_path):
     assert data["bpc"] == pytest.approx(data["bits"] / data["characters"]) and data["bpc"] > 0
     code, _, err = cli("eval", corpus, "--model", tiny_model_dir, "--bpc", "--subset", "x")
     assert code == 2 and "local corpus" in err
+
+
+# -- a run's bits per character (bpc_before, bpc_after) ---------------------------------------------------
+RUN_FLAGS = ("--chunk-size", "32", "--batch-size", "4", "--test-size", "4", "--max-steps", "2",
+             "--no-general", "--precision", "fp32", "--device", "cpu", "--json")
+
+
+def test_a_run_records_bits_per_character_and_runs_show_prints_them(cli, finished_run):
+    import json
+
+    from mlm_tui.runstore import find_run
+
+    code, out, err = cli("runs", "show", finished_run, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert math.isfinite(shown["bpc_before"]) and math.isfinite(shown["bpc_after"])
+    assert shown["bpc_before"] > 0 and shown["bpc_characters"] > 0
+    code, out, _ = cli("runs", "show", finished_run)
+    line = next(line for line in out.splitlines() if line.startswith("bits/char"))
+    assert f"{shown['bpc_before']:.3f} -> {shown['bpc_after']:.3f}" in line
+    assert f"{shown['bpc_characters']:,} characters" in line
+    code, out, _ = cli("runs", "--json")
+    row = next(r for r in json.loads(out)["runs"] if r["run_id"] == finished_run)
+    assert (row["bpc_before"], row["bpc_after"]) == (shown["bpc_before"], shown["bpc_after"])
+    run = find_run(finished_run)
+    assert run is not None
+    log = run.log_path.read_text()
+    assert f"bits per character {shown['bpc_before']:.4f} before training" in log
+    assert f"bits per character {shown['bpc_after']:.4f} after training" in log
+
+
+def test_an_extended_runs_bpc_before_is_the_base_model_with_its_own_tokenizer(cli, home, tiny_model_dir,
+                                                                              tmp_path):
+    """The same characters, each model with its own tokenizer: the base before, the run's model after."""
+    import json
+
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from mlm_tui.runstore import find_run
+
+    docs = [f"the microprocessor and the glomerulonephritis of item {i}" for i in range(120)]
+    corpus = write_jsonl(tmp_path / "c.jsonl", docs)
+    code, out, err = cli("train", corpus, "--model", tiny_model_dir, "--extend-vocab", "2", "--bpc-chars",
+                         "300", *RUN_FLAGS)
+    assert code == 0, err
+    result = json.loads(out)
+    texts = bpc.measured_texts(str(corpus), seed=42, max_chars=300)
+    base_model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir)
+    base_tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    base = bpc.pll_bits(base_model, base_tokenizer, texts)
+    assert base.characters == 300 and result["bpc_before"] == pytest.approx(base.bpc, rel=1e-5)
+    run = find_run(result["run_id"])
+    assert run is not None
+    final = bpc.pll_bits(AutoModelForMaskedLM.from_pretrained(run.model_path),
+                         AutoTokenizer.from_pretrained(run.model_path), texts)
+    assert result["bpc_after"] == pytest.approx(final.bpc, rel=1e-5)
+    assert final.tokens < base.tokens  # the run's tokenizer spells the added words whole
+    assert "the base model, its own tokenizer" in run.log_path.read_text()
+
+
+def test_a_resumed_run_keeps_its_bpc_before(home, tiny_model_dir, corpus_jsonl):
+    from conftest import cancelled_run
+
+    from mlm_tui.lifecycle import TrainingRun
+
+    run = cancelled_run(tiny_model_dir, corpus_jsonl)
+    before = run.info().bpc_before
+    assert before is not None and run.info().bpc_after is None
+    TrainingRun.resuming(run).run()
+    info = run.info()
+    assert info.status == "completed" and info.bpc_before == before and info.bpc_after is not None
+    measured = [line for line in run.log_path.read_text().splitlines() if "bits per character" in line]
+    assert [("before" in line, "after" in line) for line in measured] == [(True, False), (False, True)]
+
+
+def test_bpc_chars_0_records_none(cli, home, tiny_model_dir, corpus_jsonl):
+    import json
+
+    code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--bpc-chars", "0", *RUN_FLAGS)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["bpc_before"] is None and result["bpc_after"] is None
+    code, out, _ = cli("runs", "show", result["run_id"])
+    assert code == 0 and "bits/char" not in out and "perplexity" in out

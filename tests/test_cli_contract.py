@@ -123,8 +123,9 @@ def test_train_and_runs_json_shapes(cli, tiny_model_dir, corpus_jsonl):
     assert code == 0, err
     result = json.loads(out)
     assert set(result) == {"run_id", "status", "model", "perplexity_before", "perplexity_after",
-                           "general_perplexity_before", "general_perplexity_after", "train_runtime",
-                           "train_tokens", "steps", "learning_rate", "learning_rate_reason", "model_path"}
+                           "general_perplexity_before", "general_perplexity_after", "bpc_before",
+                           "bpc_after", "train_runtime", "train_tokens", "steps", "learning_rate",
+                           "learning_rate_reason", "model_path"}
     assert result["learning_rate_reason"].startswith("auto: a run of 2 steps is too short for a range test")
     assert result["model"] == str(tiny_model_dir) and Path(result["model_path"], "config.json").is_file()
     assert "held out" in err  # a corpus without a test split gets one, by documents
@@ -133,8 +134,8 @@ def test_train_and_runs_json_shapes(cli, tiny_model_dir, corpus_jsonl):
     rows = json.loads(out)["runs"]
     row = next(r for r in rows if r["run_id"] == result["run_id"])
     assert set(row) == {"run_id", "status", "created", "model", "corpus", "perplexity_before",
-                        "perplexity_after", "general_perplexity_before", "general_perplexity_after", "steps",
-                        "total_steps", "duration", "bytes"}
+                        "perplexity_after", "general_perplexity_before", "general_perplexity_after",
+                        "bpc_before", "bpc_after", "steps", "total_steps", "duration", "bytes"}
     assert (row["status"], row["steps"], row["total_steps"], row["corpus"]) == ("completed", 2, 2,
                                                                                 str(corpus_jsonl))
     assert row["perplexity_after"] == result["perplexity_after"]

@@ -47,6 +47,8 @@ def test_every_final_model_has_a_card_the_hub_library_reads_back(completed_run, 
     assert result.dataset_name == str(odd_corpus)  # the name with its colon, quotes and newline, intact
     assert result.metric_value == pytest.approx(info.perplexity_after, abs=1e-4)
     assert f"| {info.perplexity_before:.2f} | {info.perplexity_after:.2f}" in card.text
+    assert info.bpc_before and info.bpc_after  # and bits per character, which compare across vocabularies
+    assert f"| {info.bpc_before:.3f} | {info.bpc_after:.3f}" in card.text
     assert "\\n- x.jsonl" in card.text  # the newline escaped in the Markdown: it forges no list item
     assert "--whole-word-mask" in card.text and f"--model={tiny_model_dir}" in card.text
     assert f"transformers {info.versions['transformers']}" in card.text
@@ -211,6 +213,10 @@ def test_train_streams_a_subset_and_records_it(cli, hub_folder, tiny_model_dir):
     info = runstore.find_run(json.loads(out)["run_id"]).info()
     assert info.plan.test_chunks == 8 and (info.config.subset, info.config.streaming) == ("notes", True)
     assert "--subset=notes --streaming" in (info.model_path / "README.md").read_text()
+    # bits per character read a local corpus's text: a hub dataset's run records none, and says so once
+    assert info.bpc_before is None and info.bpc_after is None
+    log = (info.model_path.parent / "log.txt").read_text()
+    assert log.count("bits per character not measured") == 1
 
 
 @pytest.mark.parametrize(("argv", "says"), [

@@ -28,7 +28,7 @@ CHANGED = {"corpus": "c.jsonl", "model": "m", "chunk_size": 64, "mlm_probability
            "save_steps": 20, "logging_steps": 3, "text_field": "body", "freeze_embeddings": True,
            "allow_pickle": True, "subset": "s", "train_split": "tr", "test_split": "te", "streaming": True,
            "report_to": "tensorboard", "processes": 2, "nodes": 2, "node_rank": 1, "main_address": "h:1",
-           "extend_vocab": 100, "min_count": 3, "keep_checkpoints": 3}
+           "extend_vocab": 100, "min_count": 3, "keep_checkpoints": 3, "bpc_chars": 500}
 
 
 def parse(argv: list[str]) -> TrainConfig:

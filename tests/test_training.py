@@ -239,6 +239,9 @@ def test_two_process_launch_trains_one_run_and_resumes_it(tiny_model_dir, corpus
     result = json.loads(proc.stdout)
     assert (result["status"], result["steps"], result["train_tokens"]) == ("completed", 4, 4 * 2 * 4 * 32)
     assert proc.stderr.count("step 4/4") == 1
+    # bits per character: measured by the main process alone, before and after, the others waiting
+    assert result["bpc_before"] > 0 and result["bpc_after"] > 0
+    assert proc.stderr.count("bits per character") == 2
     run = runstore.find_run(result["run_id"])
     assert run.status() == "completed" and step_rows(run) == [1, 2, 3, 4] and run.info().plan.processes == 2
 

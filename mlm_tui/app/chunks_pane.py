@@ -2,7 +2,8 @@
 
 Tokenizing runs in a worker with a progress bar (the engine caches token arrays, so reopening is fast).
 Chunks read as `mlm-tui chunks --show` prints them (the tokenizer's own decoding), with `[CLS]`/`[SEP]`
-highlighted, and the collator's masking can be previewed with the same (seed, step) draws training uses.
+highlighted (and, with the tokenizer of a run that extended its vocabulary, the tokens it added), and
+the collator's masking can be previewed with the same (seed, step) draws training uses.
 
 A corpus being opened never mixes with the one on show: the pane keeps showing the open corpus, under
 its own name, until the new one is ready; a failure leaves it as it was. The open corpus and the masking
@@ -24,7 +25,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, Static
 
-from mlm_tui.app.render import WORD_STYLE, chunk_text, fate_legend, short_ref
+from mlm_tui.app.render import WORD_STYLE, chunk_text, fate_legend, new_token_legend, short_ref
 from mlm_tui.app.shared import CorpusOpened, Masking, MaskingChanged, OpenCorpus
 from mlm_tui.errors import MissingTextField, told
 from mlm_tui.run_settings import label as form_label
@@ -45,10 +46,11 @@ class TokenizeProgress(Message):
 
 class CorpusReady(Message):
     def __init__(self, request: int, tokenizer: Any, tables: Any, splits: dict[str, TokenizedSplit] | None,
-                 error: str | None, columns: list[str] | None = None) -> None:
+                 error: str | None, columns: list[str] | None = None, added: frozenset[int] = frozenset()
+                 ) -> None:
         super().__init__()
         self.request, self.tokenizer, self.tables = request, tokenizer, tables
-        self.splits, self.error, self.columns = splits, error, columns
+        self.splits, self.error, self.columns, self.added = splits, error, columns, added
 
 
 def named(name: str) -> str:
@@ -146,6 +148,7 @@ class ChunksPane(Vertical):
         yield table
         yield Static(id="chunk-title")
         yield Static(fate_legend(), id="fate-legend")
+        yield Static(id="new-token-legend")
         with ChunkView(id="chunk-box"):
             yield Static(id="chunk-body")
 
@@ -155,6 +158,7 @@ class ChunksPane(Vertical):
         table.add_columns("split", "documents", "tokens", "chunks", "dropped tokens")
         table.display = False
         self.query_one("#fate-legend").display = False
+        self.query_one("#new-token-legend").display = False
         corpus, text_field = self._start
         if corpus:
             self.open(corpus, text_field=text_field)
@@ -224,6 +228,9 @@ class ChunksPane(Vertical):
                                      progress=lambda d, t: self.post_message(TokenizeProgress(d, t)),
                                      cancelled=lambda: worker.is_cancelled)
             tables = TokenTables.from_tokenizer(tokenizer)
+            from mlm_tui.vocab_extend import added_ids
+
+            added = added_ids(tokenizer_ref)
         except MissingTextField as exc:
             self.post_message(CorpusReady(request, None, None, None, told(exc, named), exc.columns))
             return
@@ -231,7 +238,7 @@ class ChunksPane(Vertical):
             self.post_message(CorpusReady(request, None, None, None, told(exc, named)))
             return
         if not worker.is_cancelled:
-            self.post_message(CorpusReady(request, tokenizer, tables, splits, None))
+            self.post_message(CorpusReady(request, tokenizer, tables, splits, None, added=added))
 
     @on(TokenizeProgress)
     def _progress(self, event: TokenizeProgress) -> None:
@@ -255,7 +262,7 @@ class ChunksPane(Vertical):
             return
         self.unpicked = None
         self.post_message(CorpusOpened(OpenCorpus(corpus, field, ref, event.tokenizer, event.tables,
-                                                  event.splits)))
+                                                  event.splits, event.added)))
 
     def _pick_text_field(self, corpus: str, field: str, columns: list[str]) -> None:
         from mlm_tui.app.prompt import PickScreen
@@ -342,9 +349,14 @@ class ChunksPane(Vertical):
             fates, summary = self._preview(ids)
             head.append(f"\nmasking {summary}")  # its own line: never wrapped mid-phrase at 80 columns
         self.query_one("#fate-legend").display = self.preview
+        legend = self.query_one("#new-token-legend", Static)
+        legend.display = bool(opened.added)
+        if opened.added:
+            legend.update(new_token_legend(len(opened.added)))
         from mlm_tui.chunking import decode
 
-        body.update(chunk_text(lambda part: decode(opened.tokenizer, part), ids, special, fates, marked))
+        body.update(chunk_text(lambda part: decode(opened.tokenizer, part), ids, special, fates, marked,
+                               opened.added))
         title.update(head)
 
     def _preview(self, ids: list[int]) -> tuple[list[tuple[str, str] | None], str]:

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 BAR_WIDTH = 20
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 SPECIAL_STYLE = "bold magenta"
+# A token a run's vocabulary extension added (`vocab_extend`); under the masking preview, its fate's style
+# in italics.
+NEW_TOKEN_STYLE, NEW_TOKEN_FATE_STYLE = "bold cyan", "italic"
 
 
 def short_ref(ref: str) -> str:
@@ -82,17 +85,18 @@ def _change(score: float, before: float | None) -> Text:
     return Text(f"{arrow}{shown}pp".rjust(7), style="green" if delta > 0 else "red")
 
 
-def ppl_change(before: object, after: object) -> str:
-    """`31.28 → 27.22 (-13.0%)`, or what is known of it; '' when nothing is."""
+def ppl_change(before: object, after: object, digits: int = 2) -> str:
+    """`31.28 → 27.22 (-13.0%)`, or what is known of it; '' when nothing is (bits per character: 3
+    `digits`)."""
     def number(value: object) -> float | None:
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
     b, a = number(before), number(after)
     if b is None and a is None:
         return ""
-    text = f"{b:.2f}" if b is not None else "–"
+    text = f"{b:.{digits}f}" if b is not None else "–"
     if a is not None:
-        text += f" → {a:.2f}"
+        text += f" → {a:.{digits}f}"
         if b:
             text += f" ({(a - b) / b * 100:+.1f}%)"
     return text
@@ -101,6 +105,15 @@ def ppl_change(before: object, after: object) -> str:
 # How the collator treats each chosen position (the course's 80/10/10 rule), as the preview shows it.
 FATE_STYLES = {"mask": "bold black on yellow", "random": "bold white on red", "kept": "bold underline green"}
 FATE_LEGEND = (("mask", "→ [MASK] (80%)"), ("random", "→ random token (10%)"), ("kept", "kept (10%)"))
+
+
+def new_token_legend(count: int) -> Text:
+    """What the chunk view's new-token style means, for a tokenizer a vocabulary extension grew."""
+    out = Text()
+    out.append(" word ", style=NEW_TOKEN_STYLE)
+    out.append(f" a token the run's vocabulary extension added ({count:,}; {NEW_TOKEN_FATE_STYLE} under "
+               "the masking preview)")
+    return out
 
 
 def fate_legend() -> Text:
@@ -117,11 +130,12 @@ WORD_STYLE, WORD_FATE_STYLE = "reverse", "underline"
 
 
 def chunk_text(decode: Callable[[list[int]], str], ids: Sequence[int], special: Sequence[bool],
-               fates: Sequence[tuple[str, str] | None] | None = None, marked: Collection[int] = ()) -> Text:
+               fates: Sequence[tuple[str, str] | None] | None = None, marked: Collection[int] = (),
+               added: Collection[int] = ()) -> Text:
     """A chunk as the tokenizer's own `decode` writes it (as `mlm-tui chunks --show` does), with special
     tokens highlighted and, for a masking preview, each chosen token styled by its fate; a token replaced
     by a random one is followed by `→replacement`. The tokens at the positions `marked` (a word looked up)
-    stand out too.
+    stand out too, and so do the tokens whose ids are `added` (a vocabulary extension's new tokens).
 
     Each token's span is found by decoding growing prefixes: the text is exactly `decode(ids)`, and a
     prefix whose decoding is not a prefix of the whole (rare clean-up effects) only leaves that token
@@ -141,6 +155,8 @@ def chunk_text(decode: Callable[[list[int]], str], ids: Sequence[int], special: 
         out.append(full[done:start])
         fate = fates[i] if fates is not None else None
         style = SPECIAL_STYLE if special[i] else FATE_STYLES[fate[0]] if fate is not None else ""
+        if ids[i] in added and not special[i]:
+            style = f"{style} {NEW_TOKEN_FATE_STYLE}" if style else NEW_TOKEN_STYLE
         if i in marked:
             style = f"{style} {WORD_FATE_STYLE}" if style else WORD_STYLE
         out.append(full[start:end], style=style)

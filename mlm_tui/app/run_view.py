@@ -180,6 +180,8 @@ class RunView(Vertical):
         perplexity = ppl_change(info.perplexity_before, info.perplexity_after) or "–"
         general = ppl_change(info.general_perplexity_before, info.general_perplexity_after)
         cost = f" · general text {general}" if general else ""
+        bpc = ppl_change(info.bpc_before, info.bpc_after, 3)
+        cost += f" · bits/char {bpc}" if bpc else ""
         self.query_one("#run-ppl", Static).update(Text(f"perplexity {perplexity}{cost}{loss}{overlay}"))
         log = self.query_one("#run-log", Log)
         shown_id, shown_n = self._shown_log

@@ -44,6 +44,7 @@ class OpenCorpus:
     tokenizer: Any
     tables: Any  # masking.TokenTables of the tokenizer
     splits: dict[str, TokenizedSplit]
+    added: frozenset[int] = frozenset()  # the ids a vocabulary extension added (`vocab_extend.added_ids`)
 
 
 class CorpusOpened(Message):

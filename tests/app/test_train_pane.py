@@ -123,6 +123,20 @@ async def test_delete_asks_names_the_run_and_refuses_a_live_one(tiny_model_dir: 
         assert any(f"Deleted run {first}" in m for m in notifications(app))
 
 
+async def test_a_runs_details_show_its_bits_per_character(tiny_model_dir: Path, finished_run: str) -> None:
+    from mlm_tui import runstore
+
+    run = runstore.find_run(finished_run)
+    assert run is not None
+    info = run.info()
+    assert info.bpc_before is not None and info.bpc_after is not None
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: finished_run in plain(app, "#run-title"), 10, pilot)
+        assert f"bits/char {info.bpc_before:.3f} → {info.bpc_after:.3f}" in plain(app, "#run-ppl")
+
+
 async def test_copy_settings_fills_the_form_and_resume_continues_a_cancelled_run(
         home: Path, tiny_model_dir: Path, corpus_jsonl: Path, cli) -> None:
     from mlm_tui import runstore

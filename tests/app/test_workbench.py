@@ -330,3 +330,47 @@ async def test_the_mouse_switches_panes_and_starts_nothing_by_accident(tiny_mode
         await pilot.click("#--content-tab-fill")
         await pilot.pause()
         assert app.query_one(TabbedContent).active == "fill"
+
+
+async def test_the_chunk_view_of_an_extended_run_marks_the_tokens_it_added(tiny_model_dir: Path,
+                                                                          tmp_path: Path, cli) -> None:
+    """A run that extended its vocabulary: its tokenizer's chunks mark the words it added, with a legend,
+    also under the masking preview; the base model's chunks mark nothing."""
+    from conftest import write_jsonl
+    from rich.text import Text
+    from textual.widgets import Static
+
+    from mlm_tui.app.render import NEW_TOKEN_FATE_STYLE, NEW_TOKEN_STYLE
+
+    docs = [f"the microprocessor and the glomerulonephritis of item {i}" for i in range(120)]
+    corpus = write_jsonl(tmp_path / "c.jsonl", docs)
+    code, out, err = cli("train", corpus, "--model", tiny_model_dir, "--extend-vocab", "2", "--max-steps", 1,
+                         "--chunk-size", 32, "--batch-size", 4, "--test-size", 4, "--no-general",
+                         "--bpc-chars", 0, "--json")
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+
+    def marked(app: WorkbenchApp) -> list[str]:
+        """The runs of the chunk's text in the new-token styles."""
+        body = app.query_one("#chunk-body", Static).content
+        assert isinstance(body, Text)
+        at = {i for s in body.spans
+              if str(s.style) == NEW_TOKEN_STYLE or NEW_TOKEN_FATE_STYLE in str(s.style).split()
+              for i in range(s.start, s.end)}
+        return "".join(c if i in at else "\n" for i, c in enumerate(body.plain)).split()
+
+    for model, added in ((run_id, {"microprocessor", "glomerulonephritis"}), (str(tiny_model_dir), set())):
+        app = WorkbenchApp(model=model, data=str(corpus))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("f2")
+            await settle(pilot)
+            assert "microprocessor" in plain(app, "#chunk-body")
+            assert set(marked(app)) == added
+            legend = app.query_one("#new-token-legend")
+            assert legend.display == bool(added)
+            if added:
+                assert "a token the run's vocabulary extension added (2" in plain(app, "#new-token-legend")
+                await pilot.press("m")  # the masking preview keeps them marked
+                await pilot.pause()
+                assert app.query_one("#fate-legend").display and set(marked(app)) == added
