@@ -98,7 +98,7 @@ def one_run(corpus: Path, model: str, rate: float | None, args: argparse.Namespa
     AcceleratorState._reset_state()
     given = {} if rate is None else {"learning_rate": rate}
     config = TrainConfig(corpus=str(corpus), model=model, max_steps=args.steps, batch_size=args.batch_size,
-                         chunk_size=args.chunk_size, test_size=args.test_size, **given)
+                         chunk_size=args.chunk_size, test_size=args.test_size, bpc_chars=0, **given)
     t, cpu = time.perf_counter(), time.process_time()
     result = TrainingRun(config).run()
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
