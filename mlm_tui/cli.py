@@ -26,14 +26,14 @@ from mlm_tui.run_settings import (
     MODEL_SETTINGS,
     add_setting_arguments,
     add_train_arguments,
-    changed_settings,
     complete_settings,
     config_from_args,
     flag,
     given_settings,
     resumable,
+    train_argv,
 )
-from mlm_tui.textsafe import printable
+from mlm_tui.textsafe import printable, shell_quote
 
 
 class _Parser(argparse.ArgumentParser):
@@ -362,8 +362,8 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
     lines.append(f"model path {info.model_path or 'none yet'}")
     lines.append(f"disk       {format_bytes(info.bytes)}")
     if info.config is not None:
-        changed = [f"{flag(name)}={value}" for name, value in changed_settings(info.config).items()]
-        lines.append(f"settings   {' '.join(changed) if changed else 'defaults'}")
+        changed = [shell_quote(arg) for arg in train_argv(info.config)[1:-2]]  # as `train` takes them back
+        lines.append(f"settings   {printable(' '.join(changed)) if changed else 'defaults'}")
     elif info.config_problem:
         lines.append(f"settings   unreadable: {info.config_problem}")
     if info.learning_rate is not None:

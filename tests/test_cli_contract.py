@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -149,7 +150,8 @@ def test_runs_show_and_delete(cli, tiny_model_dir, corpus_jsonl):
     from mlm_tui import runstore
 
     code, out, err = cli("train", corpus_jsonl, "--model", tiny_model_dir, "--chunk-size", 32,
-                         "--max-steps", 4, "--save-steps", 2, "--batch-size", 4, "--test-size", 8, "--json")
+                         "--max-steps", 4, "--save-steps", 2, "--batch-size", 4, "--test-size", 8,
+                         "--no-general", "--json")
     assert code == 0, err
     run_id = json.loads(out)["run_id"]
     code, out, err = cli("runs", "show", run_id, "--json")
@@ -163,7 +165,13 @@ def test_runs_show_and_delete(cli, tiny_model_dir, corpus_jsonl):
     assert shown["bytes"] > 0 and shown["perplexity_after"] > 0
     code, out, _ = cli("runs", "show", run_id)
     assert code == 0 and f"model path {shown['model_path']}" in out and "checkpoints 2" in out
-    assert "--chunk-size=32" in out  # the settings that differ from the defaults, as flags
+    settings = next(line for line in out.splitlines() if line.startswith("settings"))
+    assert "--chunk-size=32" in settings and "--no-general" in settings.split()  # those not the defaults
+    code, again, err = cli("train", "--json", *shlex.split(settings.removeprefix("settings")), "--",
+                           corpus_jsonl)  # the line runs the same settings again as it reads
+    assert code == 0, err
+    first, second = (runstore.find_run(ref).info().config for ref in (run_id, json.loads(again)["run_id"]))
+    assert second == first
 
     based = runstore.create_run({"model": run_id, "corpus": str(corpus_jsonl)})  # a run started from it
     based.fail("failed", "for the test")
