@@ -28,7 +28,13 @@ from mlm_tui.training import Event, FineTune, pick_device
 def launch(config: TrainConfig) -> str:
     """The workbench's start: `mlm-tui train` in a process of its own (`launcher.start`); return the id of
     its run, which exists (`preparing`) from this moment, its lock handed down to that process."""
+    from mlm_tui.corpus import corpus_files
+
     config.validate()
+    try:  # a path that is not there (a typo, a path typed onto the one the form held) leaves no failed run
+        corpus_files(config.corpus)
+    except UsageError as exc:
+        raise FieldError("corpus", f"{{field}}: {exc}") from None
     run = runstore.create_run(asdict(config))
     try:
         run.update_state(pid=launcher.start(run, train_argv(config)))

@@ -460,3 +460,21 @@ async def test_a_placeholder_cut_at_80_columns_ends_with_an_ellipsis(home: Path,
         assert shown.endswith("…") and box.placeholder.startswith(shown[:-1])
         box.value = "validation"
         assert box.render_line(0).text.strip() == "validation"  # a value is never cut so
+
+
+async def test_a_corpus_path_typed_onto_the_open_one_starts_no_run(home: Path, tiny_model_dir: Path,
+                                                                   corpus_jsonl: Path) -> None:
+    """The form holds the open corpus's path; typing a path at its end makes one that is not there: the
+    form says so and no failed run is left in the table."""
+    from mlm_tui import runstore
+
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus_jsonl))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await pilot.press("f")  # the corpus box, the cursor at the end of the path it holds
+        await pilot.press(*"/x.jsonl", "ctrl+s")
+        assert app.query_one("#t-corpus", Input).value == f"{corpus_jsonl}/x.jsonl"
+        await wait_for(lambda: any("no such corpus file or folder" in m for m in notifications(app)), 30,
+                       pilot)
+        await settle(pilot)
+        assert runstore.list_runs()[0] == []
