@@ -368,11 +368,9 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         lines.append(f"settings   unreadable: {info.config_problem}")
     if info.learning_rate is not None:
         lines.append(f"learn rate {info.learning_rate:.2e}, {info.learning_rate_reason}")
-    extension = run.config().get("vocab_extension")  # see vocab_extend: `--extend-vocab N`
-    if isinstance(extension, dict) and isinstance(extension.get("words"), list):
-        words = [str(w.get("word")) for w in extension["words"] if isinstance(w, dict)]
+    if words := info.vocab_words:  # see vocab_extend: `--extend-vocab N`
         shown = ", ".join(words[:10]) + (f" and {len(words) - 10} more" if len(words) > 10 else "")
-        lines.append(f"vocabulary +{len(words)} words ({extension.get('how')}): {shown}")
+        lines.append(f"vocabulary +{len(words)} words ({info.vocab_how}): {shown}")
     if info.plan is not None:
         p = info.plan
         lines.append(f"plan       {p.device} ({p.precision}), batch {p.batch_size} x {p.processes} "
@@ -382,7 +380,7 @@ def cmd_runs_show(args: argparse.Namespace) -> None:
         corpus = "; corpus changed" if r.get("corpus_changed") else ""
         lines.append(f"resumed    {r.get('at')}: {what}{corpus}")
     data = info.to_dict()
-    if isinstance(extension, dict):
+    if isinstance(extension := run.config().get("vocab_extension"), dict):  # each word's counts and pieces
         data["vocab_extension"] = extension
     _emit(args, data, "\n".join(printable(line) for line in lines))
 

@@ -647,6 +647,8 @@ class RunInfo:
     bpc_before: float | None = None
     bpc_after: float | None = None
     bpc_characters: int | None = None  # the characters measured (fewer than asked in a small test split)
+    vocab_words: list[str] = field(default_factory=list)  # the words `--extend-vocab` added (`vocab_extend`)
+    vocab_how: str | None = None  # how they were added: the tokenizer family's native way, or added tokens
 
     @classmethod
     def read(cls, run: Run) -> RunInfo:
@@ -695,6 +697,7 @@ class RunInfo:
             **_rate(config, found),
             learned=_learned(run), bpc_before=_number(state.get("bpc_before")),
             bpc_after=_number(state.get("bpc_after")), bpc_characters=_count(state.get("bpc_characters")),
+            **_extension(raw.get("vocab_extension")),
         )
 
     def message_for(self, name: Callable[[str], str]) -> str | None:
@@ -727,6 +730,14 @@ class RunInfo:
         return cls(**{**data, "config": TrainConfig(**config) if config is not None else None,
                       "plan": Plan(**plan) if plan is not None else None,
                       "model_path": Path(model_path) if model_path is not None else None})
+
+
+def _extension(recorded: Any) -> dict[str, Any]:
+    """The words a vocabulary extension added and how, from its record in the config (`vocab_extend`)."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("words"), list):
+        return {}
+    words = [str(w.get("word")) for w in recorded["words"] if isinstance(w, dict) and w.get("word")]
+    return {"vocab_words": words, "vocab_how": _text(recorded.get("how"))}
 
 
 def _rate(config: TrainConfig | None, found: dict[str, Any]) -> dict[str, Any]:

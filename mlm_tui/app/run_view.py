@@ -206,6 +206,8 @@ def _title(reading: RunReading) -> Text:
         batch = plan.batch_size if plan is not None else config.batch_size or "auto"
         settings.append(f"chunk {config.chunk_size} · mask {config.mlm_probability}{words} · lr {rate} · "
                         f"batch {batch}")
+    if info.vocab_words:  # its perplexities are over another vocabulary's tokens: bits per character compare
+        settings.append(f"vocabulary +{len(info.vocab_words)} words")
     if plan is not None:
         asked = config.test_size if config is not None else None
         test = f"{plan.test_chunks} test chunks"

@@ -374,3 +374,6 @@ async def test_the_chunk_view_of_an_extended_run_marks_the_tokens_it_added(tiny_
                 await pilot.press("m")  # the masking preview keeps them marked
                 await pilot.pause()
                 assert app.query_one("#fate-legend").display and set(marked(app)) == added
+                await pilot.press("f3")  # its details say its vocabulary is not the base's
+                await wait_for(lambda shown=app: run_id in plain(shown, "#run-title"), 10, pilot)
+                assert "vocabulary +2 words" in plain(app, "#run-title")
