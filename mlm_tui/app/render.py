@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.cells import set_cell_size
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 
 from mlm_tui.fill import TOP_K
@@ -63,7 +63,7 @@ def fills_text(result: FillResult, title: str, baseline: FillResult | None = Non
         if baseline is not None and n < len(baseline.masks):
             before = {f.token_id: f.score for f in baseline.masks[n].fills}
         for fill in mask.fills[:top_k]:
-            out.append(f" {set_cell_size(printable(fill.token), token_width)} ")  # wide characters too
+            out.append(f" {_cell(printable(fill.token), token_width)} ")
             out.append(bar(fill.score, bar_width), style="green")
             out.append(f" {percent(fill.score)}")
             if baseline is not None:
@@ -71,6 +71,14 @@ def fills_text(result: FillResult, title: str, baseline: FillResult | None = Non
                 out.append_text(_change(fill.score, before.get(fill.token_id)))
             out.append("\n")
     return out
+
+
+def _cell(text: str, width: int) -> str:
+    """`text` in exactly `width` terminal cells (wide characters too), its end cut with "…" when longer:
+    a fill cut silently (`circumstanc`) reads as a word the model did not offer."""
+    if cell_len(text) > width:
+        return set_cell_size(text, width - 1) + "…"
+    return set_cell_size(text, width)
 
 
 def _change(score: float, before: float | None) -> Text:

@@ -112,3 +112,12 @@ def test_a_change_reads_equal_only_between_equal_percentages() -> None:
     assert "12.4%" in near and "▲0.02pp" in near and "=" not in near
     same = fills_text(fills(0.12341), "b", baseline=fills(0.12344)).plain  # both read 12.3%
     assert same.rstrip().endswith("=")
+
+
+def test_a_fill_too_long_for_its_column_ends_in_an_ellipsis() -> None:
+    result = FillResult("m", "x [MASK]", [MaskFills(1, [Fill("circumstances", 1, 0.5, "x circumstances"),
+                                                        Fill("modification", 2, 0.2, "x modification")])],
+                        best="x circumstances")
+    compact = fills_text(result, "m", compact=True).plain
+    assert "circumstan… " in compact and "modificati… " in compact  # 11 cells side by side
+    assert "circumstances " in fills_text(result, "m").plain  # a wide column has room for the word
