@@ -199,6 +199,9 @@ class TrainForm(VerticalScroll):
     def _changed(self, event: Input.Changed | Checkbox.Changed) -> None:
         name = (event.control.id or "").removeprefix("t-")
         try:
+            if event.control.has_class("-bad"):  # its error was about the value it had (checked at start)
+                event.control.remove_class("-bad")
+                self._note(name, "")
             if name in MASKING:
                 masking = self._form_masking()
                 if masking is not None and masking != self._masking:

@@ -77,6 +77,11 @@ async def test_bad_values_are_marked_by_field_and_start_nothing(home: Path, tiny
         assert not app.query_one("#t-chunk_size").has_class("-bad")
         assert runstore.list_runs()[0] == []
         assert any("Cannot start" in (n.title or "") for n in app._notifications)
+        app.query_one("#t-learning_rate", Input).value = "1e-4"  # mended: its mark and note go at once
+        await pilot.pause()
+        assert not app.query_one("#t-learning_rate").has_class("-bad")
+        assert not app.query_one("#n-learning_rate").display
+        assert app.query_one("#t-gradient_accumulation").has_class("-bad")  # the other stays marked
 
 
 async def test_a_test_size_beyond_the_corpus_is_shown_adjusted_before_the_run(
