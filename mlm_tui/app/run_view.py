@@ -20,6 +20,7 @@ from textual.widgets import Log, ProgressBar, Static
 from mlm_tui.app.render import ppl_change
 from mlm_tui.progress import format_bytes, format_duration
 from mlm_tui.run_settings import label
+from mlm_tui.runstore import LIVE
 from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from mlm_tui.runstore import RunInfo
 
 LOG_TAIL = 300
-LIVE = ("preparing", "running")
 
 
 @dataclass
@@ -166,7 +166,10 @@ class RunView(Vertical):
             read = format_bytes(info.tokenize_done or 0)
             where = f"preparing: {read} of {format_bytes(total)} read" if total else f"preparing: {read} read"
         else:
-            bar.update(total=info.total_steps or None, progress=info.step)
+            # An unknown total animates the bar: only while the run lives (a run that failed before its
+            # plan had none, and nothing of it is still working).
+            total = info.total_steps or (None if info.status in LIVE else max(info.step, 1))
+            bar.update(total=total, progress=info.step)
             where = f"step {info.step}/{info.total_steps or '?'}"
         if info.status == "running" and info.tokens_per_s:
             where += f" · {info.tokens_per_s:,.0f} tok/s · ETA {format_duration(info.eta or 0)}"

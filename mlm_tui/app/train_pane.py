@@ -18,11 +18,12 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 
 from mlm_tui.app.learned_screen import LearnedSession
-from mlm_tui.app.run_view import LIVE, RunView
+from mlm_tui.app.run_view import RunView
 from mlm_tui.app.runs_table import RunsTable
 from mlm_tui.app.shared import LoadModel, RunsChanged
 from mlm_tui.app.train_form import TrainForm
 from mlm_tui.progress import format_bytes
+from mlm_tui.runstore import LIVE
 from mlm_tui.textsafe import printable
 
 if TYPE_CHECKING:

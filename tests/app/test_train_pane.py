@@ -483,3 +483,21 @@ async def test_a_corpus_path_typed_onto_the_open_one_starts_no_run(home: Path, t
                        pilot)
         await settle(pilot)
         assert runstore.list_runs()[0] == []
+
+
+async def test_a_run_that_failed_before_its_plan_shows_no_working_bar(home: Path, tiny_model_dir: Path,
+                                                                       corpus_jsonl: Path) -> None:
+    """A bar with no total animates, as if something still worked: only a live run's bar may."""
+    from textual.widgets import ProgressBar
+
+    from mlm_tui import runstore
+
+    run = runstore.create_run({"corpus": str(corpus_jsonl), "model": str(tiny_model_dir)})
+    run.fail("failed", "no such corpus file or folder: x.jsonl")
+    run.release()
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: run.run_id in plain(app, "#run-title"), 10, pilot)
+        assert "failed" in plain(app, "#run-title")
+        assert app.query_one("#run-progress", ProgressBar).total is not None
