@@ -78,7 +78,7 @@ class FillPane(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="model-line")
         yield TextBox(placeholder=f"Type a sentence with {MASK_ALIAS}, e.g. This is a great {MASK_ALIAS}.",
-                    id="sentence")
+                    id="sentence", select_on_focus=False)  # back on Fill, a key must not wipe the sentence
         yield Static(id="fill-hint", classes="hint")
         with Horizontal(id="fill-results"):
             with VerticalScroll(id="fills-main-box"):

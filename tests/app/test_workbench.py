@@ -33,6 +33,8 @@ async def test_fill_shows_top5_percentages_for_each_mask(tiny_model_dir: Path) -
         await settle(pilot)
         assert "Put [MASK] where a word should be predicted" in plain(app, "#fill-hint")
         assert plain(app, "#fills-main") == ""
+        await pilot.press("f3", "f1", "?")  # back on Fill, the sentence is whole and a key adds to it
+        assert app.query_one("#sentence", Input).value == "no mask here?"
 
 
 async def test_more_fills_per_mask_are_remembered_and_the_fills_copy_as_the_cli_prints_them(
