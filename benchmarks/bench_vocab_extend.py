@@ -10,8 +10,11 @@ N is chosen on one corpus and the choice reported on another, held out:
 
 Every run is `starter` at the default settings for `--steps` steps (150 in the README; the test split is the
 default 10% of documents held out, of which `--test-size` chunks measure perplexity), and every bits-per-
-character figure is over the first `--chars` characters of the same held-out documents. Also: the bits
-per occurrence of the added words (the extended run's own words, in every model), and CPU time.
+character figure is over the first `--chars` characters of the same held-out documents. Each run takes the
+default learning rate (`auto`: its own range test), and an extended model's test can choose another rate
+than the plain one's; then a plain run at that rate too (`plain at RATE`), so that the vocabulary's share of
+a gain is told apart from the rate's. Also: the bits per occurrence of the added words (the largest
+extension's words, in every model), and CPU time.
 
     python benchmarks/bench_vocab_extend.py --out vocab_extend.json
 
@@ -67,8 +70,8 @@ def man_corpus(path: Path, pages: int = 1500) -> Path:
     return path
 
 
-def train(args: argparse.Namespace, corpus: Path, extend: int) -> dict:
-    """One run through the CLI's engine, with its wall and CPU time."""
+def train(args: argparse.Namespace, corpus: Path, extend: int, rate: float | None = None) -> dict:
+    """One run through the CLI's engine, with its wall and CPU time; `rate` None is the default (`auto`)."""
     from accelerate.state import AcceleratorState
 
     from mlm_tui.lifecycle import TrainingRun
@@ -78,11 +81,19 @@ def train(args: argparse.Namespace, corpus: Path, extend: int) -> dict:
 
     config = TrainConfig(corpus=str(corpus), model=args.model, max_steps=args.steps, test_size=args.test_size,
                          no_general=True, extend_vocab=extend, batch_size=args.batch_size,
-                         chunk_size=args.chunk_size, bpc_chars=0)  # measured below, on more characters
+                         chunk_size=args.chunk_size, bpc_chars=0,  # measured below, on more characters
+                         **({} if rate is None else {"learning_rate": rate}))
     t, cpu = time.perf_counter(), time.process_time()
     result = TrainingRun(config).run()
     result["wall_s"], result["cpu_s"] = time.perf_counter() - t, time.process_time() - cpu
     return result
+
+
+def rate_of(row: dict) -> float:
+    """The peak learning rate a run trained at (its range test's choice, or as given)."""
+    from mlm_tui.runstore import find_run
+
+    return find_run(row["run_id"]).info().learning_rate
 
 
 def measure(model_ref: str, texts: list[str], focus: list[str], window: int) -> dict:
@@ -94,6 +105,30 @@ def measure(model_ref: str, texts: list[str], focus: list[str], window: int) -> 
     out = pll_bits(handle.model, handle.tokenizer, texts, window=window, focus=focus).to_dict()
     out["seconds"] = time.perf_counter() - t
     return out
+
+
+def table(rows: list[dict]) -> str:
+    """The README's table: per corpus, the base model and each run, bits per character over the same text."""
+    out = ["| corpus | model | perplexity before -> after (own tokens) | bits per character | vs plain "
+           "| bits per word | added words: bits per occurrence (occurrences) | training CPU / wall |",
+           "|" + "---|" * 8]
+    for corpus in dict.fromkeys(r["corpus"] for r in rows):
+        runs = {r["label"]: r for r in rows if r["corpus"] == corpus and not r["label"].startswith("bpc ")}
+        bpc = {r["label"][4:]: r for r in rows if r["corpus"] == corpus and r["label"].startswith("bpc ")}
+        plain = bpc.get("plain", {}).get("bpc")
+        for label in ["base", *runs]:
+            b, run = bpc.get(label), runs.get(label)
+            ppl = f"{run['perplexity_before']:.2f} -> {run['perplexity_after']:.2f}" if run else "-"
+            cost = f"{run['cpu_s']:.0f} s / {run['wall_s']:.0f} s" if run else "-"
+            if b is None:
+                out.append(f"| {corpus} | {label} | {ppl} | not measured | | | | {cost} |")
+                continue
+            versus = f"{b['bpc'] / plain - 1:+.1%}" if plain and label not in ("base", "plain") else ""
+            focus = (f"{b['focus_bits_per_occurrence']:.1f} ({b['focus_occurrences']})"
+                     if b["focus_bits_per_occurrence"] is not None else "-")
+            out.append(f"| {corpus} | {label} | {ppl} | {b['bpc']:.3f} | {versus} "
+                       f"| {b['bits_per_word']:.1f} | {focus} | {cost} |")
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -115,7 +150,11 @@ def main() -> None:
                         "0: its plain run alone)")
     parser.add_argument("--heldout-ns", default="", help="more N to run on the held-out corpus besides the "
                         "chosen one (reported apart: they were not chosen before it was seen)")
+    parser.add_argument("--table", action="store_true", help="print the table of --out, and exit")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return
     args.data.mkdir(parents=True, exist_ok=True)
     from bench_lr_default import cut_starter, legal_corpus
 
@@ -137,12 +176,11 @@ def main() -> None:
     def runs(name: str, ns: list[int]) -> None:
         """The plain run and one per N, then (with some N) every model's bits per character."""
         texts = measured_texts(str(corpora[name]), max_chars=args.chars)
-        results = {}
-        for n in [0, *ns]:
-            label = "plain" if n == 0 else f"extend {n}"
+        results: dict[int | str, dict] = {}
+        def one(label: str, n: int, rate: float | None = None) -> dict:
             row = done(name, label)
             if row is None:
-                result = train(args, corpora[name], n)
+                result = train(args, corpora[name], n, rate)
                 ext = find_run(result["run_id"]).config().get("vocab_extension") or {}
                 row = {"corpus": name, "label": label, "n": n, "run_id": result["run_id"],
                        "perplexity_before": result["perplexity_before"],
@@ -150,7 +188,15 @@ def main() -> None:
                        "cpu_s": result["cpu_s"], "steps": result["steps"],
                        "added": [w["word"] for w in ext.get("words", [])]}
                 record(row)
-            results[n] = row
+            return row
+
+        for n in [0, *ns]:
+            results[n] = one("plain" if n == 0 else f"extend {n}", n)
+        # The default rate is each run's own range test, and an extended model's can differ from the plain
+        # one's: a plain run at each such rate tells the vocabulary's share of a gain from the rate's.
+        plain_rate = rate_of(results[0])
+        for rate in sorted({rate_of(results[n]) for n in ns} - {plain_rate}):
+            results[f"plain at {rate:.2g}"] = one(f"plain at {rate:.2g}", 0, rate)
         if not ns:
             return
         focus = results[max(ns)]["added"]  # the largest extension's words: each model's cost on them
