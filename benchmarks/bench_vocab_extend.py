@@ -89,13 +89,6 @@ def train(args: argparse.Namespace, corpus: Path, extend: int, rate: float | Non
     return result
 
 
-def rate_of(row: dict) -> float:
-    """The peak learning rate a run trained at (its range test's choice, or as given)."""
-    from mlm_tui.runstore import find_run
-
-    return find_run(row["run_id"]).info().learning_rate
-
-
 def measure(model_ref: str, texts: list[str], focus: list[str], window: int) -> dict:
     from mlm_tui.bpc import pll_bits
     from mlm_tui.models import load_model
@@ -109,24 +102,27 @@ def measure(model_ref: str, texts: list[str], focus: list[str], window: int) -> 
 
 def table(rows: list[dict]) -> str:
     """The README's table: per corpus, the base model and each run, bits per character over the same text."""
-    out = ["| corpus | model | perplexity before -> after (own tokens) | bits per character | vs plain "
-           "| bits per word | added words: bits per occurrence (occurrences) | training CPU / wall |",
-           "|" + "---|" * 8]
+    out = ["| corpus | model | learning rate (`auto`) | perplexity before -> after (own tokens) | bits per "
+           "character | vs plain at the same rate | bits per word | added words: bits per occurrence "
+           "(occurrences) | training CPU / wall |", "|" + "---|" * 9]
     for corpus in dict.fromkeys(r["corpus"] for r in rows):
         runs = {r["label"]: r for r in rows if r["corpus"] == corpus and not r["label"].startswith("bpc ")}
         bpc = {r["label"][4:]: r for r in rows if r["corpus"] == corpus and r["label"].startswith("bpc ")}
-        plain = bpc.get("plain", {}).get("bpc")
+        plain = {r["learning_rate"]: bpc[label]["bpc"] for label, r in runs.items()
+                 if r["n"] == 0 and label in bpc}  # the plain runs' bits per character, by rate
         for label in ["base", *runs]:
             b, run = bpc.get(label), runs.get(label)
+            rate = f"{run['learning_rate']:.2g}" if run else "-"
             ppl = f"{run['perplexity_before']:.2f} -> {run['perplexity_after']:.2f}" if run else "-"
             cost = f"{run['cpu_s']:.0f} s / {run['wall_s']:.0f} s" if run else "-"
             if b is None:
-                out.append(f"| {corpus} | {label} | {ppl} | not measured | | | | {cost} |")
+                out.append(f"| {corpus} | {label} | {rate} | {ppl} | not measured | | | | {cost} |")
                 continue
-            versus = f"{b['bpc'] / plain - 1:+.1%}" if plain and label not in ("base", "plain") else ""
+            same = plain.get(run["learning_rate"]) if run and run["n"] else None
+            versus = f"{b['bpc'] / same - 1:+.1%}" if same else ""
             focus = (f"{b['focus_bits_per_occurrence']:.1f} ({b['focus_occurrences']})"
                      if b["focus_bits_per_occurrence"] is not None else "-")
-            out.append(f"| {corpus} | {label} | {ppl} | {b['bpc']:.3f} | {versus} "
+            out.append(f"| {corpus} | {label} | {rate} | {ppl} | {b['bpc']:.3f} | {versus} "
                        f"| {b['bits_per_word']:.1f} | {focus} | {cost} |")
     return "\n".join(out)
 
@@ -164,6 +160,9 @@ def main() -> None:
     corpora = {"licences": legal_corpus(args.data / "licences.jsonl"),
                "manpages": man_corpus(args.data / "manpages.jsonl")}
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    for row in rows:  # rows from before the rate was recorded: the run has it
+        if "run_id" in row and "learning_rate" not in row:
+            row["learning_rate"] = find_run(row["run_id"]).info().learning_rate
 
     def done(corpus: str, label: str) -> dict | None:
         return next((r for r in rows if r["corpus"] == corpus and r["label"] == label), None)
@@ -186,6 +185,7 @@ def main() -> None:
                        "perplexity_before": result["perplexity_before"],
                        "perplexity_after": result["perplexity_after"], "wall_s": result["wall_s"],
                        "cpu_s": result["cpu_s"], "steps": result["steps"],
+                       "learning_rate": result["learning_rate"],
                        "added": [w["word"] for w in ext.get("words", [])]}
                 record(row)
             return row
@@ -194,8 +194,7 @@ def main() -> None:
             results[n] = one("plain" if n == 0 else f"extend {n}", n)
         # The default rate is each run's own range test, and an extended model's can differ from the plain
         # one's: a plain run at each such rate tells the vocabulary's share of a gain from the rate's.
-        plain_rate = rate_of(results[0])
-        for rate in sorted({rate_of(results[n]) for n in ns} - {plain_rate}):
+        for rate in sorted({results[n]["learning_rate"] for n in ns} - {results[0]["learning_rate"]}):
             results[f"plain at {rate:.2g}"] = one(f"plain at {rate:.2g}", 0, rate)
         if not ns:
             return
