@@ -56,7 +56,7 @@ class FillPane(Vertical):
         Binding("ctrl+y", "copy_fills", "Copy",
                 tooltip="copy the fills as text (as mlm-tui fill prints them)"),
         Binding("enter", "keep", "Keep", show=False, tooltip="add the sentence to the history"),
-        Binding("escape", "cancel_load", "Stop loading", tooltip="stop waiting for a model that loads"),
+        Binding("escape", "cancel_load", "Stop", tooltip="stop loading the model (its line says so too)"),
         Binding("pagedown", "scroll_fills(1)", "Page down", show=False,
                 tooltip="scroll the fills down (a third mask's, below a short screen)"),
         Binding("pageup", "scroll_fills(-1)", "Page up", show=False, tooltip="scroll the fills up"),

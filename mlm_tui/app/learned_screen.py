@@ -25,10 +25,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Label, Static
 from textual.worker import get_current_worker
 
 from mlm_tui.app.shared import FillSentence
+from mlm_tui.app.widgets import KeysFooter
 from mlm_tui.errors import first_line
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class LearnedScreen(ModalScreen[None]):
             yield Label(f"What run {self.run_id} learned", id="learned-title", classes="dialog-title")
             yield Static(id="learned-body")
             yield Vertical(id="learned-probes")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#learned").focus()

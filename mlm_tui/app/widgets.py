@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual import events
 from textual.strip import Strip
-from textual.widgets import Input
+from textual.widgets import Footer, Input
 
 
 class TextBox(Input):
@@ -24,3 +25,18 @@ class TextBox(Input):
             return super().render_line(y)
         finally:
             self.set_reactive(Input.placeholder, full)
+
+
+class KeysFooter(Footer):
+    """A footer that gives the command palette's key up under `WIDE` columns.
+
+    At 80 columns the palette key, docked on the right, took the room of the pane's last keys: the runs
+    table's footer ended in "f10 Hel". Ctrl+p still opens the palette, and the help screen lists it."""
+
+    WIDE = 100
+
+    def on_resize(self, event: events.Resize) -> None:
+        wide = event.size.width >= self.WIDE
+        if wide != self.show_command_palette:
+            self.show_command_palette = wide
+            self.refresh(recompose=True)

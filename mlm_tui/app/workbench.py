@@ -43,6 +43,7 @@ from mlm_tui.app.shared import (
 )
 from mlm_tui.app.train_pane import TrainPane
 from mlm_tui.app.vocab_pane import VocabPane, WordsTable
+from mlm_tui.app.widgets import KeysFooter
 from mlm_tui.history import History
 from mlm_tui.settings import load_settings, save_settings
 
@@ -121,7 +122,7 @@ class WorkbenchApp(App[None]):
             yield TabPane("F2 Chunks", id="chunks")
             yield TabPane("F3 Train", id="train")
             yield TabPane("F5 Words", id="words")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         from mlm_tui.themes import load_themes

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pilot import notifications, plain, settle, wait_for
 from textual.widgets import DataTable, Input, TabbedContent
+from textual.widgets._footer import FooterKey
 
 from mlm_tui.app.fill_pane import FillAnswer, FillPane
 from mlm_tui.app.workbench import WorkbenchApp
@@ -67,6 +68,24 @@ async def test_more_fills_per_mask_are_remembered_and_the_fills_copy_as_the_cli_
         await pilot.press("ctrl+n", "ctrl+n")  # 20, then round to 5 again
         await settle(pilot)
         assert plain(app, "#fills-main").count("%") == 10
+
+
+async def test_at_80_columns_every_pane_keeps_the_help_key_on_screen(tiny_model_dir: Path) -> None:
+    """The command palette's key leaves a narrow footer (ctrl+p still works, the help lists it): at 80
+    columns it cut the runs table's last key to "f10 Hel"."""
+    for size, palette in (((80, 24), False), ((120, 40), True)):
+        app = WorkbenchApp(model=str(tiny_model_dir))
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            for pane in ("f1", "f2", "f3", "f5"):
+                await pilot.press(pane)
+                await settle(pilot)
+                keys = {key.key: key.region for key in app.query(FooterKey)}
+                assert keys["f10"].width and keys["f10"].right <= size[0], (size, pane, keys)
+                assert ("ctrl+p" in keys) is palette
+            await pilot.press("ctrl+p")  # the key still opens the palette
+            await settle(pilot)
+            assert type(app.screen).__name__ == "CommandPalette"
 
 
 async def test_a_stale_fill_never_overwrites_a_newer_one(tiny_model_dir: Path) -> None:
