@@ -121,7 +121,7 @@ def table(rows: list[dict]) -> str:
     for (corpus, model), runs in sorted(groups.items()):
         drop = {k: 1 - v["after"] / v["before"] for k, v in runs.items()}
         rise = {k: v["general_after"] / v["general_before"] - 1 for k, v in runs.items()}
-        cells = [f"-{drop[k]:.1%} / {rise[k]:+.1%}, {runs[k]['cpu']:.0f} s" if k in runs else "not run"
+        cells = [f"{-drop[k]:+.1%} / {rise[k]:+.1%}, {runs[k]['cpu']:.0f} s" if k in runs else "not run"
                  for k in [*names, "default"]]
         if "default" in runs:
             cells[-1] += f" at {runs['default']['lr']:.1e}"
