@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from mlm_tui import atomic
 from mlm_tui.errors import FieldError, MlmError, UsageError, first_line, told
 from mlm_tui.fill import TOP_K
-from mlm_tui.progress import format_bytes, format_duration, print_event, say
+from mlm_tui.progress import format_bytes, format_duration, format_figure, print_event, say
 from mlm_tui.run_settings import (
     CORPUS_SETTINGS,
     MODEL_SETTINGS,
@@ -276,14 +276,10 @@ def _eval_bpc(args: argparse.Namespace) -> None:
           f"word) on {result.characters:,} characters, {result.tokens:,} tokens")
 
 
-def _ppl(value: float | None, digits: int = 2) -> str:
-    return f"{value:.{digits}f}" if value is not None else "-"
-
-
 def _change(before: float | None, after: float | None, digits: int = 2) -> str:
     """`31.28 -> 27.22 (-13.0%)`, with what is known so far (bits per character: 3 `digits`)."""
     change = f" ({(after / before - 1) * 100:+.1f}%)" if before and after is not None else ""
-    return f"{_ppl(before, digits)} -> {_ppl(after, digits)}{change}"
+    return f"{format_figure(before, digits)} -> {format_figure(after, digits)}{change}"
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
@@ -306,9 +302,9 @@ def cmd_runs_list(args: argparse.Namespace) -> None:
              "model / corpus"]
     for i in infos:
         steps = f"{i.step}/{i.total_steps}" if i.total_steps else str(i.step)
-        lines.append(f"{i.run_id:<21} {i.status:<11} {steps:>11} {_ppl(i.perplexity_before):>10} "
-                     f"{_ppl(i.perplexity_after):>8} {format_bytes(i.bytes):>9}  {printable(str(i.model))} / "
-                     f"{printable(str(i.corpus))}")
+        lines.append(f"{i.run_id:<21} {i.status:<11} {steps:>11} {format_figure(i.perplexity_before):>10} "
+                     f"{format_figure(i.perplexity_after):>8} {format_bytes(i.bytes):>9}  "
+                     f"{printable(str(i.model))} / {printable(str(i.corpus))}")
     lines.append(f"{len(infos)} runs, {format_bytes(total)}")
     _emit(args, {"runs": [i.summary() for i in infos], "total_bytes": total},
           "\n".join(lines) if infos else "no runs yet")

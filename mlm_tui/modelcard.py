@@ -16,6 +16,7 @@ from typing import Any
 
 from mlm_tui import atomic
 from mlm_tui.errors import MlmError, UsageError, first_line
+from mlm_tui.progress import format_figure
 from mlm_tui.run_settings import changed_settings, train_argv
 from mlm_tui.runstore import Run, RunInfo
 from mlm_tui.textsafe import printable, shell_quote
@@ -80,7 +81,7 @@ def build_card(info: RunInfo) -> Any:
         "Masked-LM perplexity on the held-out test split (the same chunks, masked once with a fixed seed):",
         "",
         "| before | after |", "|---|---|",
-        f"| {_ppl(before)} | {_ppl(info.perplexity_after)}{change} |", "",
+        f"| {format_figure(before)} | {format_figure(info.perplexity_after)}{change} |", "",
         *_general_lines(info),
         *_bpc_lines(info),
         "## Settings", "",
@@ -107,7 +108,8 @@ def _general_lines(info: RunInfo) -> list[str]:
     before = info.general_perplexity_before
     change = f" ({(after / before - 1) * 100:+.1f}%)" if before else ""
     return [f"Perplexity on general text ({printable(name)}), what the adaptation cost:", "",
-            "| before | after |", "|---|---|", f"| {_ppl(before)} | {_ppl(after)}{change} |", ""]
+            "| before | after |", "|---|---|",
+            f"| {format_figure(before)} | {format_figure(after)}{change} |", ""]
 
 
 def _bpc_lines(info: RunInfo) -> list[str]:
@@ -119,12 +121,8 @@ def _bpc_lines(info: RunInfo) -> list[str]:
     return [f"Bits per character (PLL-word-l2r) on the first {info.bpc_characters or 0:,} characters of the "
             "test split, the base model with its own tokenizer against this one with its own: they compare "
             "across vocabularies, where perplexities do not:", "",
-            "| before | after |", "|---|---|", f"| {_ppl(before, 3)} | {_ppl(info.bpc_after, 3)}{change} |",
-            ""]
-
-
-def _ppl(value: float | None, digits: int = 2) -> str:
-    return f"{value:.{digits}f}" if value is not None else "-"
+            "| before | after |", "|---|---|",
+            f"| {format_figure(before, 3)} | {format_figure(info.bpc_after, 3)}{change} |", ""]
 
 
 def write_card(run: Run, folder: Path | None = None) -> Path:

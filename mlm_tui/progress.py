@@ -40,6 +40,12 @@ def print_event(event: dict[str, Any]) -> None:
         say(f"perplexity {event['perplexity']:.2f} at step {event['step']}")
 
 
+def format_figure(value: float | None, digits: int = 2) -> str:
+    """A perplexity (2 `digits`) or bits per character (3) as the CLI and the model card print it; "-" when
+    unknown."""
+    return f"{value:.{digits}f}" if value is not None else "-"
+
+
 def format_bytes(n: float) -> str:
     if n < 1000:
         return f"{n:.0f} B"
