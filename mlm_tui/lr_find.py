@@ -12,6 +12,10 @@ of the steps before by more than `MARGIN` nats or `NOISE` times the curve's own 
 (the median absolute change between neighbouring steps), whichever is larger; a loss that is not finite
 has diverged at once. Two steps, not one: on a batch of 16 chunks one step's loss varies by +-0.3 nats,
 and a single noisy step over 1.5x the median read as divergence picked a rate 7x too low (issue 21).
+The rate of divergence is where the loss crossed that bar, read between the step before and the step
+over it (linear in the loss, geometric in the rate), not the rate of the step over it: a 150-step run's
+test has 15 steps over four decades, nearly 2x apart, and reading whole steps put two corpora that
+diverge alike on either side of a 2x jump (issue 21's man pages and FOLDOC with `starter`).
 Not the steepest fall of the smoothed loss, as fastai reads it: a test takes only a tenth of a run's steps,
 and over so few steps the noise is larger than the fall.
 
@@ -96,7 +100,13 @@ def rates(steps: int, lr_min: float = LR_MIN, lr_max: float = LR_MAX) -> list[fl
 
 
 def diverged_at(losses: Sequence[float]) -> int | None:
-    """The step where the loss diverged by the rule in the module's docstring, or None (not yet, or never).
+    """The step where the loss diverged by the rule in the module's docstring, or None (not yet, or never)."""
+    found = divergence(losses)
+    return None if found is None else found[0]
+
+
+def divergence(losses: Sequence[float]) -> tuple[int, float] | None:
+    """The step where the loss diverged and the bar it rose over (inf for a loss that is not finite).
 
     A rise is judged against the steps before it, and needs CONFIRM steps in a row (3 steps before it at
     least: fewer show no median and no noise)."""
@@ -104,27 +114,40 @@ def diverged_at(losses: Sequence[float]) -> int | None:
 
     for k, loss in enumerate(losses):
         if not math.isfinite(loss):
-            return k
+            return k, math.inf
         if k < 3 or k + CONFIRM > len(losses):
             continue
         before = losses[:k]
         noise = statistics.median(abs(b - a) for a, b in itertools.pairwise(before))
         bar = statistics.median(before) + max(MARGIN, NOISE * noise)
         if all(not math.isfinite(x) or x > bar for x in losses[k:k + CONFIRM]):
-            return k
+            return k, bar
     return None
+
+
+def crossing(lrs: Sequence[float], losses: Sequence[float], at: int, bar: float) -> float:
+    """The rate where the loss crossed `bar` between step `at - 1` (under it) and step `at` (over it),
+    read linearly in the loss and geometrically in the rate; the step before's rate when the loss is not
+    finite (the limit of an ever larger rise)."""
+    if at == 0:
+        return lrs[0]
+    low, high = losses[at - 1], losses[at]
+    share = (bar - low) / (high - low) if math.isfinite(high) and high > low else 0.0
+    return lrs[at - 1] * (lrs[at] / lrs[at - 1]) ** min(1.0, max(0.0, share))
 
 
 def suggest(lrs: Sequence[float], losses: Sequence[float], fraction: float = FRACTION) -> RangeTest:
     """The rate a curve suggests, by the rule in the module's docstring."""
-    at = diverged_at(losses)
-    if at is None:
+    found = divergence(losses)
+    if found is None:
         rate = lrs[-1] * fraction
         reason = f"the loss did not diverge up to {lrs[-1]:.1e}; {fraction:g} of that rate"
     else:
-        rate = lrs[at] * fraction
-        reason = (f"the loss diverged at {lrs[at]:.1e} (rose to {losses[at]:.2f} and stayed up); "
-                  f"{fraction:g} of that rate")
+        at, bar = found
+        where = crossing(lrs, losses, at, bar)
+        rate = where * fraction
+        rose = "was not finite" if math.isinf(bar) else f"crossed {bar:.2f} and stayed over it"
+        reason = f"the loss diverged at {where:.1e} (it {rose}); {fraction:g} of that rate"
     return RangeTest(list(lrs), list(losses), rate, reason)
 
 

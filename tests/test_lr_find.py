@@ -34,11 +34,26 @@ def curve(n: int, diverge_at: float | None, noise: float, seed: int = 0) -> tupl
 @pytest.mark.parametrize("n", [15, 100])
 def test_the_rule_reads_the_rate_off_where_the_loss_diverges_not_off_the_noise(n, seed):
     lrs, losses = curve(n, diverge_at=3e-3, noise=0.3, seed=seed)
-    first_diverged = next(lr for lr in lrs if lr >= 3e-3)
+    first = next(k for k, lr in enumerate(lrs) if lr >= 3e-3)
     test = lr_find.suggest(lrs, losses)
-    assert test.suggested == pytest.approx(lr_find.FRACTION * first_diverged)
-    assert f"diverged at {first_diverged:.1e}" in test.reason
+    # between the last step under the bar and the first over it, never off in the noise before
+    assert lr_find.FRACTION * lrs[first - 1] <= test.suggested <= lr_find.FRACTION * lrs[first]
+    assert f"diverged at {test.suggested / lr_find.FRACTION:.1e}" in test.reason
     assert test.curve() == [{"lr": lr, "loss": loss} for lr, loss in zip(lrs, losses, strict=True)]
+
+
+@pytest.mark.parametrize("where", [0.2, 0.5, 0.8])
+def test_the_rate_of_divergence_is_read_between_steps_not_rounded_to_one(where):
+    """A clean divergence: flat at 3 nats for six steps, then over the bar (1 nat up) from the seventh, so
+    steeply that the loss crossed it `where` of the way from the sixth step to the seventh. Reading whole
+    steps put the rate up to 2x off on a 15-step test (issue 21)."""
+    lrs = lr_find.rates(15)
+    losses = [3.0] * 6 + [3.0 + 1.0 / where + k for k in range(9)]
+    test = lr_find.suggest(lrs, losses)
+    crossed = lrs[5] * (lrs[6] / lrs[5]) ** where
+    assert lrs[5] < crossed < lrs[6]
+    assert test.suggested == pytest.approx(lr_find.FRACTION * crossed, rel=1e-9)
+    assert "crossed 4.00 and stayed over it" in test.reason
 
 
 def test_a_curve_that_never_diverges_suggests_a_fraction_of_the_top_rate():
@@ -71,7 +86,9 @@ def test_a_loss_that_is_not_finite_has_diverged_at_once():
     lrs, losses = curve(15, diverge_at=None, noise=0.2)
     losses[9] = float("nan")
     assert lr_find.diverged_at(losses) == 9
-    assert lr_find.suggest(lrs, losses).suggested == pytest.approx(lr_find.FRACTION * lrs[9])
+    test = lr_find.suggest(lrs, losses)  # anywhere past the step before: the rate of the step before
+    assert test.suggested == pytest.approx(lr_find.FRACTION * lrs[8])
+    assert "was not finite" in test.reason
 
 
 def test_a_run_too_short_for_a_test_takes_the_rate_for_its_models_size(cli, tiny_model_dir, corpus_jsonl):

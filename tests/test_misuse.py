@@ -415,15 +415,17 @@ def test_runs_show_the_card_and_the_help_say_what_they_mean(cli, damaged_run, co
 
     run = damaged_run  # undamaged: a copy of a completed run, here one whose rate `auto` chose
     lrs = rates(8)
-    run.update_config(lr_find=suggest(lrs, [5.0] * 6 + [50.0, 60.0]).to_dict())  # as training records it
+    test = suggest(lrs, [5.0] * 6 + [50.0, 60.0])
+    run.update_config(lr_find=test.to_dict())  # as training records it
     info = run.info()
     code, out, _ = cli("runs", "show", run.run_id)
     assert f"best checkpoint {info.best_perplexity:.2f}" in out
     card = str(build_card(info))
     assert f"| {info.general_perplexity_before:.2f} | {info.general_perplexity_after:.2f}" in card
     assert "Perplexity on general text (The Devil's Dictionary)" in card
-    assert info.learning_rate == pytest.approx(lrs[6] * 0.02)
-    assert f"learning rate {info.learning_rate:.2e}, auto: the loss diverged at {lrs[6]:.1e}" in card
+    assert info.learning_rate == pytest.approx(test.suggested)
+    assert lrs[5] * 0.02 < test.suggested < lrs[6] * 0.02
+    assert f"learning rate {info.learning_rate:.2e}, auto: {test.reason}" in card
     help_text = subprocess.run([sys.executable, "-m", "mlm_tui.cli", "--help"], capture_output=True,
                                text=True).stdout
     assert "show, delete, export or push one, or what it learned" in " ".join(help_text.split())
