@@ -122,7 +122,9 @@ class TrainConfig:
                                     "3 times the model); 0: none once the run completes, as run_mlm.py's "
                                     "save_total_limit", "integer", check=_at_least(0), advanced=True,
                                     on_resume=True)
-    logging_steps: int | None = setting(None, "Logging steps", "log the loss every N steps", "integer",
+    logging_steps: int | None = setting(None, "Logging steps", "log the loss every N steps (by default a "
+                                        "thousandth of the steps, and steps 1, 2, 4, ... before it)",
+                                        "integer",
                                         check=_at_least(1), advanced=True, on_resume=True,
                                         blank="steps / 1000")
     text_field: str = setting("text", "Text field", "the field of JSON, CSV or Parquet rows holding the text",
@@ -514,6 +516,14 @@ class Plan:
     eval_steps: int | None
     processes: int = 1
     notes: list[str] = field(default_factory=list)
+    early_logs: bool = False  # the interval is the default: steps 1, 2, 4, ... log before its first
+
+    def logs_at(self, step: int) -> bool:
+        """Whether the run logs its loss after step `step` (from 1): every `logging_steps`, at the last step,
+        and, where the interval was not given, at steps 1, 2, 4, ... before the first: at a thousandth of a
+        million steps the chart's first point would otherwise wait for step 1,000."""
+        return (step % self.logging_steps == 0 or step == self.steps
+                or (self.early_logs and step < self.logging_steps and step & (step - 1) == 0))
 
     @classmethod
     def from_record(cls, data: Any) -> Plan | None:

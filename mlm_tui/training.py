@@ -324,7 +324,7 @@ class FineTune:
         logging = cfg.logging_steps or max(1, steps // 1000)
         save = cfg.save_steps or max(1, min(500, steps))
         plan = Plan(self.device, self.precision, batch, steps, steps_per_epoch, n_train, n_test, logging,
-                    save, cfg.eval_steps, procs, notes)
+                    save, cfg.eval_steps, procs, notes, early_logs=cfg.logging_steps is None)
         self.plan = plan
         return plan
 
@@ -698,7 +698,7 @@ class _Steps:
             self._step(parts, plan, step)
             step += 1
             self._tokens_since += tokens_per_step
-            if step % plan.logging_steps == 0 or step == plan.steps:
+            if plan.logs_at(step):
                 self._log(parts, plan, step, runtime + time.perf_counter() - t0)
             evaluate_now = bool(plan.eval_steps) and step % plan.eval_steps == 0 and step < plan.steps
             save_now = step % plan.save_steps == 0 and step < plan.steps
@@ -747,7 +747,8 @@ class _Steps:
         if not math.isfinite(mean_loss):
             raise MlmError(f"the loss became {mean_loss} at step {step}: lower the learning rate")
         tps = self._tokens_since / max(now - self._last_log, 1e-9)
-        eta = (plan.steps - step) * (now - self._last_log) / max(plan.logging_steps, 1)
+        since = max(self._loss_n // self.config.gradient_accumulation, 1)  # steps since the last log
+        eta = (plan.steps - step) * (now - self._last_log) / since
         row = {"step": step, "loss": round(mean_loss, 5), "learning_rate": parts.scheduler.get_last_lr()[0],
                "tokens_per_s": round(tps, 1), "epoch": round(step / plan.steps_per_epoch, 4),
                "elapsed": round(elapsed, 2)}

@@ -176,6 +176,33 @@ def test_cancel_file_stops_a_run_like_ctrl_c(tiny_model_dir, corpus_jsonl):
     assert trainer.run_record.latest_checkpoint().name == "step-0000002"
 
 
+def test_a_long_run_shows_its_first_losses_at_once_not_at_its_first_thousandth(tiny_model_dir, corpus_jsonl):
+    """A million-step run logs every 1,000 steps by default; its chart and its ETA would wait for step 1,000.
+    Steps 1, 2, 4, ... log before that; a given interval is kept as given."""
+    logged: list[dict] = []
+
+    def cancel_at_step_8(event: dict) -> None:
+        if event["event"] == "step":
+            logged.append(event)
+            if event["step"] >= 8:
+                (trainer.run_record.dir / "cancel").touch()
+
+    trainer = TrainingRun(config(corpus_jsonl, tiny_model_dir, max_steps=1_000_000, logging_steps=None,
+                                 save_steps=1_000_000), on_event=cancel_at_step_8)
+    with pytest.raises(RunCancelled):
+        trainer.run()
+    assert trainer.run_record.info().plan.logging_steps == 1000
+    assert [e["step"] for e in logged] == [1, 2, 4, 8]
+    rows = [json.loads(line) for line in (trainer.run_record.dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 4, 8]
+    assert all(0 < e["eta"] < float("inf") for e in logged)
+    assert config(corpus_jsonl, tiny_model_dir, logging_steps=3).logging_steps == 3
+    trainer = TrainingRun(config(corpus_jsonl, tiny_model_dir, logging_steps=3), on_event=logged.append)
+    logged.clear()
+    trainer.run()
+    assert [e["step"] for e in logged if e["event"] == "step"] == [3, 6, 8]
+
+
 def test_full_disk_during_a_checkpoint_fails_cleanly(cli, tiny_model_dir, corpus_jsonl, monkeypatch):
     real_write = checkpoints._write_model
     calls = []

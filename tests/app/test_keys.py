@@ -40,7 +40,7 @@ def real_run(tiny_model_dir: Path, corpus_jsonl: Path) -> Iterator[str]:
 
     config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
                          max_steps=1_000_000, test_size=4, train_size=40, save_steps=1_000_000,
-                         logging_steps=10)  # the default, a thousandth of the steps, shows a step at 1,000
+                         logging_steps=10)  # its state moves while the keys go in
     found = runstore.find_run(lifecycle.launch(config))
     assert found is not None  # the run exists from its launch
     try:
