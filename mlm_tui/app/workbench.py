@@ -42,6 +42,7 @@ from mlm_tui.app.shared import (
 from mlm_tui.app.widgets import KeysFooter
 from mlm_tui.history import History
 from mlm_tui.settings import load_settings, save_settings
+from mlm_tui.themes import load_themes
 
 if TYPE_CHECKING:
     from mlm_tui.app.chunks_pane import ChunksPane
@@ -101,6 +102,10 @@ class WorkbenchApp(App[None]):
         self.text_field = text_field
         self.settings, self.settings_problem = load_settings()
         self.history = History(persist=self.settings.keep_history, limit=self.settings.history_size)
+        # The theme is chosen before the first styling: set on mount, it styled the whole screen twice
+        for theme in load_themes():
+            self.register_theme(theme)
+        self.theme = self.settings.theme if self.settings.theme in self.available_themes else "mlm-dark"
         self._wanted_pane = "fill"
         self._run_status: dict[str, str] | None = None  # None until the first look at the run store
         self.run_infos: list[RunInfo] = []  # the latest look at it
@@ -140,11 +145,6 @@ class WorkbenchApp(App[None]):
         yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
-        from mlm_tui.themes import load_themes
-
-        for theme in load_themes():
-            self.register_theme(theme)
-        self.theme = self.settings.theme if self.settings.theme in self.available_themes else "mlm-dark"
         if self.settings_problem:
             self.notify(self.settings_problem, title="Settings", severity="warning", markup=False)
         self.query_one("#sentence", Input).focus()
