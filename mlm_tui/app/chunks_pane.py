@@ -3,7 +3,9 @@
 Tokenizing runs in a worker with a progress bar (the engine caches token arrays, so reopening is fast).
 Chunks read as `mlm-tui chunks --show` prints them (the tokenizer's own decoding), with `[CLS]`/`[SEP]`
 highlighted (and, with the tokenizer of a run that extended its vocabulary, the tokens it added), and
-the collator's masking can be previewed with the same (seed, step) draws training uses.
+the collator's masking can be previewed with the same (seed, step) draws training uses. The tokenizer is
+that of Fill's model, and follows it when another is loaded there (a run that extended its vocabulary
+chunks its corpus otherwise), until the user picks another with `t`.
 
 A corpus being opened never mixes with the one on show: the pane keeps showing the open corpus, under
 its own name, until the new one is ready; a failure leaves it as it was. The open corpus and the masking
@@ -132,6 +134,8 @@ class ChunksPane(Vertical):
         self.opening: tuple[str, str, str] | None = None  # (corpus, text field, tokenizer) being read
         self._request = 0
         self.tokenizer_ref = tokenizer_ref  # the tokenizer the next corpus is opened with
+        self.model_ref = tokenizer_ref  # Fill's model, which the tokenizer follows unless picked with `t`
+        self.follows_model = True
         self.split = ""
         self.index = 0
         self.masking = Masking()  # as the app gave it
@@ -190,6 +194,18 @@ class ChunksPane(Vertical):
         self.masking = masking
         if self.is_mounted:
             self.show()
+
+    def follow_model(self, ref: str) -> None:
+        """Fill's model is now `ref`: tokenize with its tokenizer, the corpus on show (or being opened)
+        again, unless the user picked a tokenizer of their own with `t`."""
+        self.model_ref = ref
+        if not self.follows_model or ref == (self.opening[2] if self.opening else self.tokenizer_ref):
+            return
+        corpus = self.opening[0] if self.opening else self.opened.corpus if self.opened else None
+        if corpus is not None and self.is_mounted:
+            self.open(corpus, ref, self.opening[1] if self.opening else None)
+        else:
+            self.tokenizer_ref = ref
 
     # -- opening --------------------------------------------------------------------------------------
     def open(self, corpus: str, tokenizer_ref: str | None = None, text_field: str | None = None) -> None:
@@ -502,6 +518,7 @@ class ChunksPane(Vertical):
         def change(value: str | None) -> None:
             if value is None:
                 return
+            self.follows_model = value == self.model_ref  # another model's: kept when Fill's changes
             if self.opened is not None:
                 self.open(self.opened.corpus, value)
             else:

@@ -38,6 +38,14 @@ class ModelLoaded(Message):
         self.role, self.token, self.handle, self.error = role, token, handle, error
 
 
+class MainModelReady(Message):
+    """Fill's main model is loaded (and is what fills now come from): Chunks tokenizes with it."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__()
+        self.ref = ref
+
+
 class FillAnswer(Message):
     def __init__(self, request: int, main: FillResult | None, compare: FillResult | None,
                  error: str | None) -> None:
@@ -149,6 +157,8 @@ class FillPane(Vertical):
             self.refs[event.role] = self.handles[event.role].name if self.handles[event.role] else None
         else:
             self.handles[event.role] = event.handle
+            if event.role == "main" and self.refs["main"] is not None:
+                self.post_message(MainModelReady(self.refs["main"]))
         self.query_one("#fills-compare-box").display = self.handles["compare"] is not None
         self._show_model_line()
         self.refresh_fills()

@@ -26,7 +26,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, TabbedContent, TabPane
 
 from mlm_tui.app.commands import WorkbenchCommands
-from mlm_tui.app.fill_pane import FillPane
+from mlm_tui.app.fill_pane import FillPane, MainModelReady
 from mlm_tui.app.help import bound_key
 from mlm_tui.app.prompt import PromptScreen
 from mlm_tui.app.shared import (
@@ -308,6 +308,10 @@ class WorkbenchApp(App[None]):
             self.model_ref = ref
         self.query_one(FillPane).load(ref, role)
         self.action_show_pane("fill")
+
+    @on(MainModelReady)
+    def _main_model_ready(self, event: MainModelReady) -> None:
+        self.chunks.follow_model(event.ref)
 
     @on(FillSentence)
     def _fill_sentence(self, event: FillSentence) -> None:

@@ -398,3 +398,21 @@ async def test_the_chunk_view_of_an_extended_run_marks_the_tokens_it_added(tiny_
                 await pilot.press("f3")  # its details say its vocabulary is not the base's
                 await wait_for(lambda shown=app: run_id in plain(shown, "#run-title"), 10, pilot)
                 assert "vocabulary +2 words" in plain(app, "#run-title")
+
+    # Chunks follows Fill's model: the base's chunks, then the run's once it is loaded in Fill (ctrl+l),
+    # until a tokenizer is picked with `t`, which stays when Fill's model changes again.
+    app = WorkbenchApp(model=str(tiny_model_dir), data=str(corpus))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for model, key, added in ((run_id, "ctrl+l", {"microprocessor", "glomerulonephritis"}),
+                                  (str(tiny_model_dir), "t", set()), (run_id, "ctrl+l", set())):
+            await pilot.press("f2")
+            await settle(pilot)
+            await pilot.press(key)
+            app.screen.query_one("#prompt-input", Input).value = model
+            await pilot.press("enter")
+            await pilot.press("f2")
+            await settle(pilot)
+            await wait_for(lambda a=app: not a.query_one("#tokenize-progress").display, 30, pilot)
+            assert set(marked(app)) == added, (model, key)
+            assert app.query_one(FillPane).refs["main"] == run_id  # `t` changed the tokenizer alone
