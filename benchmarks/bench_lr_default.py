@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 FIXED = [2e-5, 5e-5, 1e-4, 3e-4, 1e-3]
 FIT = {"legal", "foldoc", "man"}  # corpora the rule was fitted on (README); the docstrings are held out
 MAX_RISE = 0.10  # of general-text perplexity
+MAX_COST = 0.10  # the range test's extra process CPU time
 
 
 def legal_corpus(path: Path) -> Path:
@@ -139,6 +140,11 @@ def one_run(corpus: Path, model: str, rate: float | None, args: argparse.Namespa
             "lr": result["learning_rate"], "how": result["learning_rate_reason"], "run_id": result["run_id"]}
 
 
+def key(row: dict) -> str:
+    """A run's place in its row: a fixed rate, the default, or `paired` (given the default's own rate)."""
+    return "default" if row["rate"] is None else "paired" if row.get("paired") else f"{row['rate']:g}"
+
+
 def table(rows: list[dict]) -> str:
     """One line per corpus and model; the verdict waits for every fixed rate and the default."""
     names = [f"{r:g}" for r in FIXED]
@@ -146,8 +152,7 @@ def table(rows: list[dict]) -> str:
            "default / best allowed drop | default extra CPU | passes |", "|" + "---|" * (len(FIXED) + 8)]
     groups: dict[tuple[str, str], dict[str, dict]] = {}
     for r in rows:
-        groups.setdefault((r["corpus"], r["model"]), {})[
-            "default" if r["rate"] is None else f"{r['rate']:g}"] = r
+        groups.setdefault((r["corpus"], r["model"]), {})[key(r)] = r
     shares = []
     for (corpus, model), runs in sorted(groups.items()):
         drop = {k: 1 - v["after"] / v["before"] for k, v in runs.items()}
@@ -162,9 +167,16 @@ def table(rows: list[dict]) -> str:
             best = max(allowed, key=drop.__getitem__)
             ratio = drop["default"] / drop[best]
             shares.append(ratio)
-            extra = f"{runs['default']['cpu'] / statistics.median(runs[k]['cpu'] for k in names) - 1:+.0%}"
+            # the range test's cost: against the run given the default's own rate, else the fixed rates'
+            # median (the same run but for the test, or other rates, maybe from another session)
+            paired = "paired" in runs
+            base = runs["paired"]["cpu"] if paired else statistics.median(runs[k]["cpu"] for k in names)
+            cost = runs["default"]["cpu"] / base - 1
+            extra = f"{cost:+.0%} ({'paired' if paired else 'median'})"
             share = f"{ratio:.0%} (of {best})"
-            verdict = "yes" if ratio >= 0.9 and rise["default"] <= MAX_RISE else "no"
+            failed = [what for what, bad in (("share", ratio < 0.9), ("general", rise["default"] > MAX_RISE),
+                                             ("CPU", cost > MAX_COST)) if bad]
+            verdict = f"no ({', '.join(failed)})" if failed else "yes"
         fit = "fit" if corpus in FIT else "held out"
         out.append(f"| {corpus} | {model} | {fit} | {runs[next(iter(runs))]['before']:.1f} | "
                    + " | ".join(cells) + f" | {share} | {extra} | {verdict} |")
@@ -187,7 +199,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=128)
     parser.add_argument("--test-size", type=int, default=100)
     parser.add_argument("--only", nargs="*", default=None, help="corpus/model pairs: foldoc/starter ...")
-    parser.add_argument("--rates", nargs="+", default=[*map(str, FIXED), "default"], help="in this order")
+    parser.add_argument("--rates", nargs="+", default=[*map(str, FIXED), "default", "paired"],
+                        help="in this order; paired: the default's own rate, given (the range test's cost)")
     parser.add_argument("--table", nargs="+", type=Path, help="print the table of these files, exit")
     args = parser.parse_args()
     if args.table:
@@ -200,15 +213,22 @@ def main() -> None:
     models = {"starter-2l": str(cut_starter(args.work / "starter-2l", 2)), "starter": "starter",
               "starter-12l": str(cut_starter(args.work / "starter-12l", 12))}
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
-    done = {(r["corpus"], r["model"], "default" if r["rate"] is None else f"{r['rate']:g}") for r in rows}
+    done = {(r["corpus"], r["model"], key(r)) for r in rows}
     pairs = args.only or [f"{c}/{m}" for m in models for c in corpora]
     for pair in pairs:
         cname, mname = pair.split("/")
         for name in args.rates:
-            rate = None if name == "default" else float(name)
-            if (cname, mname, "default" if rate is None else f"{rate:g}") in done:
+            rate = None if name in ("default", "paired") else float(name)
+            if (cname, mname, name if rate is None else f"{rate:g}") in done:
                 continue
-            row = {"corpus": cname, "model": mname, "rate": rate,
+            extra = {}
+            if name == "paired":  # the default's own rate, given: the same run but for the range test
+                default = next((r for r in rows if r["corpus"] == cname and r["model"] == mname
+                                and key(r) == "default"), None)
+                if default is None:
+                    continue
+                rate, extra = default["lr"], {"paired": True}
+            row = {"corpus": cname, "model": mname, "rate": rate, **extra,
                    **one_run(corpora[cname], models[mname], rate, args)}
             print(json.dumps(row), flush=True)
             rows.append(row)
