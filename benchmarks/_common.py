@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,3 +57,11 @@ def report(name: str, ours: float, baseline: float, unit: str = "s", target: str
 
 
 PYTHON = sys.executable
+
+
+def write_corpus(path: Path, texts: Iterable[str]) -> Path:
+    """A JSONL corpus the runs read: one `{"text": ...}` document a line."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for text in texts:
+            fh.write(json.dumps({"text": text}) + "\n")
+    return path

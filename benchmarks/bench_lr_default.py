@@ -32,6 +32,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_corpus
 
 FIXED = [2e-5, 5e-5, 1e-4, 3e-4, 1e-3]
 FIT = {"legal", "foldoc", "man"}  # corpora the rule was fitted on (README); the docstrings are held out
@@ -50,10 +53,7 @@ def legal_corpus(path: Path) -> Path:
             para = " ".join(para.split())
             if len(para) >= 200:
                 seen[para] = None
-    with open(path, "w", encoding="utf-8") as fh:
-        for para in seen:
-            fh.write(json.dumps({"text": para}) + "\n")
-    return path
+    return write_corpus(path, seen)
 
 
 def man_corpus(path: Path) -> Path:
@@ -63,11 +63,8 @@ def man_corpus(path: Path) -> Path:
     built = path.parent / "man-sections"
     subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" /
                                         "build_man_sections.py"), str(built)], check=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for name in ("train.jsonl", "test.jsonl"):
-            for line in (built / name).read_text(encoding="utf-8").splitlines():
-                fh.write(json.dumps({"text": json.loads(line)["text"]}) + "\n")
-    return path
+    return write_corpus(path, (json.loads(line)["text"] for name in ("train.jsonl", "test.jsonl")
+                               for line in (built / name).read_text(encoding="utf-8").splitlines()))
 
 
 def pydoc_corpus(path: Path) -> Path:
@@ -93,10 +90,7 @@ def pydoc_corpus(path: Path) -> Path:
                 doc = " ".join((ast.get_docstring(node) or "").split())
                 if len(doc) >= 200:
                     seen[doc] = None
-    with open(path, "w", encoding="utf-8") as fh:
-        for doc in seen:
-            fh.write(json.dumps({"text": doc}) + "\n")
-    return path
+    return write_corpus(path, seen)
 
 
 def cut_starter(path: Path, layers: int) -> Path:

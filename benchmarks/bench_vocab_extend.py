@@ -36,6 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import write_corpus
+
 FIT_NS = [100, 500, 2000]
 _ESCAPES = re.compile(r"\\f[A-Z0-9]|\\f\[[^]]*\]|\\f\(..|\\\(..|\\[&|^~0 ]|\\s[-+]?\d")
 
@@ -64,10 +66,7 @@ def man_corpus(path: Path, pages: int = 1500) -> Path:
                 para = []
             else:
                 para.append(line)
-    with open(path, "w", encoding="utf-8") as fh:
-        for text in seen:
-            fh.write(json.dumps({"text": text}) + "\n")
-    return path
+    return write_corpus(path, seen)
 
 
 def train(args: argparse.Namespace, corpus: Path, extend: int, rate: float | None = None) -> dict:
