@@ -255,35 +255,6 @@ def test_lr_find_cli_contract(cli, tiny_model_dir, corpus_jsonl):
                                                "least 80 steps")
 
 
-def test_under_two_processes_the_main_process_tests_and_both_train_at_its_rate(tiny_model_dir, corpus_jsonl):
-    """torchrun, two CPU processes: one test, on the main process; had the other process trained at another
-    rate, the averaged gradients from step 2 on would differ from a run given that rate outright."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "MLM_TUI_THREADS": "1"}
-    base = ["train", str(corpus_jsonl), "--model", str(tiny_model_dir), "--chunk-size", "32", "--batch-size",
-            "2", "--max-steps", "80", "--test-size", "8", "--logging-steps", "1", "--precision", "fp32",
-            "--json"]
-
-    def torchrun(*extra: str) -> tuple[runstore.Run, str]:
-        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
-                               "mlm_tui.cli", *base, *extra], capture_output=True, text=True, env=env,
-                              timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        return runstore.find_run(json.loads(proc.stdout)["run_id"]), proc.stderr
-
-    auto, said = torchrun("--learning-rate", "auto")
-    assert said.count("learning-rate range test: 8 steps") == 1
-    chosen = auto.config()["lr_find"]["suggested"]
-    fixed, _ = torchrun(f"--learning-rate={chosen!r}")
-    want, got = losses(fixed), losses(auto)
-    assert len(want) == 80 and len(set(want.values())) > 1
-    for step in want:
-        assert got[step] == pytest.approx(want[step], rel=1e-4), step
-
-
 def test_auto_on_a_corpus_too_small_for_a_test_at_its_epochs_trains_at_the_rule_rate(cli, tiny_model_dir,
                                                                                         corpus_jsonl):
     """The steps of an `--epochs` run are known only once the corpus is read, after the run exists: it

@@ -251,26 +251,42 @@ def cli_process(*argv: str, **kwargs) -> subprocess.CompletedProcess[str]:
                           env=env, timeout=300, **kwargs)
 
 
-def test_two_process_launch_trains_one_run_and_resumes_it(tiny_model_dir, corpus_jsonl, monkeypatch):
-    """`--processes 2` (torchrun with two CPU processes, gloo): one run, one result, one copy of progress.
-    Launched as the workbench does, the run exists from the start and is never without an owner; a cancel
-    signals the launch's process group and stops both processes at the same step, the checkpoint holds
-    both processes' random state, both resume from it, and the final model loads."""
-    from mlm_tui import launcher, lifecycle
-    from mlm_tui.models import load_model
+def test_two_processes_train_one_run_at_the_rate_the_main_process_tested(tiny_model_dir, corpus_jsonl):
+    """`--processes 2` (torchrun with two CPU processes, gloo): one run, one result, one copy of progress,
+    and one range test, on the main process; had the other process trained at another rate, the averaged
+    gradients from step 2 on would differ from a run given that rate outright."""
+    base = train_argv(corpus_jsonl, tiny_model_dir, "--batch-size", "2", "--max-steps", "80", "--test-size",
+                      "8", "--logging-steps", "1", "--precision", "fp32", "--processes", "2", "--json")
 
-    first = train_argv(corpus_jsonl, tiny_model_dir, "--max-steps", "4", "--save-steps", "2", "--test-size",
-                       "8", "--processes", "2", "--json")
-    proc = cli_process(*first)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
-    assert (result["status"], result["steps"], result["train_tokens"]) == ("completed", 4, 4 * 2 * 4 * 32)
-    assert proc.stderr.count("step 4/4") == 1
+    def launch(*extra: str) -> tuple[dict, str]:
+        proc = cli_process(*base, *extra)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout), proc.stderr
+
+    auto, said = launch("--learning-rate", "auto")
+    assert said.count("learning-rate range test: 8 steps") == 1
+    chosen = runstore.find_run(auto["run_id"]).config()["lr_find"]["suggested"]
+    result, said = launch(f"--learning-rate={chosen!r}")
+    assert (result["status"], result["steps"], result["train_tokens"]) == ("completed", 80, 80 * 2 * 2 * 32)
+    assert said.count("step 80/80") == 1
     # bits per character: measured by the main process alone, before and after, the others waiting
     assert result["bpc_before"] > 0 and result["bpc_after"] > 0
-    assert proc.stderr.count("bits per character") == 2
-    run = runstore.find_run(result["run_id"])
-    assert run.status() == "completed" and step_rows(run) == [1, 2, 3, 4] and run.info().plan.processes == 2
+    assert said.count("bits per character") == 2
+    fixed = runstore.find_run(result["run_id"])
+    assert fixed.status() == "completed" and step_rows(fixed) == list(range(1, 81))
+    assert fixed.info().plan.processes == 2
+    want, got = losses(fixed), losses(runstore.find_run(auto["run_id"]))
+    assert len(set(want.values())) > 1
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=1e-4), step
+
+
+def test_a_two_process_launch_always_has_an_owner_and_resumes(tiny_model_dir, corpus_jsonl, monkeypatch):
+    """Launched as the workbench does, a two-process run exists from the start and is never without an
+    owner; a cancel signals the launch's process group and stops both processes at the same step, the
+    checkpoint holds both processes' random state, both resume from it, and the final model loads."""
+    from mlm_tui import launcher, lifecycle
+    from mlm_tui.models import load_model
 
     monkeypatch.setenv("MLM_TUI_THREADS", "1")
     config = TrainConfig(corpus=str(corpus_jsonl), model=str(tiny_model_dir), chunk_size=32, batch_size=4,
