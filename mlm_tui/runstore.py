@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mlm_tui import atomic
+from mlm_tui.brake import with_brake
 from mlm_tui.errors import FieldError, MlmError, UsageError
 from mlm_tui.home import run_listing_path, runs_dir
 from mlm_tui.run_settings import Plan, TrainConfig
@@ -746,7 +747,10 @@ def _rate(config: TrainConfig | None, found: dict[str, Any]) -> dict[str, Any]:
     if config is not None and config.learning_rate != "auto":
         return {"learning_rate": float(config.learning_rate), "learning_rate_reason": "given"}
     rate, reason = _number(found.get("suggested")), _text(found.get("reason"))
-    return {"learning_rate": rate, "learning_rate_reason": f"auto: {reason}" if rate is not None else None}
+    if rate is None:
+        return {"learning_rate": None, "learning_rate_reason": None}
+    return {"learning_rate": rate, "learning_rate_reason":
+            f"auto: {with_brake(str(reason), found.get('brake'))}"}
 
 
 def _learned(run: Run) -> dict[str, Any] | None:
