@@ -19,6 +19,9 @@ diverge alike on either side of a 2x jump (issue 21's man pages and FOLDOC with 
 Not the steepest fall of the smoothed loss, as fastai reads it: a test takes only a tenth of a run's steps,
 and over so few steps the noise is larger than the fall.
 
+What the rate costs on general English is not on the curve: an `auto` run reads it a tenth of the way in
+and brakes if it rose too fast (`brake`).
+
 A run too short for a readable curve (`too_short`) takes `rule_rate` instead: a rate from the model's size
 alone, fitted on the same measurement (README, "The default learning rate").
 """
