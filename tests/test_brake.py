@@ -60,6 +60,8 @@ def test_an_auto_run_that_forgets_brakes_once_and_a_resume_keeps_it(tiny_model_d
     run = runstore.find_run(braked["run_id"])
     code, shown, _ = cli("runs", "show", run.run_id)
     assert code == 0 and f"cut to {brake.FACTOR:.0%} at step 2" in shown
+    assert run.info().learning_rate_brake.startswith(f"cut to {brake.FACTOR:.0%} at step 2")  # its own line
+    assert runstore.find_run(free["run_id"]).info().learning_rate_brake is None
     assert [row["step"] for row in run.metrics() if "general_perplexity" in row] == [2]
 
     stop: list[int] = []
