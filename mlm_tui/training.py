@@ -441,26 +441,27 @@ class FineTune:
 
     def _range_test(self, model: Any, tables: Any, train_chunks: np.ndarray, plan: Plan) -> RangeTest:
         """The range test on the run's first batches as process 0 sees them (epoch 0's order, wrapping
-        around a small corpus), one micro-batch a step."""
+        around a small corpus), the first `rows_for` rows of each micro-batch a step."""
         import torch
 
-        from mlm_tui.lr_find import LR_MAX, LR_MIN, range_test, steps_for
+        from mlm_tui.lr_find import LR_MAX, LR_MIN, range_test, rows_for, steps_for
         from mlm_tui.masking import generator_for
 
         cfg = self.config
         steps = steps_for(plan.steps)
         order = torch.randperm(len(train_chunks), generator=generator_for(cfg.seed, -1))  # as `_step` draws
-        per_micro = plan.batch_size * plan.processes
+        per_micro, rows = plan.batch_size * plan.processes, rows_for(plan.batch_size)
 
         def batches(k: int) -> torch.Tensor:
-            rows = order[torch.arange(k * per_micro, (k + 1) * per_micro) % len(order)][:: plan.processes]
-            return batch_rows(train_chunks, rows)
+            mine = order[torch.arange(k * per_micro, (k + 1) * per_micro) % len(order)][:: plan.processes]
+            return batch_rows(train_chunks, mine[:rows])
 
         def on_point(k: int, lr: float, loss: float) -> None:
             self.emit("lr_find", step=k + 1, steps=steps, lr=lr, loss=loss)
 
         self.emit("status", message=f"learning-rate range test: {steps} steps from {LR_MIN:g} to {LR_MAX:g} "
-                  "on the run's first batches (the run then starts from the model as loaded)")
+                  f"on {rows} rows of each of the run's first batches (the run then starts from the model as "
+                  "loaded)")
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
         test = range_test(model, batches, tables, steps=steps, seed=cfg.seed,
                           mlm_probability=cfg.mlm_probability, whole_word=cfg.whole_word_mask,
