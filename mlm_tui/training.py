@@ -460,8 +460,8 @@ class FineTune:
             self.emit("lr_find", step=k + 1, steps=steps, lr=lr, loss=loss)
 
         self.emit("status", message=f"learning-rate range test: {steps} steps from {LR_MIN:g} to {LR_MAX:g} "
-                  f"on {rows} rows of each of the run's first batches (the run then starts from the model as "
-                  "loaded)")
+                  f"on {rows} of the {plan.batch_size} rows of each of the run's first batches (the run then "
+                  "starts from the model as loaded)")
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
         test = range_test(model, batches, tables, steps=steps, seed=cfg.seed,
                           mlm_probability=cfg.mlm_probability, whole_word=cfg.whole_word_mask,
