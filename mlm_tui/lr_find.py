@@ -90,8 +90,8 @@ def rows_for(batch_size: int) -> int:
     CPU time on a 150-step run, and 15 whole batches, a model loaded again and the brake's evaluation
     took 10-11% (issue 21); halved, the test's steps cost a twentieth of the run's. Adam's steps are as
     large at any batch, so the rate where the loss diverges moved little: with `starter` at seeds 42 and 7
-    on four corpora, half the rows read 0.63-1.07 times the whole batch's rate (median 0.89); with its
-    2-layer cut 0.87-3.0 (median 1.1), which keeps within its best rates (README)."""
+    on four corpora, half the rows read 0.63-1.07 times the whole batch's rate (median 0.88); with its
+    2-layer cut 0.87-3.0 (median 1.1), within its best rates (README; `benchmarks/bench_lr_find_rows.py`)."""
     return max(1, int(batch_size * BATCH_SHARE))
 
 

@@ -159,9 +159,18 @@ class FillPane(Vertical):
             self.handles[event.role] = event.handle
             if event.role == "main" and self.refs["main"] is not None:
                 self.post_message(MainModelReady(self.refs["main"]))
+            self._say_if_compared_with_itself()
         self.query_one("#fills-compare-box").display = self.handles["compare"] is not None
         self._show_model_line()
         self.refresh_fills()
+
+    def _say_if_compared_with_itself(self) -> None:
+        """Two loads of one folder (a run id and its model's path, say) give two columns that cannot
+        differ: say so, or the user reads the run as having changed nothing."""
+        main, compare = self.handles["main"], self.handles["compare"]
+        if main is not None and compare is not None and main.path.resolve() == compare.path.resolve():
+            self.app.notify(f"{main.name} is both the model and the compare model: the two columns are the "
+                            "same.", title="Compared with itself", severity="warning", markup=False)
 
     def _show_model_line(self) -> None:
         parts = []

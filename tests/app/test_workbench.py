@@ -151,6 +151,8 @@ async def test_compare_shows_both_models_side_by_side(tiny_model_dir: Path) -> N
         prompt.value = str(tiny_model_dir)
         await pilot.press("enter")
         await settle(pilot)
+        # the same folder twice: the columns cannot differ, and the workbench says so
+        assert any("both the model and the compare model" in m for m in notifications(app))
         await pilot.press(*"the [MASK] is here.")
         await settle(pilot)
         compare = plain(app, "#fills-compare")
