@@ -25,6 +25,9 @@ SPECIAL_STYLE = "bold magenta"
 # A token a run's vocabulary extension added (`vocab_extend`); under the masking preview, its fate's style
 # in italics.
 NEW_TOKEN_STYLE, NEW_TOKEN_FATE_STYLE = "bold cyan", "italic"
+# A fill the baseline's top fills lack: not cyan, which marks an added token, and a fill of a model with
+# added tokens can be both.
+NEW_FILL_STYLE = "bold yellow"
 
 
 def short_ref(ref: str) -> str:
@@ -84,7 +87,7 @@ def _cell(text: str, width: int) -> str:
 def _change(score: float, before: float | None) -> Text:
     """The change in percentage points (pp), right-aligned in 7 cells."""
     if before is None:
-        return Text(f"{'new':>7}", style="bold cyan")
+        return Text(f"{'new':>7}", style=NEW_FILL_STYLE)
     delta = (score - before) * 100
     if percent(score) == percent(before):  # "=" only between two percentages that read the same
         return Text(f"{'=':>7}", style="dim")

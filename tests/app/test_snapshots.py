@@ -68,10 +68,12 @@ def finished_run(run_id: str = RUN_ID, range_test: bool = False) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_fill_pane_comparing_two_models(snap_compare, tiny_model_dir: Path, size: str) -> None:
+def test_fill_pane_comparing_two_models(snap_compare, tiny_model_dir: Path, trained_run: Path,
+                                        size: str) -> None:
+    """The base model against the session's real 2-step run of it: fills that rose, fell, or are new."""
     async def compare(pilot: Pilot) -> None:
         await settle_still(pilot)
-        pilot.app.load_model(str(tiny_model_dir), "compare")  # type: ignore[attr-defined]
+        pilot.app.load_model(str(trained_run / "model"), "compare")  # type: ignore[attr-defined]
         await settle_still(pilot)
         await pilot.press(*"the [MASK] of the [MASK].")
         await settle_still(pilot)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlm_tui.app.render import FATE_STYLES, SPECIAL_STYLE, bar, chunk_text, fills_text
+from mlm_tui.app.render import FATE_STYLES, NEW_TOKEN_STYLE, SPECIAL_STYLE, bar, chunk_text, fills_text
 from mlm_tui.fill import Fill, FillResult, MaskFills
 from mlm_tui.history import History
 from mlm_tui.home import history_path, settings_path
@@ -99,8 +99,12 @@ def test_fill_text_shows_percentages_and_changes() -> None:
                                                       Fill("dog", 2, 0.1, "x dog")])], best="x cat")
     other = FillResult("b", "x [MASK]", [MaskFills(1, [Fill("dog", 2, 0.5, "x dog"),
                                                        Fill("eel", 3, 0.2, "x eel")])], best="x dog")
-    plain = fills_text(other, "b", baseline=main).plain
+    text = fills_text(other, "b", baseline=main)
+    plain = text.plain
     assert "50.0%" in plain and "▲40.0pp" in plain and "new" in plain
+    # "new" (not among the baseline's fills) reads apart from an added token's cyan
+    styled = {text.plain[s.start:s.end].strip(): s.style for s in text.spans}
+    assert styled["new"] != NEW_TOKEN_STYLE
     assert "31.2%" in fills_text(main, "a").plain
 
 
