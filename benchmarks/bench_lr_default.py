@@ -17,11 +17,17 @@ out: the rule was fitted on the other three).
 Models: `starter` (6 layers), its first 2 layers with its head (`starter-2l`), and `starter` with each
 layer repeated (`starter-12l`, 12 layers). Results are appended to --out as they come, and a rerun skips
 the rows already there; `--table` prints the table of a results file with the fitting rows marked.
+
+The licence texts and the man pages are read from what the machine has installed, so another machine
+builds other texts under the same names. Each row records its corpus's fingerprint (`corpus_sha`, of the
+JSONL file): a rerun runs again every row whose corpus changed, and the table never puts runs of two
+different texts in one row.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -115,6 +121,15 @@ def cut_starter(path: Path, layers: int) -> Path:
     return path
 
 
+def fingerprint(corpus: Path) -> str:
+    """The first 12 hex digits of the corpus file's SHA-256: which text a row ran on."""
+    digest = hashlib.sha256()
+    with open(corpus, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
 def one_run(corpus: Path, model: str, rate: float | None, args: argparse.Namespace) -> dict:
     """One 150-step run in a fresh process, as a user's `mlm-tui train` is: a run after another in the same
     process found torch imported and its kernels warm, which put 2 to 3 s of a 2-layer run's CPU time on
@@ -179,11 +194,14 @@ def table(rows: list[dict]) -> str:
     names = [f"{r:g}" for r in FIXED]
     out = ["| corpus | model | fit/held out | ppl before | " + " | ".join(names) + " | default | "
            "default / best allowed drop | default extra CPU | passes |", "|" + "---|" * (len(FIXED) + 8)]
-    groups: dict[tuple[str, str], dict[str, dict]] = {}
+    groups: dict[tuple[str, str, str], dict[str, dict]] = {}
     for r in rows:
-        groups.setdefault((r["corpus"], r["model"]), {})[key(r)] = r
+        groups.setdefault((r["corpus"], r.get("corpus_sha", "?"), r["model"]), {})[key(r)] = r
+    texts: dict[str, set[str]] = {}
+    for corpus, sha, _ in groups:
+        texts.setdefault(corpus, set()).add(sha)
     shares = []
-    for (corpus, model), runs in sorted(groups.items()):
+    for (corpus, sha, model), runs in sorted(groups.items()):
         drop = {k: 1 - v["after"] / v["before"] for k, v in runs.items()}
         rise = {k: v["general_after"] / v["general_before"] - 1 for k, v in runs.items()}
         cells = [f"{-drop[k]:+.1%} / {rise[k]:+.1%}, {runs[k]['cpu']:.0f} s" if k in runs else "not run"
@@ -215,7 +233,8 @@ def table(rows: list[dict]) -> str:
                                              ("CPU", cost > MAX_COST)) if bad]
             verdict = f"no ({', '.join(failed)})" if failed else "yes"
         fit = "fit" if corpus in FIT else "held out"
-        out.append(f"| {corpus} | {model} | {fit} | {runs[next(iter(runs))]['before']:.1f} | "
+        name = f"{corpus} ({sha})" if len(texts[corpus]) > 1 else corpus  # two texts under one name
+        out.append(f"| {name} | {model} | {fit} | {runs[next(iter(runs))]['before']:.1f} | "
                    + " | ".join(cells) + f" | {share} | {extra} | {verdict} |")
     if shares:
         out.append(f"\nmedian share over {len(shares)} complete rows: {statistics.median(shares):.0%} "
@@ -253,23 +272,24 @@ def main() -> None:
                "man": man_corpus(args.work / "man.jsonl"), "pydoc": pydoc_corpus(args.work / "pydoc.jsonl")}
     models = {"starter-2l": str(cut_starter(args.work / "starter-2l", 2)), "starter": "starter",
               "starter-12l": str(cut_starter(args.work / "starter-12l", 12))}
+    shas = {name: fingerprint(path) for name, path in corpora.items()}
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
-    done = {(r["corpus"], r["model"], key(r)) for r in rows}
+    done = {(r["corpus"], r.get("corpus_sha"), r["model"], key(r)) for r in rows}
     pairs = args.only or [f"{c}/{m}" for m in models for c in corpora]
     for pair in pairs:
         cname, mname = pair.split("/")
         for name in args.rates:
             rate = None if name in ("default", "paired") else float(name)
-            if (cname, mname, name if rate is None else f"{rate:g}") in done:
+            if (cname, shas[cname], mname, name if rate is None else f"{rate:g}") in done:
                 continue
             extra = {}
             if name == "paired":  # the default's own rate, given: the same run but for the range test
-                default = next((r for r in rows if r["corpus"] == cname and r["model"] == mname
-                                and key(r) == "default"), None)
+                default = next((r for r in rows if r["corpus"] == cname and r.get("corpus_sha") == shas[cname]
+                                and r["model"] == mname and key(r) == "default"), None)
                 if default is None:
                     continue
                 rate, extra = default["lr"], {"paired": True}
-            row = {"corpus": cname, "model": mname, "rate": rate, **extra,
+            row = {"corpus": cname, "corpus_sha": shas[cname], "model": mname, "rate": rate, **extra,
                    **one_run(corpora[cname], models[mname], rate, args)}
             print(json.dumps(row), flush=True)
             rows.append(row)
