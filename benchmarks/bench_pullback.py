@@ -1,9 +1,10 @@
 """What would taking a run's final weights part of the way back to its start do? (WiSE-FT's interpolation)
 
-A candidate for bounding what an `auto` run forgets where the brake (`mlm_tui.brake`) does not: measure
-the cost where the run ends, and if general English rose over the budget, keep the weights at a share
-`alpha` of the way from the starting ones to the trained ones (Wortsman et al., "Robust fine-tuning of
-zero-shot models", 2022). One run of the benchmark's settings (150 steps at batch 16, chunks of 128, 100
+The measurement behind `mlm_tui.pullback`, which bounds what an `auto` run forgets where the brake
+(`mlm_tui.brake`) does not: where the run ends, if general English rose over the budget, keep the weights
+at a share `alpha` of the way from the starting ones to the trained ones (Wortsman et al., "Robust
+fine-tuning of zero-shot models", 2022). Here, for every `alpha` given, with the pullback itself off
+(`--budget`, default inf). One run of the benchmark's settings (150 steps at batch 16, chunks of 128, 100
 test chunks, seed 42); before it measures and saves its final model, the run's own test split and general
 English are measured at each `alpha` given, the weights put back to the trained ones, and the run ends as
 it would have. The interpolation wraps the trainer from outside: a measurement, not a feature.
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--model", default="starter")
     parser.add_argument("--rate", default="auto", help="auto (the default) or a number")
     parser.add_argument("--no-brake", action="store_true", help="the run unbraked (the brake's rise: inf)")
+    parser.add_argument("--budget", type=float, default=float("inf"), help="the pullback's own budget")
     parser.add_argument("--alphas", type=float, nargs="+",
                         default=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.0])
     parser.add_argument("--out", type=Path, required=True)
@@ -35,10 +37,11 @@ def main() -> None:
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from mlm_tui import brake, training
+    from mlm_tui import brake, pullback, training
     from mlm_tui.lifecycle import TrainingRun
     from mlm_tui.run_settings import TrainConfig
 
+    pullback.BUDGET = args.budget
     if args.no_brake:
         brake.RISE = float("inf")
     given = {} if args.rate == "auto" else {"learning_rate": float(args.rate)}

@@ -14,9 +14,9 @@ Fitted on three 150-step runs of `starter` at the range test's rates (README, "T
 rate"): by step 15 general English had risen 5.5% on licence texts (+18.3% at the end), 2.9% on man pages
 (+7.6%) and 2.8% on FOLDOC (+4.4%). It does not carry over: on those two corpora rebuilt from another
 machine's packages, step 15 read +3.0% for the licence texts (+13.8% at the end: not braked) and +5.2%
-for the man pages (+6.7% unbraked: braked for nothing). It stays because what it gets wrong is a smaller
-domain gain, not a model that has forgotten general English. Only `auto` runs brake: a rate given is used
-exactly as given, and a run with `--no-general` has nothing to read.
+for the man pages (+6.7% unbraked: braked for nothing). What it misses, the pullback (`pullback`) bounds
+where the run ends. Only `auto` runs brake: a rate given is used exactly as given, and a run with
+`--no-general` has nothing to read.
 """
 
 from __future__ import annotations

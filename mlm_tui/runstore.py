@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from mlm_tui import atomic
-from mlm_tui.brake import Brake, with_brake
+from mlm_tui.brake import Brake
 from mlm_tui.errors import FieldError, MlmError, UsageError
 from mlm_tui.home import run_listing_path, runs_dir
+from mlm_tui.pullback import Pullback, explained
 from mlm_tui.run_settings import Plan, TrainConfig
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
@@ -643,6 +644,7 @@ class RunInfo:
     learning_rate: float | None = None  # the peak rate the run trains at: as given, or as `auto` chose it
     learning_rate_reason: str | None = None  # "given", or how `auto` chose it (see `lr_find`), with its brake
     learning_rate_brake: str | None = None  # how `auto` braked it mid-run (see `brake`), or None
+    pullback: str | None = None  # how far back to its start `auto` took its final weights (`pullback`)
     learned: dict[str, Any] | None = None  # the last `runs learned` summary: {"summary", "model", "measured"}
     # Bits per character on the test split's first `bpc_chars` characters (`bpc`): the base model with its
     # own tokenizer, then the run's model with the run's; they compare across vocabularies.
@@ -750,10 +752,11 @@ def _rate(config: TrainConfig | None, found: dict[str, Any]) -> dict[str, Any]:
     rate, reason = _number(found.get("suggested")), _text(found.get("reason"))
     if rate is None:
         return {"learning_rate": None, "learning_rate_reason": None}
-    brake = Brake.from_record(found.get("brake"))
+    brake, pullback = Brake.from_record(found.get("brake")), Pullback.from_record(found.get("pullback"))
     return {"learning_rate": rate,
-            "learning_rate_reason": f"auto: {with_brake(str(reason), found.get('brake'))}",
-            "learning_rate_brake": brake.describe() if brake is not None else None}
+            "learning_rate_reason": explained({**found, "reason": reason}),
+            "learning_rate_brake": brake.describe() if brake is not None else None,
+            "pullback": pullback.describe() if pullback is not None else None}
 
 
 def _learned(run: Run) -> dict[str, Any] | None:

@@ -413,9 +413,9 @@ class FineTune:
             return float(rate), False
         recorded = self.resume_run.config().get("lr_find") if self.resume_run is not None else None
         if isinstance(recorded, dict) and isinstance(recorded.get("suggested"), int | float):
-            from mlm_tui.brake import with_brake
+            from mlm_tui.pullback import explained
 
-            self.rate_reason = f"auto: {with_brake(str(recorded.get('reason')), recorded.get('brake'))}"
+            self.rate_reason = explained(recorded)
             self.emit("status", message=f"learning rate {recorded['suggested']:.2e}, chosen when the run "
                       f"started: {recorded.get('reason')}")
             return float(recorded["suggested"]), False
@@ -513,6 +513,7 @@ class _Steps:
         self.bpc: dict[str, float | None] = {"before": None, "after": None}  # bits per character (`bpc`)
         self._bpc_texts: list[str] | None = None  # the test split's characters they measure, read once
         self._brake_at: int | None = None  # the step where an `auto` run reads its brake (`brake`), if any
+        self._pulling = False  # whether an `auto` run may end with its weights pulled back (`pullback`)
 
     def run(self, parts: _Parts, plan: Plan) -> dict[str, Any]:
         from mlm_tui.brake import check_step
@@ -520,6 +521,7 @@ class _Steps:
 
         braking = self.config.learning_rate == "auto" and general_name(self.config) is not None
         self._brake_at = check_step(plan.steps) if braking else None
+        self._pulling = braking and self.extension is None  # an added token has no starting weights
         start_step = self._restore(parts, plan)
         ppl_before = self._measure_before(parts, plan)
         step, runtime = self._loop(parts, plan, start_step)
@@ -590,7 +592,8 @@ class _Steps:
 
     def _check_brake(self, parts: _Parts, plan: Plan, step: int) -> None:
         """An `auto` run's brake on forgetting (see `brake`): read on the main process, applied on all."""
-        from mlm_tui.brake import judge, with_brake
+        from mlm_tui.brake import judge
+        from mlm_tui.pullback import explained
 
         brake, before = None, self.general["before"]
         if self.is_main and before is not None:
@@ -611,7 +614,7 @@ class _Steps:
             found = self.record.config().get("lr_find")
             found = {**(found if isinstance(found, dict) else {}), "brake": brake.to_dict()}
             self.record.update_config(lr_find=found)
-            self.rate_reason = f"auto: {with_brake(str(found.get('reason')), found['brake'])}"
+            self.rate_reason = explained(found)
         self.emit("status", message=f"learning rate {brake.describe()}")
 
     # -- bits per character (`bpc`): what compares a run that extended its vocabulary with one that did not
@@ -671,15 +674,81 @@ class _Steps:
         import torch
 
         from mlm_tui.models import load_tokenizer, load_weights, resolve
-        from mlm_tui.runstore import base_ref
 
-        ref = base_ref(self.prior) if self.resume_checkpoint is not None and self.prior else self.source
         self.emit("status", message=f"loading the base model {self.config.model} to measure it with its own "
                   "tokenizer")
+        ref = self._start_ref()
         with torch.random.fork_rng(devices=[]):  # a load may draw weights: the run's draws stay its own
             model = load_weights(resolve(ref).source, allow_pickle=self.config.allow_pickle)
         tokenizer = load_tokenizer(ref, allow_pickle=self.config.allow_pickle)
         return model.to(self.accelerator.device), tokenizer, " (the base model, its own tokenizer)"
+
+    def _start_ref(self) -> str:
+        """Where the run's starting weights load from: its model, or for a resumed run the one it started
+        from (not the checkpoint it resumed from)."""
+        from mlm_tui.runstore import base_ref
+
+        return base_ref(self.prior) if self.resume_checkpoint is not None and self.prior else self.source
+
+    def _pull_back(self, parts: _Parts, plan: Plan) -> None:
+        """An `auto` run that forgot more than the budget (its general perplexity after training, measured)
+        keeps weights part of the way back to its start (see `pullback`): the share found on the main
+        process, applied on all, and general perplexity measured again on the weights kept."""
+        import torch
+
+        from mlm_tui.models import load_weights, resolve
+        from mlm_tui.pullback import BUDGET, Pullback, explained, interpolate, search
+
+        before, after = self.general["before"], self.general["after"]
+        if not self._pulling:
+            return
+        model = self.accelerator.unwrap_model(parts.wrapper).model
+        start: dict[str, Any] | None = None
+        trained: dict[str, Any] | None = None
+
+        def load() -> tuple[dict[str, Any], dict[str, Any]]:
+            with torch.random.fork_rng(devices=[]):  # a load may draw weights: the run's draws stay its own
+                first = load_weights(resolve(self._start_ref()).source, allow_pickle=self.config.allow_pickle)
+            return first.state_dict(), {name: tensor.detach().to("cpu", torch.float32, copy=True)
+                                        for name, tensor in model.state_dict().items()}
+
+        pullback = None
+        if self.is_main and before is not None and after is not None:
+            trained_rise = after / before - 1
+            if trained_rise > BUDGET:
+                self.emit("status", message=f"general English rose {trained_rise:.1%} (over {BUDGET:.0%}): "
+                          "finding how far back to its start the run's weights must go")
+                start, trained = load()
+
+                def rise_at(alpha: float) -> float:
+                    interpolate(model, start, trained, alpha)
+                    return self._general_perplexity(parts, plan, None) / before - 1
+
+                alpha, rise = search(rise_at, trained_rise, BUDGET)
+                pullback = Pullback(alpha, rise, trained_rise)
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            pullback = broadcast_object_list([pullback])[0]
+        found = self.record.config().get("lr_find") if self.record is not None else None
+        found = dict(found) if isinstance(found, dict) else {}
+        if pullback is None:
+            if self.record is not None and found.pop("pullback", None) is not None:  # an earlier try's
+                self.record.update_config(lr_find=found)
+                self.rate_reason = explained(found)
+            return
+        if start is None or trained is None:
+            start, trained = load()
+        interpolate(model, start, trained, pullback.alpha)
+        if self.record is not None:
+            found["pullback"] = pullback.to_dict()
+            self.record.update_config(lr_find=found)
+            self.rate_reason = explained(found)
+        # what the search read at that share, on the same chunks: the run's general perplexity after it
+        if before is not None:
+            self.general["after"] = before * (1 + pullback.rise)
+            self.store.update_state(general_perplexity_after=self.general["after"])
+        self.emit("status", message=pullback.describe())
 
     def _perplexity(self, parts: _Parts, plan: Plan, cancel: Callable[[], bool] | None,
                     evalset: Any = None) -> float:
@@ -839,11 +908,12 @@ class _Steps:
         state (which `lifecycle` then marks completed)."""
         from mlm_tui import checkpoints
 
+        self._measure_general(parts, plan, "after")
+        self._pull_back(parts, plan)
         self.emit("status", message="measuring perplexity after training")
         ppl_after = self._perplexity(parts, plan, None)
         self._append_metrics({"step": step, "eval_perplexity": ppl_after})
         self.emit("eval", step=step, perplexity=ppl_after)
-        self._measure_general(parts, plan, "after")
         self._measure_bpc(parts, "after", self.stop_requested)
         run = self.record
         if run is None:

@@ -225,10 +225,15 @@ def _title(reading: RunReading) -> Text:
         title.append(f"\nnote: {printable(note)}", style="italic")
     if info.learning_rate is not None and info.learning_rate_reason not in (None, "given"):
         chart = " (range test: chart, right)" if reading.lr_curve else ""
-        brake = info.learning_rate_brake  # on a line of its own: the reason's line is cut at the pane's width
-        reason = info.learning_rate_reason.removesuffix(f"; {brake}") if brake else info.learning_rate_reason
+        # the brake and the pullback on lines of their own: the reason's line is cut at the pane's width
+        brake, pullback = info.learning_rate_brake, info.pullback
+        reason = info.learning_rate_reason
+        reason = reason.removesuffix(f"; {pullback}") if pullback else reason
+        reason = reason.removesuffix(f"; {brake}") if brake else reason
         if brake:
             title.append(f"\nlearning rate {brake}", style="yellow")
+        if pullback:
+            title.append(f"\n{pullback}", style="yellow")
         title.append(f"\nlearning rate {info.learning_rate:.2g}, {reason}{chart}", style="dim")
     if (message := info.message_for(label)) and info.status not in LIVE:
         title.append(f"\n{printable(message)}", style="red" if info.status == "failed" else "")

@@ -415,6 +415,24 @@ async def test_an_auto_learning_rate_runs_range_test_is_charted(home: Path, tiny
                        pilot)
 
 
+async def test_a_pulled_back_run_says_so_on_a_line_of_its_own(home: Path, tiny_model_dir: Path,
+                                                              corpus_jsonl: Path, cli,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """An `auto` run whose weights went back toward its start (a budget below zero: all the way) says how
+    far in the run's details, on its own line, not at the cut end of the rate's reason."""
+    from mlm_tui import pullback
+
+    monkeypatch.setattr(pullback, "BUDGET", -1.0)
+    run_id = train_run(cli, corpus_jsonl, tiny_model_dir, "--max-steps", 10)
+    app = WorkbenchApp(model=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        await wait_for(lambda: run_id in plain(app, "#run-title"), 10, pilot)
+        lines = plain(app, "#run-title").splitlines()
+        assert any(line.startswith("final weights 0.00 of the way from the start") for line in lines)
+        assert not any("auto:" in line and "final weights" in line for line in lines)
+
+
 async def test_the_form_has_a_key_and_a_stray_key_replaces_no_box(home: Path, tiny_model_dir: Path,
                                                                   corpus_jsonl: Path) -> None:
     from mlm_tui.app.train_pane import TrainPane
