@@ -1,10 +1,10 @@
-"""General English's perplexity every few steps of a run: how a run forgets, and what the brake does.
+"""General English's perplexity every few steps of a run: how a run forgets.
 
-The measurement behind `mlm_tui.brake` (README, "The learning rate"): one run of the benchmark's settings
-(150 steps at batch 16, chunks of 128, 100 test chunks, seed 42), reading its general-English perplexity
-every `--every` steps besides the brake's own reading, with the brake's constants as the product has them
-or as given (`--rise`, `--factor`, `--at`; `--rise inf` turns it off). The readings wrap the trainer's
-step from outside: a measurement, not a feature.
+The measurement the brake was fitted on and dropped by (README, "The learning rate";
+`benchmarks/brake_fit/`): one run of the benchmark's settings (150 steps at batch 16, chunks of 128, 100
+test chunks, seed 42), reading its general-English perplexity every `--every` steps; the pullback at the
+run's end as the product has it, or with `--budget` (inf: none). The readings wrap the trainer's step from
+outside: a measurement, not a feature.
 
     python benchmarks/bench_general_curve.py legal.jsonl --model starter --every 5 --out legal.json
 """
@@ -24,20 +24,17 @@ def main() -> None:
     parser.add_argument("--model", default="starter")
     parser.add_argument("--rate", default="auto", help="auto (the default) or a number")
     parser.add_argument("--every", type=int, default=5, help="read general English every N steps")
-    parser.add_argument("--at", type=float, help="the brake's AT (share of the steps)")
-    parser.add_argument("--rise", type=float, help="the brake's RISE (inf: no brake)")
-    parser.add_argument("--factor", type=float, help="the brake's FACTOR")
+    parser.add_argument("--budget", type=float, help="the pullback's BUDGET (inf: none)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from mlm_tui import brake, training
+    from mlm_tui import pullback, training
     from mlm_tui.lifecycle import TrainingRun
     from mlm_tui.run_settings import TrainConfig
 
-    for name in ("at", "rise", "factor"):
-        if getattr(args, name) is not None:
-            setattr(brake, name.upper(), getattr(args, name))
+    if args.budget is not None:
+        pullback.BUDGET = args.budget
     given = {} if args.rate == "auto" else {"learning_rate": float(args.rate)}
     config = TrainConfig(corpus=str(args.corpus), model=args.model, max_steps=150, batch_size=16,
                          chunk_size=128, test_size=100, bpc_chars=0, **given)
@@ -56,7 +53,7 @@ def main() -> None:
     keys = ("perplexity_before", "perplexity_after", "general_perplexity_before", "general_perplexity_after",
             "learning_rate", "learning_rate_reason")
     out = {"corpus": args.corpus.name, "model": args.model, "rate": args.rate,
-           "brake": {"at": brake.AT, "rise": brake.RISE, "factor": brake.FACTOR},
+           "budget": pullback.BUDGET,
            "result": {k: result[k] for k in keys}, "readings": readings, "wall": time.perf_counter() - t0}
     args.out.write_text(json.dumps(out, indent=1))
     drop = result["perplexity_after"] / result["perplexity_before"] - 1

@@ -145,9 +145,8 @@ def one_run(corpus: Path, model: str, rate: float | None, args: argparse.Namespa
 
 def run_here(given: dict) -> dict:
     """The run `one_run` asks for, timed in process CPU time from its start to its result; with the CPU
-    time of what `auto` adds to a run (the range test, the model's second load, the brake's one
-    evaluation and the pullback's search), as the run spent it: a pair of runs differs by +-5% with no
-    test at all."""
+    time of what `auto` adds to a run (the range test, the model's second load and the pullback's
+    search), as the run spent it: a pair of runs differs by +-5% with no test at all."""
     from mlm_tui import training
     from mlm_tui.lifecycle import TrainingRun
     from mlm_tui.run_settings import TrainConfig
@@ -167,7 +166,7 @@ def run_here(given: dict) -> dict:
         setattr(owner, name, timed)
 
     for owner, name in ((training.FineTune, "_range_test"), (training.FineTune, "_load_model"),
-                        (training._Steps, "_check_brake"), (training._Steps, "_pull_back")):
+                        (training._Steps, "_pull_back")):
         counted(owner, name)
 
     rate = {} if given["rate"] is None else {"learning_rate": given["rate"]}
@@ -182,7 +181,7 @@ def run_here(given: dict) -> dict:
             "general_after": result["general_perplexity_after"], "wall": wall, "cpu": cpu,
             "lr": result["learning_rate"], "how": result["learning_rate_reason"], "run_id": result["run_id"],
             "auto_cpu": sum(spent.get("_range_test", [])) + sum(spent.get("_load_model", [])[1:])
-            + sum(spent.get("_check_brake", [])) + sum(spent.get("_pull_back", []))}
+            + sum(spent.get("_pull_back", []))}
 
 
 def key(row: dict) -> str:

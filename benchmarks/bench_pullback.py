@@ -1,13 +1,13 @@
 """What would taking a run's final weights part of the way back to its start do? (WiSE-FT's interpolation)
 
-The measurement behind `mlm_tui.pullback`, which bounds what an `auto` run forgets where the brake
-(`mlm_tui.brake`) does not: where the run ends, if general English rose over the budget, keep the weights
-at a share `alpha` of the way from the starting ones to the trained ones (Wortsman et al., "Robust
-fine-tuning of zero-shot models", 2022). Here, for every `alpha` given, with the pullback itself off
-(`--budget`, default inf). One run of the benchmark's settings (150 steps at batch 16, chunks of 128, 100
-test chunks, seed 42); before it measures and saves its final model, the run's own test split and general
-English are measured at each `alpha` given, the weights put back to the trained ones, and the run ends as
-it would have. The interpolation wraps the trainer from outside: a measurement, not a feature.
+The measurement behind `mlm_tui.pullback`, which bounds what an `auto` run forgets: where the run ends,
+if general English rose over the budget, keep the weights at a share `alpha` of the way from the starting
+ones to the trained ones (Wortsman et al., "Robust fine-tuning of zero-shot models", 2022). One run of
+the benchmark's settings (150 steps at batch 16, chunks of 128, 100 test chunks, seed 42), with the
+pullback itself off unless `--budget` is given; before it measures and saves its final model, the run's
+own test split and general English are measured at each `alpha` given, the weights put back to the trained
+ones, and the run ends as it would have. The readings wrap the trainer from outside: a measurement, not a
+feature.
 
     python benchmarks/bench_pullback.py legal.jsonl --model starter --out pullback-legal.json
 """
@@ -26,7 +26,6 @@ def main() -> None:
     parser.add_argument("corpus", type=Path)
     parser.add_argument("--model", default="starter")
     parser.add_argument("--rate", default="auto", help="auto (the default) or a number")
-    parser.add_argument("--no-brake", action="store_true", help="the run unbraked (the brake's rise: inf)")
     parser.add_argument("--budget", type=float, default=float("inf"), help="the pullback's own budget")
     parser.add_argument("--alphas", type=float, nargs="+",
                         default=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.0])
@@ -37,13 +36,11 @@ def main() -> None:
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from mlm_tui import brake, pullback, training
+    from mlm_tui import pullback, training
     from mlm_tui.lifecycle import TrainingRun
     from mlm_tui.run_settings import TrainConfig
 
     pullback.BUDGET = args.budget
-    if args.no_brake:
-        brake.RISE = float("inf")
     given = {} if args.rate == "auto" else {"learning_rate": float(args.rate)}
     config = TrainConfig(corpus=str(args.corpus), model=args.model, max_steps=150, batch_size=16,
                          chunk_size=128, test_size=100, bpc_chars=0, **given)
@@ -73,7 +70,7 @@ def main() -> None:
     result = TrainingRun(config).run()
     keys = ("perplexity_before", "perplexity_after", "general_perplexity_before", "general_perplexity_after",
             "learning_rate", "learning_rate_reason")
-    out = {"corpus": args.corpus.name, "model": args.model, "rate": args.rate, "braked": not args.no_brake,
+    out = {"corpus": args.corpus.name, "model": args.model, "rate": args.rate,
            "result": {k: result[k] for k in keys}, "readings": readings}
     args.out.write_text(json.dumps(out, indent=1))
     print(json.dumps(out["result"]))

@@ -19,8 +19,8 @@ diverge alike on either side of a 2x jump (issue 21's man pages and FOLDOC with 
 Not the steepest fall of the smoothed loss, as fastai reads it: a test takes only a tenth of a run's steps,
 and over so few steps the noise is larger than the fall.
 
-What the rate costs on general English is not on the curve: an `auto` run reads it a tenth of the way in
-and brakes if it rose too fast (`brake`).
+What the rate costs on general English is not on the curve: an `auto` run reads it where it ends and
+takes its weights part of the way back if it rose too far (`pullback`).
 
 A run too short for a readable curve (`too_short`) takes `rule_rate` instead: a rate from the model's size
 alone, fitted on the same measurement (README, "The default learning rate").
@@ -86,12 +86,13 @@ def steps_for(planned: int) -> int:
 
 
 def rows_for(batch_size: int) -> int:
-    """Rows of each step of the test: the first half of the run's micro-batch. The bar is a tenth more
-    CPU time on a 150-step run, and 15 whole batches, a model loaded again and the brake's evaluation
-    took 10-11% (issue 21); halved, the test's steps cost a twentieth of the run's. Adam's steps are as
-    large at any batch, so the rate where the loss diverges moved little: with `starter` at seeds 42 and 7
-    on four corpora, half the rows read 0.63-1.07 times the whole batch's rate (median 0.88); with its
-    2-layer cut 0.87-3.0 (median 1.1), within its best rates (README; `benchmarks/bench_lr_find_rows.py`)."""
+    """Rows of each step of the test: the first half of the run's micro-batch. The bar is a tenth more CPU
+    time on a 150-step run, and 15 whole batches, a model loaded again and the (since dropped) brake's
+    evaluation took 10-11% (issue 21); halved, the test's steps cost a twentieth of the run's. Adam's steps
+    are as large at any batch, so the rate where the loss diverges moved little: with `starter` at seeds 42
+    and 7 on four corpora, half the rows read 0.63-1.07 times the whole batch's rate (median 0.88); with its
+    2-layer cut 0.87-3.0 (median 1.1), within its best rates (README;
+    `benchmarks/bench_lr_find_rows.py`)."""
     return max(1, int(batch_size * BATCH_SHARE))
 
 

@@ -1,17 +1,16 @@
 """The pullback: an `auto` run that ends having forgotten too much keeps weights part of the way back to its
 start (issue 21).
 
-The brake (`brake`) guesses a run's cost on general English from a reading at a tenth of the run, and on
-texts it was not fitted on it guessed wrong both ways (README, "Measured: does the default adapt?"). The
-cost is known for certain only where the run ends; so an `auto` run measures it there, and if general
-English rose by more than `BUDGET`, it keeps the weights a share `alpha` of the way from its starting
-weights to its trained ones: the largest share within the budget, searched on the same general text
-(WiSE-FT's interpolation, Wortsman et al. 2022). At the same cost on general English that keeps more of
-the domain's gain than a lower rate: on licence texts with `starter`, 0.8 of the way kept -50.4% on the
-domain for +7.7%, where 5e-5 from the start gave -41.1% for +3.6% and 1e-4 -52.7% for +11.4%
-(`benchmarks/bench_pullback.py`). A rate given is trained as given and its weights kept as trained, as is
-a run with `--no-general` (nothing to read) or one that extended its vocabulary (its new tokens have no
-starting weights).
+The brake it replaced (`brake`) guessed a run's cost on general English from a reading at a tenth of the run,
+and on texts it was not fitted on it guessed wrong both ways (README, "Measured: does the default adapt?").
+The cost is known for certain only where the run ends; so an `auto` run measures it there, and if general
+English rose by more than `BUDGET`, it keeps the weights a share `alpha` of the way from its starting weights
+to its trained ones: the largest share within the budget, searched on the same general text (WiSE-FT's
+interpolation, Wortsman et al. 2022). At the same cost on general English that keeps more of the domain's gain
+than a lower rate: on licence texts with `starter`, 0.8 of the way kept -50.4% on the domain for +7.7%, where
+5e-5 from the start gave -41.1% for +3.6% and 1e-4 -52.7% for +11.4% (`benchmarks/bench_pullback.py`). A rate
+given is trained as given and its weights kept as trained, as is a run with `--no-general` (nothing to read)
+or one that extended its vocabulary (its new tokens have no starting weights).
 """
 
 from __future__ import annotations

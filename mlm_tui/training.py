@@ -512,16 +512,14 @@ class _Steps:
         self.is_main, self.extension, self.source = trainer.is_main, trainer.extension, trainer.source
         self.bpc: dict[str, float | None] = {"before": None, "after": None}  # bits per character (`bpc`)
         self._bpc_texts: list[str] | None = None  # the test split's characters they measure, read once
-        self._brake_at: int | None = None  # the step where an `auto` run reads its brake (`brake`), if any
         self._pulling = False  # whether an `auto` run may end with its weights pulled back (`pullback`)
 
     def run(self, parts: _Parts, plan: Plan) -> dict[str, Any]:
-        from mlm_tui.brake import check_step
         from mlm_tui.rundata import general_name
 
-        braking = self.config.learning_rate == "auto" and general_name(self.config) is not None
-        self._brake_at = check_step(plan.steps) if braking else None
-        self._pulling = braking and self.extension is None  # an added token has no starting weights
+        # an added token has no starting weights to go back to
+        self._pulling = (self.config.learning_rate == "auto" and general_name(self.config) is not None
+                         and self.extension is None)
         start_step = self._restore(parts, plan)
         ppl_before = self._measure_before(parts, plan)
         step, runtime = self._loop(parts, plan, start_step)
@@ -589,33 +587,6 @@ class _Steps:
         if self._general_set is None:
             self._general_set = general_evalset(self.config, parts.tokenizer, parts.tables)
         return self._perplexity(parts, plan, cancel, self._general_set)
-
-    def _check_brake(self, parts: _Parts, plan: Plan, step: int) -> None:
-        """An `auto` run's brake on forgetting (see `brake`): read on the main process, applied on all."""
-        from mlm_tui.brake import judge
-        from mlm_tui.pullback import explained
-
-        brake, before = None, self.general["before"]
-        if self.is_main and before is not None:
-            ppl = self._general_perplexity(parts, plan, None)
-            self._append_metrics({"step": step, "general_perplexity": ppl})
-            brake = judge(step, before, ppl)
-        if self.accelerator.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            brake = broadcast_object_list([brake])[0]
-        if brake is None:
-            return
-        inner = parts.scheduler.scheduler  # the scheduler's own rates: a checkpoint keeps them, a resume too
-        inner.base_lrs = [rate * brake.factor for rate in inner.base_lrs]
-        for group in parts.optimizer.param_groups:
-            group["lr"] *= brake.factor
-        if self.record is not None:
-            found = self.record.config().get("lr_find")
-            found = {**(found if isinstance(found, dict) else {}), "brake": brake.to_dict()}
-            self.record.update_config(lr_find=found)
-            self.rate_reason = explained(found)
-        self.emit("status", message=f"learning rate {brake.describe()}")
 
     # -- bits per character (`bpc`): what compares a run that extended its vocabulary with one that did not
     def _measure_bpc(self, parts: _Parts, when: str, cancel: Callable[[], bool] | None) -> None:
@@ -808,8 +779,6 @@ class _Steps:
             self._tokens_since += tokens_per_step
             if plan.logs_at(step):
                 self._log(parts, plan, step, runtime + time.perf_counter() - t0)
-            if step == self._brake_at:
-                self._check_brake(parts, plan, step)
             evaluate_now = bool(plan.eval_steps) and step % plan.eval_steps == 0 and step < plan.steps
             save_now = step % plan.save_steps == 0 and step < plan.steps
             if evaluate_now or save_now:
