@@ -664,7 +664,8 @@ class _Steps:
     def _pull_back(self, parts: _Parts, plan: Plan) -> None:
         """An `auto` run that forgot more than the budget (its general perplexity after training, measured)
         keeps weights part of the way back to its start (see `pullback`): the share found on the main
-        process, applied on all, and general perplexity measured again on the weights kept."""
+        process, applied on all; its general perplexity after training is then what the search read at
+        that share, on the same chunks."""
         import torch
 
         from mlm_tui.models import load_weights, resolve
