@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -65,3 +66,13 @@ def write_corpus(path: Path, texts: Iterable[str]) -> Path:
         for text in texts:
             fh.write(json.dumps({"text": text}) + "\n")
     return path
+
+
+def grid_config(corpus: Path, model: str, rate: str) -> Any:
+    """A run of the learning-rate measurement's settings (README, "Measured: does the default adapt?"):
+    150 steps at batch 16, chunks of 128, 100 test chunks, seed 42; `rate` is "auto" or a number."""
+    from mlm_tui.run_settings import TrainConfig
+
+    given = {} if rate == "auto" else {"learning_rate": float(rate)}
+    return TrainConfig(corpus=str(corpus), model=model, max_steps=150, batch_size=16, chunk_size=128,
+                       test_size=100, bpc_chars=0, **given)

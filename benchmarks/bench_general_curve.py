@@ -17,6 +17,8 @@ import os
 import time
 from pathlib import Path
 
+from _common import grid_config
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,13 +33,10 @@ def main() -> None:
 
     from mlm_tui import pullback, training
     from mlm_tui.lifecycle import TrainingRun
-    from mlm_tui.run_settings import TrainConfig
 
     if args.budget is not None:
         pullback.BUDGET = args.budget
-    given = {} if args.rate == "auto" else {"learning_rate": float(args.rate)}
-    config = TrainConfig(corpus=str(args.corpus), model=args.model, max_steps=150, batch_size=16,
-                         chunk_size=128, test_size=100, bpc_chars=0, **given)
+    config = grid_config(args.corpus, args.model, args.rate)
     readings: list[dict[str, float]] = []
     step_once = training._Steps._step
 

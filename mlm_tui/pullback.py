@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 BUDGET = 0.10  # of general perplexity: the rise an `auto` run may end with (the README's bar)
-STEPS = 4  # readings of general text in the search for alpha (each about 0.4 s of CPU for `starter`)
+STEPS = 4  # readings of general text in the search for alpha (each 0.2 s in a `starter` run's log here)
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,8 @@ def search(rise_at: Callable[[float], float], trained_rise: float, budget: float
 
 def interpolate(model: Any, start: dict[str, Any], trained: dict[str, Any], alpha: float) -> None:
     """Set `model`'s weights `alpha` of the way from `start` to `trained` (state dicts of the same model;
-    integer buffers, such as position ids, are left as they are). In place: a new tensor per weight cost a
-    2-core CPU 0.5 s a time for `starter`, in place 25 ms."""
+    integer buffers, such as position ids, are left as they are). In place, so that each share the search
+    reads asks for no new memory the size of the model."""
     import torch
 
     with torch.no_grad():
