@@ -28,11 +28,22 @@ NEW_TOKEN_STYLE, NEW_TOKEN_FATE_STYLE = "bold cyan", "italic"
 # A fill the baseline's top fills lack: not cyan, which marks an added token, and a fill of a model with
 # added tokens can be both.
 NEW_FILL_STYLE = "bold yellow"
+# Folder names that say what is in a folder but not whose it is (a run's `model` and `checkpoints`).
+_UNNAMED = frozenset({"model", "checkpoints", "final"})
 
 
 def short_ref(ref: str) -> str:
-    """A model or corpus reference as a person reads it: a directory's name, not its whole path."""
-    return Path(ref).name if ("/" in ref and Path(ref).expanduser().exists()) else ref
+    """A model or corpus reference as a person reads it: a directory's name, not its whole path, from the
+    first folder up that names it: a run's model read "model" and its checkpoint "checkpoint-500", which
+    say nothing of which run (`runs/ID/model` reads "ID/model")."""
+    path = Path(ref)
+    if "/" not in ref or not path.expanduser().exists():
+        return ref
+    parts = path.parts
+    first = len(parts) - 1
+    while first > 0 and (parts[first] in _UNNAMED or parts[first].startswith("checkpoint-")):
+        first -= 1
+    return "/".join(parts[first:])
 
 
 def bar(fraction: float, width: int = BAR_WIDTH) -> str:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from mlm_tui.app.render import FATE_STYLES, NEW_TOKEN_STYLE, SPECIAL_STYLE, bar, chunk_text, fills_text
+from mlm_tui.app.render import (
+    FATE_STYLES,
+    NEW_TOKEN_STYLE,
+    SPECIAL_STYLE,
+    bar,
+    chunk_text,
+    fills_text,
+    short_ref,
+)
 from mlm_tui.fill import Fill, FillResult, MaskFills
 from mlm_tui.history import History
 from mlm_tui.home import history_path, settings_path
@@ -63,6 +72,17 @@ def test_thread_split_leaves_training_the_most() -> None:
     assert thread_split(2) == (1, 1)
     app, train = thread_split(16)
     assert app + train == 16 and train > app >= 1
+
+
+def test_a_path_reads_as_the_folder_that_names_it(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "20261205-abc"
+    for folder in (run / "model", run / "checkpoints" / "checkpoint-500", tmp_path / "legal-bert"):
+        folder.mkdir(parents=True)
+    assert short_ref(str(run / "model")) == "20261205-abc/model"
+    assert short_ref(str(run / "checkpoints" / "checkpoint-500")) == "20261205-abc/checkpoints/checkpoint-500"
+    assert short_ref(str(tmp_path / "legal-bert")) == "legal-bert"
+    assert short_ref("bert-base-uncased") == "bert-base-uncased"  # a hub id, not a path
+    assert short_ref("not/here") == "not/here"
 
 
 def test_bar() -> None:
