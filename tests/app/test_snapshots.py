@@ -8,6 +8,7 @@ look at the report before committing the new SVGs.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -69,11 +70,14 @@ def finished_run(run_id: str = RUN_ID, range_test: bool = False) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_fill_pane_comparing_two_models(snap_compare, tiny_model_dir: Path, trained_run: Path,
-                                        size: str) -> None:
-    """The base model against the session's real 2-step run of it: fills that rose, fell, or are new."""
+                                        tmp_path: Path, size: str) -> None:
+    """The base model against the session's real 2-step run of it: fills that rose, fell, or are new. The
+    run's model is copied to a folder of a fixed name: its own path holds the run's id, a time."""
+    model = shutil.copytree(trained_run / "model", tmp_path / "tiny-run")
+
     async def compare(pilot: Pilot) -> None:
         await settle_still(pilot)
-        pilot.app.load_model(str(trained_run / "model"), "compare")  # type: ignore[attr-defined]
+        pilot.app.load_model(str(model), "compare")  # type: ignore[attr-defined]
         await settle_still(pilot)
         await pilot.press(*"the [MASK] of the [MASK].")
         await settle_still(pilot)
