@@ -5,8 +5,10 @@ from __future__ import annotations
 from rich.cells import cell_len
 from rich.text import Text
 from textual import events
+from textual.app import ComposeResult
 from textual.strip import Strip
 from textual.widgets import Footer, Input
+from textual.widgets._footer import FooterKey
 
 
 class TextBox(Input):
@@ -34,6 +36,14 @@ class KeysFooter(Footer):
     table's footer ended in "f10 Hel". Ctrl+p still opens the palette, and the help screen lists it."""
 
     WIDE = 100
+
+    def compose(self) -> ComposeResult:
+        # Each key's `compact`, bound to the footer's, sets its class when the key is built, and with it
+        # restyles the key on its own: the key arrives with the class instead.
+        for widget in super().compose():
+            if isinstance(widget, FooterKey):
+                widget.set_class(self.compact, "-compact", update=False)
+            yield widget
 
     def on_resize(self, event: events.Resize) -> None:
         wide = event.size.width >= self.WIDE

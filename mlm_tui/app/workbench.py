@@ -13,6 +13,7 @@ that is what once stranded users in Train with their typing going to the runs ta
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, ClassVar
@@ -159,6 +160,9 @@ class WorkbenchApp(App[None]):
         if not any(key.region for key in self.query_one(Footer).children) and tries:  # not laid out yet
             self.call_after_refresh(self._after_first_frame, tries - 1)
             return
+        if not gc.isenabled():  # `run_app` held it for the start-up
+            gc.freeze()  # what the start-up built stays: no collection need walk it again
+            gc.enable()
         self.query_one(FillPane).load(self.model_ref)
         for tab, pane in (("chunks", self.chunks), ("train", self.train), ("words", self.words)):
             self.query_one(f"#{tab}", TabPane).mount(pane)

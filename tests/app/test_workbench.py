@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
 import pytest
 from pilot import notifications, plain, settle, wait_for
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, TabbedContent
 from textual.widgets._footer import FooterKey
 
@@ -418,3 +420,32 @@ async def test_the_chunk_view_of_an_extended_run_marks_the_tokens_it_added(tiny_
             await wait_for(lambda a=app: not a.query_one("#tokenize-progress").display, 30, pilot)
             assert set(marked(app)) == added, (model, key)
             assert app.query_one(FillPane).refs["main"] == run_id  # `t` changed the tokenizer alone
+
+
+def test_the_workbench_collects_garbage_again_once_its_first_frame_is_up(
+        tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run_app` holds Python's collector through the start-up (a full collection cost the first paint
+    15 to 20 ms); a workbench that never turned it on again would grow for as long as it stayed open."""
+    from textual.app import App
+
+    from mlm_tui.app.main import run_app
+
+    seen: dict[str, object] = {}
+
+    async def look(pilot: Pilot) -> None:
+        await settle(pilot)
+        seen.update(collecting=gc.isenabled(), kept=gc.get_freeze_count(),
+                    fill=plain(pilot.app, "#model-line"))
+        pilot.app.exit()
+
+    def run_headless(self: App) -> None:
+        App.run(self, headless=True, size=SIZE, auto_pilot=look)
+
+    monkeypatch.setattr(WorkbenchApp, "run", run_headless)
+    try:
+        run_app(model=str(tiny_model_dir))
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert seen["collecting"] is True and seen["kept"] > 0
+    assert seen["fill"] == f"model: {tiny_model_dir.name}"
