@@ -361,6 +361,7 @@ class FineTune:
         import torch
         from transformers import get_scheduler
 
+        from mlm_tui.attention import use_for_training
         from mlm_tui.heads import MaskedOnlyMLM, param_groups
         from mlm_tui.masking import TokenTables
         from mlm_tui.rundata import fixed_evalset
@@ -376,6 +377,8 @@ class FineTune:
             with torch.random.fork_rng(devices=[]):  # weights a load initialises come out as they did
                 torch.set_rng_state(rng)
                 model = self._load_model(source)
+        # On the CPU, attention that keeps a bool dropout mask, not the probabilities (see attention.py)
+        use_for_training(model, plan.device)
         fused = {"fused": True} if plan.device == "cuda" else {"foreach": True}
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=rate, **fused)
         scheduler = get_scheduler("linear", optimizer, num_warmup_steps=cfg.warmup_steps,
