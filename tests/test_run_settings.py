@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 
 import pytest
@@ -195,3 +196,27 @@ def test_an_error_names_its_settings_in_the_words_of_the_face_that_shows_it() ->
     assert str(error) == "no masked token at mlm probability 0.01: raise mlm probability or chunk size"
     _, problems = config_from_form({"corpus": "c", "mlm_probability": "2"})
     assert problems == {"mlm_probability": "Mask prob. must be between 0 and 1 (got 2.0)"}
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    ([], "'command': None"), (["--model", "m"], "'model': 'm'"),
+    (["--data", "c.csv", "--text-field", "body"], "'text_field': 'body'"),
+    (["--model", "m", "chunks", "c.jsonl"], "'command': 'chunks'"), (["--modle", "m"], "invalid choice"),
+    (["--model"], "--model: expected one argument"), (["fil", "x"], "invalid choice: 'fil'"),
+    (["--help"], "lr-find")])
+def test_the_workbench_start_reads_its_arguments_as_the_whole_parser_does(
+        argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mlm-tui` with no command reads only its own options (`parse_args`, for the first paint): the
+    same arguments, errors and help as the parser of every command."""
+    from mlm_tui.cli import parse_args
+
+    def read(parse: Callable[[list[str]], object]) -> str:
+        try:
+            return str(vars(parse(argv)))
+        except UsageError as exc:
+            return f"error: {exc}"
+        except SystemExit as exc:  # --help
+            return f"exit {exc.code}: {capsys.readouterr().out}"
+
+    assert read(parse_args) == read(build_parser().parse_args)
+    assert said in read(parse_args)

@@ -29,7 +29,6 @@ from textual.widgets import Footer, Input, TabbedContent, TabPane
 from mlm_tui.app.commands import WorkbenchCommands
 from mlm_tui.app.fill_pane import FillPane, MainModelReady
 from mlm_tui.app.help import bound_key
-from mlm_tui.app.prompt import PromptScreen
 from mlm_tui.app.shared import (
     CorpusOpened,
     FillSentence,
@@ -269,6 +268,8 @@ class WorkbenchApp(App[None]):
 
     # -- corpus and models --------------------------------------------------------------------------
     def action_open_corpus(self) -> None:
+        from mlm_tui.app.prompt import PromptScreen
+
         self.action_show_pane("chunks")
 
         def opened(path: str | None) -> None:
