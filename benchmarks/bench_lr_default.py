@@ -36,7 +36,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,24 +77,33 @@ def man_corpus(path: Path) -> Path:
                                for line in (built / name).read_text(encoding="utf-8").splitlines()))
 
 
-def pydoc_corpus(path: Path) -> Path:
-    """The docstrings of Python's standard library (its own tests and IDLE left out), read from the source
-    with `ast` (nothing imported): every distinct one of 200+ characters, one document each."""
-    if path.exists():
-        return path
+def stdlib_modules() -> Iterator[tuple[str, Any]]:
+    """Each module of Python's standard library, its own tests and IDLE left out, as (source, `ast` tree):
+    read, never imported."""
     import ast
     import sysconfig
 
     root = Path(sysconfig.get_paths()["stdlib"])
     skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3"}
-    seen: dict[str, None] = {}
     for f in sorted(root.rglob("*.py")):
         if skip & set(f.relative_to(root).parts):
             continue
         try:
-            tree = ast.parse(f.read_bytes())
-        except (SyntaxError, ValueError):
+            source = f.read_text(encoding="utf-8")
+            yield source, ast.parse(source)
+        except (SyntaxError, ValueError, UnicodeDecodeError):
             continue
+
+
+def pydoc_corpus(path: Path) -> Path:
+    """The docstrings of Python's standard library: every distinct one of 200+ characters, one document
+    each."""
+    if path.exists():
+        return path
+    import ast
+
+    seen: dict[str, None] = {}
+    for _, tree in stdlib_modules():
         for node in ast.walk(tree):
             if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
                 doc = " ".join((ast.get_docstring(node) or "").split())
@@ -102,27 +113,17 @@ def pydoc_corpus(path: Path) -> Path:
 
 
 def pycode_corpus(path: Path) -> Path:
-    """Python source code: each top-level function and class of the standard library (its own tests and
-    IDLE left out) as one document, docstrings and comments kept, every distinct one of 200 to 4,000
-    characters, one in three (by a hash of the text, so the same text is chosen on every machine with the
-    same Python). Held out from every choice of the default, the pullback's included: the corpus farthest
-    from general English, where a run costs most."""
+    """Python source code: each top-level function and class of the standard library as one document,
+    docstrings and comments kept, every distinct one of 200 to 4,000 characters, one in three (by a hash of
+    the text, so the same text is chosen on every machine with the same Python). Held out from every choice
+    of the default, the pullback's included: the corpus farthest from general English, where a run costs
+    most."""
     if path.exists():
         return path
     import ast
-    import sysconfig
 
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3"}
     seen: dict[str, None] = {}
-    for f in sorted(root.rglob("*.py")):
-        if skip & set(f.relative_to(root).parts):
-            continue
-        try:
-            source = f.read_text(encoding="utf-8")
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError, UnicodeDecodeError):
-            continue
+    for source, tree in stdlib_modules():
         for node in tree.body:
             if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
                 text = ast.get_source_segment(source, node) or ""

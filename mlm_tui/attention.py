@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION = "mlm_tui_cpu_dropout"
 
@@ -105,8 +106,6 @@ def attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
                       is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention interface (as `sdpa_attention_forward`): (output as batch, length, heads,
     head size; no weights). Hands the calls it is not for to sdpa's."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if (not module.training or dropout <= 0.0 or query.device.type != "cpu" or is_causal
             or getattr(module, "num_key_value_groups", 1) > 1 or key.shape[1] != query.shape[1]
             or kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None
