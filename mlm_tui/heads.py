@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 ROW_MULTIPLE = 16  # the masked rows the head runs on are padded to a multiple of this (see MaskedOnlyMLM)
+LOSS_ELEMENTS = 2**21  # logits the loss turns into fp32 at a time: 8 MB (see _RowwiseCrossEntropy)
 
 
 def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -92,5 +93,43 @@ class MaskedOnlyMLM(nn.Module):
             targets = nn.functional.pad(targets, (0, pad), value=-100)
             logits = self.head(hidden)
         count = select.sum()
-        total = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        total = _RowwiseCrossEntropy.apply(logits, targets)
         return total / count.clamp(min=1), count
+
+
+class _RowwiseCrossEntropy(torch.autograd.Function):
+    """`cross_entropy(logits.float(), targets, reduction="sum")` computed a few rows at a time (about
+    LOSS_ELEMENTS logits), keeping the logits as they came (bf16 under autocast) for the backward pass
+    instead of their fp32 log-softmax, and writing their gradient over them (nothing reads the head's
+    output after the loss).
+
+    Why: the whole-matrix loss holds, while every activation of the step is alive, an fp32 copy of the
+    logits, their log-softmax (kept for backward) and in backward two more fp32 matrices of that size:
+    112 MB above the head's output at batch 16 x 128 with a 30k vocabulary, 916 MB with XLM-R's 250k
+    (`benchmarks/bench_train_memory.py`). In slices, the backward pass computes the log-softmax again (the
+    same operations, row by row), so the gradients are bitwise the same; only the loss's sum may round
+    differently in its last bit.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, targets)
+        total = torch.zeros((), dtype=torch.float32, device=logits.device)
+        for rows in _slices(logits):
+            total += nn.functional.cross_entropy(logits[rows].float(), targets[rows], reduction="sum")
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, targets = ctx.saved_tensors
+        for rows in _slices(logits):
+            with torch.enable_grad():
+                part = logits[rows].detach().requires_grad_()
+                loss = nn.functional.cross_entropy(part.float(), targets[rows], reduction="sum")
+                (logits[rows],) = torch.autograd.grad(loss, part, grad)
+        return logits, None
+
+
+def _slices(logits: torch.Tensor) -> list[slice]:
+    step = max(1, LOSS_ELEMENTS // max(1, logits.shape[-1]))
+    return [slice(start, start + step) for start in range(0, len(logits), step)]
