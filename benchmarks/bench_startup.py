@@ -7,6 +7,12 @@ shows the Fill pane and its footer (polled with `tmux capture-pane` every 10 ms)
 app started the same way in the same run (a Static with a sentence and a Footer with a "Help" key):
 the time any Textual app takes to start and paint on this machine, so the ratio is what the workbench adds.
 Goal (issue 26): 0.3 s, with nothing heavy (torch, transformers, datasets) imported before the first frame.
+Both start as a user's second start does, with Python's compiled bytecode of every module in `__pycache__`
+(pip writes it for the libraries when it installs them; Python writes mlm_tui's the first time it imports a
+module of an editable install): the script compiles mlm_tui first and starts both without
+PYTHONDONTWRITEBYTECODE. Where that variable is set and mlm_tui has no `__pycache__` (as on the machine
+these figures come from, until this script compiled it), Python compiles its modules from source at
+every start: about 20 ms more (README).
 Cold fill: the whole `mlm-tui fill ... --json` process against a script that only imports torch and
 transformers, loads the same model and runs one forward pass (the floor issue 6 sets).
 Medians of several runs, each a new process.
@@ -15,6 +21,7 @@ Medians of several runs, each a new process.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shlex
 import statistics
@@ -93,10 +100,13 @@ def main() -> None:
     parser.add_argument("--paint-only", action="store_true", help="leave out the cold fill")
     args = parser.parse_args()
     fresh_home()
+    import mlm_tui
     from mlm_tui.models import resolve
 
     model_dir = str(resolve("starter").path)
-    ours_cmd = [PYTHON, "-m", "mlm_tui.cli", "--model", model_dir]
+    compileall.compile_dir(Path(mlm_tui.__file__).parent, quiet=1)  # what a first start leaves behind
+    python = ["env", "-u", "PYTHONDONTWRITEBYTECODE", PYTHON]
+    ours_cmd = [*python, "-m", "mlm_tui.cli", "--model", model_dir]
     paints, bares = [], []
     # A session that outlives the measured ones: tmux's server would otherwise exit with each measured
     # session, and the next one could reach it while it exits ("server exited unexpectedly").
@@ -105,10 +115,10 @@ def main() -> None:
     try:
         for _ in range(args.repeat):  # interleaved, so a change in the machine's load touches both alike
             paints.append(first_paint(ours_cmd)[0])
-            bares.append(first_paint([PYTHON, "-c", BARE])[0])
+            bares.append(first_paint([*python, "-c", BARE])[0])
         log = Path(tempfile.mkdtemp(prefix="mlm-bench-imports-")) / "imports.txt"
         # the model's worker imports torch after the first frame: the session stays up until it has begun
-        painted = first_paint([PYTHON, "-c", WATCHED, str(log), "--model", model_dir], linger=2)[1]
+        painted = first_paint([*python, "-c", WATCHED, str(log), "--model", model_dir], linger=2)[1]
     finally:
         subprocess.run(["tmux", "kill-session", "-t", keeper], check=False)
     imported = {name: float(at) for at, name in (line.split() for line in log.read_text().splitlines())}
