@@ -102,8 +102,9 @@ def rule_rate(model: Any, planned: int) -> RangeTest:
     lower rate, as the range tests of the README's measurement found), within [LR_MIN, 1e-3]."""
     size = model.num_parameters(exclude_embeddings=True)
     rate = min(1e-3, max(LR_MIN, RULE_RATE * (RULE_SIZE / max(size, 1)) ** 0.5))
-    reason = (f"{too_short(planned)}; the rate for a model of {size / 1e6:.1f} M parameters outside its "
-              "embeddings")
+    # what the rate is first: the run view cuts this line at the pane's width
+    reason = (f"the rate for a model of {size / 1e6:.1f} M parameters outside its embeddings: "
+              f"{too_short(planned)}")
     return RangeTest([], [], rate, reason)
 
 
