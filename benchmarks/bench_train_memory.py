@@ -157,6 +157,14 @@ def tokens_per_s(run: dict[str, Any], steps: int) -> float:
     return steps * BATCH * CHUNK / run["result"]["train_runtime"]
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2`, as CHILD reads it."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+        "keepcost")]
+
+
 def loss_peak(vocab: int, rowwise: bool) -> tuple[float, float]:
     """(MB the loss's forward and backward take above the hidden rows, seconds), sampled from glibc."""
     import threading
@@ -165,18 +173,17 @@ def loss_peak(vocab: int, rowwise: bool) -> tuple[float, float]:
 
     from mlm_tui.heads import _RowwiseCrossEntropy
 
-    class MallInfo2(ctypes.Structure):  # glibc's, as in CHILD
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-            "keepcost")]
-
     mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
     mallinfo2.restype = MallInfo2
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(320, 384, generator=generator, dtype=torch.bfloat16, requires_grad=True)
     decoder = torch.randn(vocab, 384, generator=generator, dtype=torch.bfloat16) * 0.05
     targets = torch.randint(0, vocab, (320,), generator=generator)
-    in_use = lambda: mallinfo2().uordblks + mallinfo2().hblkhd  # noqa: E731
+
+    def in_use() -> int:
+        info = mallinfo2()  # one call: each walks every arena
+        return info.uordblks + info.hblkhd
+
     base, peak, done = in_use(), [0], threading.Event()
 
     def sample() -> None:
