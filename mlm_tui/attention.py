@@ -30,19 +30,29 @@ from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION = "mlm_tui_cpu_dropout"
+ATTENTION_ELEMENTS = 2**18  # probabilities computed at a time: 1 MB in fp32 (see _DropoutAttention)
 
 
 class _DropoutAttention(torch.autograd.Function):
-    """softmax(q.kT * scale + mask) with dropout, times v, in fp32; keeps q, k, v, the masks (bool)."""
+    """softmax(q.kT * scale + mask) with dropout, times v, in fp32; keeps q, k, v, the masks (bool).
+
+    Both passes go a few sequences at a time (`_sequences`), so their fp32 temporaries are about 1 MB,
+    not 12 MB: allocated while every activation of the step is alive, batch-sized temporaries left holes
+    in the heap that glibc's allocator kept (README, "Memory of a training run"). Each sequence's
+    arithmetic is the same either way, and the dropout mask is drawn once over the whole batch.
+    """
 
     @staticmethod
     def forward(ctx: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 mask: torch.Tensor | None, p: float, scale: float) -> torch.Tensor:
         with torch.autocast("cpu", enabled=False):
-            probs = _probs(*_scaled(query, key, scale), mask)
-            keep = torch.empty(probs.shape, dtype=torch.bool, device=probs.device).bernoulli_(1 - p)
-            probs.mul_(keep).mul_(1 / (1 - p))
-            out = torch.matmul(probs, value.float())
+            shape = (*query.shape[:-1], key.shape[-2])
+            keep = torch.empty(shape, dtype=torch.bool, device=query.device).bernoulli_(1 - p)
+            out = torch.empty((*query.shape[:-1], value.shape[-1]), dtype=torch.float32, device=query.device)
+            for rows in _sequences(shape):
+                probs = _probs(*_scaled(query[rows], key[rows], scale), _rows(mask, rows))
+                probs.mul_(keep[rows]).mul_(1 / (1 - p))
+                torch.matmul(probs, value[rows].float(), out=out[rows])
         ctx.save_for_backward(query, key, value, keep, *(() if mask is None else (mask,)))
         ctx.p, ctx.scale = p, scale
         return out.to(query.dtype)
@@ -52,23 +62,35 @@ class _DropoutAttention(torch.autograd.Function):
         query, key, value, keep, *masks = ctx.saved_tensors
         mask = masks[0] if masks else None
         factor = 1 / (1 - ctx.p)
+        root = math.sqrt(ctx.scale)
+        grad_query, grad_key, grad_value = (torch.empty_like(t) for t in (query, key, value))
         with torch.autocast("cpu", enabled=False):
-            grad = grad.float()
-            scaled_query, scaled_key = _scaled(query, key, ctx.scale)
-            probs = _probs(scaled_query, scaled_key, mask)  # the softmax again, not kept from the forward
-            dropped = probs * keep
-            dropped.mul_(factor)
-            grad_value = torch.matmul(dropped.transpose(-2, -1), grad)
-            del dropped
-            grad_probs = torch.matmul(grad, value.float().transpose(-2, -1))
-            grad_probs.mul_(keep).mul_(factor)
-            grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, torch.float32)
-            del grad_probs, probs
-            root = math.sqrt(ctx.scale)
-            grad_query = torch.matmul(grad_scores, scaled_key).mul_(root)
-            grad_key = torch.matmul(grad_scores.transpose(-2, -1), scaled_query).mul_(root)
-        return (grad_query.to(query.dtype), grad_key.to(key.dtype), grad_value.to(value.dtype), None, None,
-                None)
+            for rows in _sequences(keep.shape):
+                part = grad[rows].float()
+                scaled_query, scaled_key = _scaled(query[rows], key[rows], ctx.scale)
+                probs = _probs(scaled_query, scaled_key, _rows(mask, rows))  # the softmax again, not kept
+                dropped = probs * keep[rows]
+                dropped.mul_(factor)
+                grad_value[rows] = torch.matmul(dropped.transpose(-2, -1), part)
+                del dropped
+                grad_probs = torch.matmul(part, value[rows].float().transpose(-2, -1))
+                grad_probs.mul_(keep[rows]).mul_(factor)
+                grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, torch.float32)
+                del grad_probs, probs
+                grad_query[rows] = torch.matmul(grad_scores, scaled_key).mul_(root)
+                grad_key[rows] = torch.matmul(grad_scores.transpose(-2, -1), scaled_query).mul_(root)
+        return grad_query, grad_key, grad_value, None, None, None
+
+
+def _sequences(shape: tuple[int, ...]) -> list[slice]:
+    """Slices of the batch of about ATTENTION_ELEMENTS attention probabilities (one sequence at least)."""
+    step = max(1, ATTENTION_ELEMENTS // max(1, math.prod(shape[1:])))
+    return [slice(start, start + step) for start in range(0, shape[0], step)]
+
+
+def _rows(mask: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    """The mask of those sequences: sdpa's mask has the batch's size or broadcasts over it (size 1)."""
+    return mask if mask is None or mask.shape[0] == 1 else mask[rows]
 
 
 def _scaled(query: torch.Tensor, key: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 ROW_MULTIPLE = 16  # the masked rows the head runs on are padded to a multiple of this (see MaskedOnlyMLM)
-LOSS_ELEMENTS = 2**21  # logits the loss turns into fp32 at a time: 8 MB (see _RowwiseCrossEntropy)
+LOSS_ELEMENTS = 2**18  # logits the loss turns into fp32 at a time: 1 MB (see _RowwiseCrossEntropy)
 
 
 def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -34,14 +34,19 @@ def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
     return None
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases and norms, as the Trainer does. Beside the heads because
-    training and the range test (`lr_find`) build the same optimizer over the same model."""
+def adamw(model: nn.Module, weight_decay: float, learning_rate: float,
+          device: torch.device | str) -> torch.optim.AdamW:
+    """The AdamW that training, the range test (`lr_find`) and the probe's fine-tune step with: the
+    Trainer's groups (no weight decay on biases and norms), fused where PyTorch has a fused kernel (CUDA,
+    CPU): one pass over each parameter and no parameter-sized temporaries, 8-10% more tokens/s than
+    `foreach` in a CPU run of `starter` (README, "Memory of a training run")."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kernel = {"fused": True} if torch.device(device).type in ("cuda", "cpu") else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=learning_rate, **kernel)
 
 
 def encoder_hidden(model: nn.Module, **inputs: Any) -> torch.Tensor:

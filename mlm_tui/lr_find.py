@@ -179,15 +179,16 @@ def range_test(model: torch.nn.Module, batches: Callable[[int], torch.Tensor], t
     import torch
 
     from mlm_tui.attention import use_for_training
-    from mlm_tui.heads import MaskedOnlyMLM, param_groups
+    from mlm_tui.heads import MaskedOnlyMLM, adamw
     from mlm_tui.masking import generator_for, mask_batch
+    from mlm_tui.recompute import kept_cheaply
 
     use_for_training(model, device)  # as the run trains: on the CPU, attention keeping less (attention.py)
     devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
     lrs, losses = [], []
     with torch.random.fork_rng(devices=devices):
         wrapper = MaskedOnlyMLM(model).to(device).train()
-        optimizer = torch.optim.AdamW(param_groups(wrapper.model, weight_decay), lr=LR_MIN)
+        optimizer = adamw(wrapper.model, weight_decay, LR_MIN, device)
         for k, lr in enumerate(rates(steps)):
             if should_stop is not None and should_stop():
                 from mlm_tui.errors import RunCancelled
@@ -198,7 +199,8 @@ def range_test(model: torch.nn.Module, batches: Callable[[int], torch.Tensor], t
             inputs, labels = mask_batch(batches(k), tables, mlm_probability, whole_word,
                                         generator_for(seed, MASK_STREAM + k))
             inputs, labels = inputs.to(device), labels.to(device)
-            with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
+            with kept_cheaply(), torch.autocast(torch.device(device).type, dtype=autocast,
+                                                enabled=autocast is not None):
                 loss, _ = wrapper(inputs, torch.ones_like(inputs), labels)
             loss.backward()
             optimizer.step()

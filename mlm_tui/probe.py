@@ -519,7 +519,7 @@ def finetune_predictions(handle: ModelHandle, data: ProbeData, steps: int = STEP
     import torch
     from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 
-    from mlm_tui.heads import param_groups
+    from mlm_tui.heads import adamw
     from mlm_tui.home import quiet_transformers
 
     quiet_transformers()  # "some weights were newly initialised": the head, as it should be
@@ -533,7 +533,7 @@ def finetune_predictions(handle: ModelHandle, data: ProbeData, steps: int = STEP
                        ) from None
     device, tokenizer = torch.device(handle.device), handle.tokenizer
     model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, FINETUNE_WEIGHT_DECAY), lr=learning_rate)
+    optimizer = adamw(model, FINETUNE_WEIGHT_DECAY, learning_rate, device)
     schedule = get_linear_schedule_with_warmup(optimizer, warmup_steps(steps), steps)
     ids = _token_ids(tokenizer, data.train.texts)
     size = min(FINETUNE_BATCH_SIZE, len(ids))

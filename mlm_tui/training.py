@@ -362,7 +362,7 @@ class FineTune:
         from transformers import get_scheduler
 
         from mlm_tui.attention import use_for_training
-        from mlm_tui.heads import MaskedOnlyMLM, param_groups
+        from mlm_tui.heads import MaskedOnlyMLM, adamw
         from mlm_tui.masking import TokenTables
         from mlm_tui.rundata import fixed_evalset
 
@@ -379,8 +379,7 @@ class FineTune:
                 model = self._load_model(source)
         # On the CPU, attention that keeps a bool dropout mask, not the probabilities (see attention.py)
         use_for_training(model, plan.device)
-        fused = {"fused": True} if plan.device == "cuda" else {"foreach": True}
-        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=rate, **fused)
+        optimizer = adamw(model, cfg.weight_decay, rate, plan.device)
         scheduler = get_scheduler("linear", optimizer, num_warmup_steps=cfg.warmup_steps,
                                   num_training_steps=plan.steps)
         wrapper, optimizer, scheduler = acc.prepare(MaskedOnlyMLM(model), optimizer, scheduler)
@@ -728,6 +727,7 @@ class _Steps:
     def _perplexity(self, parts: _Parts, plan: Plan, cancel: Callable[[], bool] | None,
                     evalset: Any = None) -> float:
         """Perplexity on the run's test set, or on another `evalset` (the general text)."""
+        from mlm_tui import heap
         from mlm_tui.evaluate import perplexity
 
         evalset = parts.evalset if evalset is None else evalset
@@ -735,8 +735,12 @@ class _Steps:
         # size reuses the memory the steps freed (twice the batch raised the peak of a run by 100-200 MB,
         # README "Speed"). A GPU takes twice the batch, which the steps' memory leaves room for.
         batch = plan.batch_size * (2 if plan.device == "cuda" else 1)
-        return perplexity(parts.wrapper, evalset, batch, self.accelerator.device, parts.autocast,
-                          cancel).perplexity
+        heap.trim()  # what the steps freed, given back: the evaluation takes blocks of other sizes
+        try:
+            return perplexity(parts.wrapper, evalset, batch, self.accelerator.device, parts.autocast,
+                              cancel).perplexity
+        finally:
+            heap.trim()  # and what the evaluation freed, before the steps take their own sizes again
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
         """A metrics.jsonl row, and the same numbers to the tracker (`--report-to`), if any."""
@@ -798,6 +802,7 @@ class _Steps:
         import torch
 
         from mlm_tui.masking import generator_for, mask_batch
+        from mlm_tui.recompute import kept_cheaply
 
         cfg, acc = self.config, self.accelerator
         per_micro = plan.batch_size * plan.processes
@@ -815,7 +820,8 @@ class _Steps:
             inputs = inputs.to(acc.device, non_blocking=True)
             labels = labels.to(acc.device, non_blocking=True)
             with acc.accumulate(parts.wrapper):
-                loss, _ = parts.wrapper(inputs, torch.ones_like(inputs), labels)
+                with kept_cheaply():
+                    loss, _ = parts.wrapper(inputs, torch.ones_like(inputs), labels)
                 acc.backward(loss)
                 parts.optimizer.step()
                 if micro == cfg.gradient_accumulation - 1:

@@ -50,10 +50,15 @@ def forward_backward(fn, inputs: list[torch.Tensor], seed: int, autocast: bool) 
 
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
-def test_same_as_sdpa_with_the_same_dropout_draws(autocast: bool) -> None:
+@pytest.mark.parametrize("sequences", [None, 1, 2], ids=["whole-batch", "1-a-time", "2-a-time"])
+def test_same_as_sdpa_with_the_same_dropout_draws(autocast: bool, sequences: int | None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The same random state gives the same mask as sdpa's own dropout (the math path it takes on the
     CPU): output and gradients equal (bitwise here; allowed a rounding), and the stream is left as sdpa
-    leaves it, so a run draws what it drew before."""
+    leaves it, so a run draws what it drew before; the same whether the batch goes in one piece or a few
+    sequences at a time (as a run's batches do)."""
+    if sequences is not None:
+        monkeypatch.setattr(attention, "ATTENTION_ELEMENTS", sequences * H * L * L)
     inputs, mask, scale = qkv(), padding_mask(), 0.3
     ours = forward_backward(lambda q, k, v: attention.dropout_attention(q, k, v, mask, 0.1, scale),
                             inputs, seed=7, autocast=autocast)
@@ -69,9 +74,15 @@ def test_same_as_sdpa_with_the_same_dropout_draws(autocast: bool) -> None:
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
-def test_same_as_eager_attention_with_the_same_bool_mask(p: float, autocast: bool) -> None:
-    """Against a plain reference that drops with the bool mask the function draws (p = 0: none)."""
+@pytest.mark.parametrize("broadcast", [False, True], ids=["mask-per-row", "mask-for-all"])
+def test_same_as_eager_attention_with_the_same_bool_mask(p: float, autocast: bool, broadcast: bool,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against a plain reference that drops with the bool mask the function draws (p = 0: none), one
+    sequence at a time, with a mask per sequence or one that broadcasts over the batch."""
+    monkeypatch.setattr(attention, "ATTENTION_ELEMENTS", 1)
     inputs, mask, scale = qkv(), padding_mask(), D**-0.5
+    if broadcast:
+        mask = mask[1:2]
     torch.manual_seed(3)
     keep = torch.empty(B, H, L, L, dtype=torch.bool).bernoulli_(1 - p)  # the draw the function makes
     ours = forward_backward(lambda q, k, v: attention.dropout_attention(q, k, v, mask, p, scale),

@@ -1,0 +1,83 @@
+"""What a training step keeps for its backward pass (`mlm_tui.recompute`): GELU outputs are computed again,
+not kept, and the gradients are bitwise the same."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+from mlm_tui import recompute
+from mlm_tui.heads import MaskedOnlyMLM
+from mlm_tui.recompute import kept_cheaply
+
+
+def tiny_bert() -> MaskedOnlyMLM:
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    config = AutoConfig.for_model("bert", vocab_size=120, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    return MaskedOnlyMLM(AutoModelForMaskedLM.from_config(config)).train()
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 120, (3, 24), generator=generator)
+    labels = torch.full_like(ids, -100)
+    labels[:, ::4] = ids[:, ::4]
+    return ids, labels
+
+
+def gradients(wrapper: MaskedOnlyMLM, cheaply: bool, autocast: bool) -> dict[str, torch.Tensor]:
+    ids, labels = batch()
+    torch.manual_seed(7)  # the same dropout draws
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        if cheaply:
+            with kept_cheaply():
+                loss, _ = wrapper(ids, torch.ones_like(ids), labels)
+        else:
+            loss, _ = wrapper(ids, torch.ones_like(ids), labels)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in wrapper.named_parameters() if p.grad is not None}
+    wrapper.zero_grad(set_to_none=True)
+    return grads
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_the_gradients_are_bitwise_the_same(autocast: bool) -> None:
+    wrapper = tiny_bert()
+    expected, got = gradients(wrapper, False, autocast), gradients(wrapper, True, autocast)
+    assert expected.keys() == got.keys() and len(got) > 10
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+
+@pytest.mark.parametrize("cheaply", [False, True], ids=["plain", "kept-cheaply"])
+def test_gelu_outputs_are_not_kept(cheaply: bool) -> None:
+    """After the forward pass the feed-forward's GELU outputs are freed (the plain forward keeps them alive
+    until the backward pass), and the backward pass computes them again."""
+    wrapper = tiny_bert()
+    seen: list[weakref.ref] = []
+    for layer in wrapper.model.bert.encoder.layer:
+        layer.intermediate.register_forward_hook(lambda m, i, out: seen.append(weakref.ref(out)))
+    ids, labels = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        if cheaply:
+            with kept_cheaply():
+                loss, _ = wrapper(ids, torch.ones_like(ids), labels)
+        else:
+            loss, _ = wrapper(ids, torch.ones_like(ids), labels)
+    gc.collect()
+    assert [ref() is not None for ref in seen] == [not cheaply] * 2
+    loss.backward()
+    assert all(p.grad is not None for p in wrapper.parameters() if p.requires_grad)
+
+
+def test_other_tensors_are_kept_as_they_are() -> None:
+    """A weight's bf16 copy (as autocast makes for a Linear) and any other op's output are kept."""
+    weight = torch.nn.Parameter(torch.randn(40, 8))
+    for kept in (weight.to(torch.bfloat16).t(), weight * 2):
+        assert recompute._pack(kept) is kept
