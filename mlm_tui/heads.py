@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 ROW_MULTIPLE = 16  # the masked rows the head runs on are padded to a multiple of this (see MaskedOnlyMLM)
-LOSS_ELEMENTS = 2**18  # logits the loss turns into fp32 at a time: 1 MB (see _RowwiseCrossEntropy)
+LOSS_ELEMENTS = 2**18  # logits the loss turns into fp32 at a time: 1 MB (8 MB left holes the heap kept)
 
 
 def mlm_head(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
