@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from mlm_tui.heads import row_slices
+
 ATTENTION = "mlm_tui_cpu_dropout"
 ATTENTION_ELEMENTS = 2**18  # probabilities computed at a time: 1 MB in fp32 (see _DropoutAttention)
 
@@ -36,7 +38,7 @@ ATTENTION_ELEMENTS = 2**18  # probabilities computed at a time: 1 MB in fp32 (se
 class _DropoutAttention(torch.autograd.Function):
     """softmax(q.kT * scale + mask) with dropout, times v, in fp32; keeps q, k, v, the masks (bool).
 
-    Both passes go a few sequences at a time (`_sequences`), so their fp32 temporaries are about 1 MB,
+    Both passes go a few sequences at a time (`heads.row_slices`), so their fp32 temporaries are about 1 MB,
     not 12 MB: allocated while every activation of the step is alive, batch-sized temporaries left holes
     in the heap that glibc's allocator kept (README, "Memory of a training run"). Each sequence's
     arithmetic is the same either way, and the dropout mask is drawn once over the whole batch.
@@ -49,7 +51,7 @@ class _DropoutAttention(torch.autograd.Function):
             shape = (*query.shape[:-1], key.shape[-2])
             keep = torch.empty(shape, dtype=torch.bool, device=query.device).bernoulli_(1 - p)
             out = torch.empty((*query.shape[:-1], value.shape[-1]), dtype=torch.float32, device=query.device)
-            for rows in _sequences(shape):
+            for rows in row_slices(keep, ATTENTION_ELEMENTS):
                 probs = _probs(*_scaled(query[rows], key[rows], scale), _rows(mask, rows))
                 probs.mul_(keep[rows]).mul_(1 / (1 - p))
                 torch.matmul(probs, value[rows].float(), out=out[rows])
@@ -65,7 +67,7 @@ class _DropoutAttention(torch.autograd.Function):
         root = math.sqrt(ctx.scale)
         grad_query, grad_key, grad_value = (torch.empty_like(t) for t in (query, key, value))
         with torch.autocast("cpu", enabled=False):
-            for rows in _sequences(keep.shape):
+            for rows in row_slices(keep, ATTENTION_ELEMENTS):
                 part = grad[rows].float()
                 scaled_query, scaled_key = _scaled(query[rows], key[rows], ctx.scale)
                 probs = _probs(scaled_query, scaled_key, _rows(mask, rows))  # the softmax again, not kept
@@ -80,12 +82,6 @@ class _DropoutAttention(torch.autograd.Function):
                 grad_query[rows] = torch.matmul(grad_scores, scaled_key).mul_(root)
                 grad_key[rows] = torch.matmul(grad_scores.transpose(-2, -1), scaled_query).mul_(root)
         return grad_query, grad_key, grad_value, None, None, None
-
-
-def _sequences(shape: tuple[int, ...]) -> list[slice]:
-    """Slices of the batch of about ATTENTION_ELEMENTS attention probabilities (one sequence at least)."""
-    step = max(1, ATTENTION_ELEMENTS // max(1, math.prod(shape[1:])))
-    return [slice(start, start + step) for start in range(0, shape[0], step)]
 
 
 def _rows(mask: torch.Tensor | None, rows: slice) -> torch.Tensor | None:

@@ -7,6 +7,7 @@ only. Families whose head we don't know fall back to the full forward.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -120,14 +121,14 @@ class _RowwiseCrossEntropy(torch.autograd.Function):
     def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(logits, targets)
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
-        for rows in _slices(logits):
+        for rows in row_slices(logits, LOSS_ELEMENTS):
             total += nn.functional.cross_entropy(logits[rows].float(), targets[rows], reduction="sum")
         return total
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         logits, targets = ctx.saved_tensors
-        for rows in _slices(logits):
+        for rows in row_slices(logits, LOSS_ELEMENTS):
             with torch.enable_grad():
                 part = logits[rows].detach().requires_grad_()
                 loss = nn.functional.cross_entropy(part.float(), targets[rows], reduction="sum")
@@ -135,6 +136,9 @@ class _RowwiseCrossEntropy(torch.autograd.Function):
         return logits, None
 
 
-def _slices(logits: torch.Tensor) -> list[slice]:
-    step = max(1, LOSS_ELEMENTS // max(1, logits.shape[-1]))
-    return [slice(start, start + step) for start in range(0, len(logits), step)]
+def row_slices(tensor: torch.Tensor, elements: int) -> list[slice]:
+    """Slices of `tensor`'s first dimension holding about `elements` elements each (one row at least): the
+    loss here and the CPU attention (`attention.py`) go through a step's largest temporaries this way, so
+    that none is allocated whole while every activation of the step is alive."""
+    step = max(1, elements // max(1, math.prod(tensor.shape[1:])))
+    return [slice(start, start + step) for start in range(0, len(tensor), step)]
