@@ -3,6 +3,7 @@ not kept, and the gradients are bitwise the same."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import weakref
 
@@ -31,16 +32,18 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return ids, labels
 
 
-def gradients(wrapper: MaskedOnlyMLM, cheaply: bool, autocast: bool) -> dict[str, torch.Tensor]:
+def loss_of(wrapper: MaskedOnlyMLM, cheaply: bool, autocast: bool = True) -> torch.Tensor:
+    """The training loss of the test batch, its forward pass within `kept_cheaply()` or not."""
     ids, labels = batch()
+    with (torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+          kept_cheaply() if cheaply else contextlib.nullcontext()):
+        loss, _ = wrapper(ids, torch.ones_like(ids), labels)
+    return loss
+
+
+def gradients(wrapper: MaskedOnlyMLM, cheaply: bool, autocast: bool) -> dict[str, torch.Tensor]:
     torch.manual_seed(7)  # the same dropout draws
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        if cheaply:
-            with kept_cheaply():
-                loss, _ = wrapper(ids, torch.ones_like(ids), labels)
-        else:
-            loss, _ = wrapper(ids, torch.ones_like(ids), labels)
-    loss.backward()
+    loss_of(wrapper, cheaply, autocast).backward()
     grads = {name: p.grad.clone() for name, p in wrapper.named_parameters() if p.grad is not None}
     wrapper.zero_grad(set_to_none=True)
     return grads
@@ -63,13 +66,7 @@ def test_gelu_outputs_are_not_kept(cheaply: bool) -> None:
     seen: list[weakref.ref] = []
     for layer in wrapper.model.bert.encoder.layer:
         layer.intermediate.register_forward_hook(lambda m, i, out: seen.append(weakref.ref(out)))
-    ids, labels = batch()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        if cheaply:
-            with kept_cheaply():
-                loss, _ = wrapper(ids, torch.ones_like(ids), labels)
-        else:
-            loss, _ = wrapper(ids, torch.ones_like(ids), labels)
+    loss = loss_of(wrapper, cheaply)
     gc.collect()
     assert [ref() is not None for ref in seen] == [not cheaply] * 2
     loss.backward()
