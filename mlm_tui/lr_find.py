@@ -178,12 +178,12 @@ def range_test(model: torch.nn.Module, batches: Callable[[int], torch.Tensor], t
     was before. The masks come from their own seeded stream."""
     import torch
 
-    from mlm_tui.attention import use_for_training
     from mlm_tui.heads import MaskedOnlyMLM, adamw
+    from mlm_tui.lean import for_cpu_training
     from mlm_tui.masking import generator_for, mask_batch
     from mlm_tui.recompute import kept_cheaply
 
-    use_for_training(model, device)  # as the run trains: on the CPU, attention keeping less (attention.py)
+    for_cpu_training(model, device)  # as the run trains: on the CPU, keeping less (lean.py)
     devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
     lrs, losses = [], []
     with torch.random.fork_rng(devices=devices):

@@ -361,8 +361,8 @@ class FineTune:
         import torch
         from transformers import get_scheduler
 
-        from mlm_tui.attention import use_for_training
         from mlm_tui.heads import MaskedOnlyMLM, adamw
+        from mlm_tui.lean import for_cpu_training
         from mlm_tui.masking import TokenTables
         from mlm_tui.rundata import fixed_evalset
 
@@ -377,8 +377,7 @@ class FineTune:
             with torch.random.fork_rng(devices=[]):  # weights a load initialises come out as they did
                 torch.set_rng_state(rng)
                 model = self._load_model(source)
-        # On the CPU, attention that keeps a bool dropout mask, not the probabilities (see attention.py)
-        use_for_training(model, plan.device)
+        for_cpu_training(model, plan.device, acc.num_processes)  # keeping less for the backward pass
         optimizer = adamw(model, cfg.weight_decay, rate, plan.device)
         scheduler = get_scheduler("linear", optimizer, num_warmup_steps=cfg.warmup_steps,
                                   num_training_steps=plan.steps)

@@ -1,5 +1,5 @@
 """What a training step keeps for its backward pass (`mlm_tui.recompute`): GELU outputs are computed again,
-not kept, and the gradients are bitwise the same."""
+not kept, equal casts of one tensor are kept once, and the gradients are bitwise the same."""
 
 from __future__ import annotations
 
@@ -77,4 +77,49 @@ def test_other_tensors_are_kept_as_they_are() -> None:
     """A weight's bf16 copy (as autocast makes for a Linear) and any other op's output are kept."""
     weight = torch.nn.Parameter(torch.randn(40, 8))
     for kept in (weight.to(torch.bfloat16).t(), weight * 2):
-        assert recompute._pack(kept) is kept
+        assert recompute._pack({}, kept) is kept
+
+
+def kept_hidden_states(wrapper: MaskedOnlyMLM, cheaply: bool) -> int:
+    """How many bf16 tensors of the hidden states' shape the forward pass keeps for its backward pass (what
+    `kept_cheaply`'s hook keeps, or everything autograd saves)."""
+    casts: dict = {}
+    kept: set[int] = set()
+
+    def pack(tensor: torch.Tensor) -> object:
+        packed = recompute._pack(casts, tensor) if cheaply else tensor
+        if isinstance(packed, torch.Tensor) and packed.dtype == torch.bfloat16 and packed.shape == (72, 32):
+            kept.add(packed.untyped_storage().data_ptr())
+        return packed
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, recompute._unpack):
+        loss_of(wrapper, cheaply=False).backward()
+    return len(kept)
+
+
+def test_the_query_key_and_value_keep_one_cast_of_their_input() -> None:
+    """A layer's query, key and value projections each cast the same hidden states to bf16; kept cheaply,
+    one copy is kept for the three (the gradients are bitwise the same: the test above)."""
+    wrapper = tiny_bert()
+    layers = len(wrapper.model.bert.encoder.layer)
+    plain = kept_hidden_states(wrapper, cheaply=False)
+    assert kept_hidden_states(wrapper, cheaply=True) == plain - 2 * layers
+
+
+def test_a_cast_of_a_tensor_changed_in_place_is_kept_as_it_is() -> None:
+    """Two casts of one tensor with an in-place change between them are not equal: both are kept, and the
+    gradient is the plain one."""
+    weight = torch.nn.Parameter(torch.randn(8, 8))
+
+    def grad(cheaply: bool) -> torch.Tensor:
+        source = torch.randn(4, 8, generator=torch.Generator().manual_seed(0)) @ weight
+        with (torch.autocast("cpu", dtype=torch.bfloat16),
+              kept_cheaply() if cheaply else contextlib.nullcontext()):
+            first = torch.nn.functional.linear(source, weight)
+            source.data.mul_(3)  # the source changes: its next cast differs from the first
+            second = torch.nn.functional.linear(source, weight)
+        (first.float().sum() + second.float().square().sum()).backward()
+        result, weight.grad = weight.grad, None
+        return result
+
+    assert torch.equal(grad(True), grad(False))
