@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
 
 import pytest
@@ -35,3 +36,43 @@ def test_freed_holes_in_the_heap_are_given_back() -> None:
     for block in blocks[::16]:
         libc.free(block)
     assert before - after > 50
+
+
+MAPPED_AFTER = r"""
+import ctypes, torch
+from mlm_tui import heap
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+mallinfo2.restype = MallInfo2
+
+def mapped_mb(mb):
+    before = mallinfo2().hblkhd
+    block = torch.empty(mb * 2**20, dtype=torch.uint8)
+    mapped = (mallinfo2().hblkhd - before) / 2**20
+    del block
+    return round(mapped)
+
+mapped_mb(30)  # a block of its own, freed: glibc's own threshold rises to 30 MB
+print(mapped_mb(20), mapped_mb(1), heap.map_large_blocks(), mapped_mb(20), mapped_mb(1))
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_a_training_process_maps_its_large_blocks_on_their_own() -> None:
+    """After `map_large_blocks()` a 20 MB block is a mapping of its own (given back when freed), where
+    glibc's rising threshold had taken it from the heap; a 1 MB block stays in the heap. A threshold the
+    user set stands."""
+    import subprocess
+    import sys
+
+    def run(env: dict[str, str]) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", MAPPED_AFTER], capture_output=True, text=True,
+                              env={**os.environ, **env}, check=True)
+        return done.stdout.split()
+
+    assert run({}) == ["0", "0", "True", "20", "0"]
+    assert run({"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20)}) == ["0", "0", "False", "0", "0"]
