@@ -13,7 +13,8 @@ Within the steps, the head's two blocks of 16 MB and more (its bf16 weight copy 
 size changes with each batch's masked count) taken from the heap and freed at every step kept the heap
 growing over a run's steps; glibc's own threshold for a block of its own rises to 32 MB once a block
 that large is freed. `map_large_blocks()` fixes the threshold at 16 MB for the process: the run's peak
-RSS fell by about 25 MB and stopped creeping, at the same tokens/s (two blocks a step mapped afresh).
+RSS fell by about 25 MB and stopped creeping, for at most 3% of tokens/s in an A/B (two blocks a step
+mapped afresh and faulted in).
 Elsewhere than glibc (macOS, musl) both do nothing.
 """
 

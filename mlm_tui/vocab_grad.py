@@ -31,6 +31,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+from mlm_tui.heads import row_slices
+
 SLICE_ELEMENTS = 2**19  # the decoder's gradient computed this many bf16 elements at a time: 1 MB
 
 
@@ -92,9 +94,8 @@ class _SlicedDecoder(torch.autograd.Function):
         grad_weight = None
         if ctx.needs_input_grad[1]:  # what autograd computes for it, `rows.t().mm(inputs)`, in slices
             grad_weight = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
-            step = max(1, SLICE_ELEMENTS // weight.shape[1])
-            for start in range(0, weight.shape[0], step):
-                grad_weight[start : start + step] = rows[:, start : start + step].t().mm(inputs)
+            for part in row_slices(weight, SLICE_ELEMENTS):
+                grad_weight[part] = rows[:, part].t().mm(inputs)
         grad_bias = None
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             grad_bias = rows.sum(0).to(ctx.bias_dtype)
